@@ -1,0 +1,140 @@
+import { Command, CommanderError } from "commander";
+import { EXIT, UserError } from "../volume/errors.js";
+import { infoCommand, initCommand, statusCommand, umountCommand } from "./commands.js";
+import { mountCommand, serveCommand } from "./mount-command.js";
+import { collect, positiveInt } from "./options.js";
+
+const COMMANDS = new Set(["init", "mount", "umount", "unmount", "info", "status", "help", "__serve"]);
+
+function keyOptions(command: Command): Command {
+  return command
+    .option("--passfile <file>", "read the passphrase from the first line of FILE")
+    .option("--keyfile <file>", "unlock with a key file")
+    .option("--extpass <command>", "run COMMAND and read the passphrase from its output")
+    .option("--recovery", "unlock with the recovery key instead of a passphrase");
+}
+
+function logOptions(command: Command): Command {
+  return command
+    .option("-v, --verbose", "log what happens")
+    .option("--debug", "log in detail")
+    .option("--log-file <file>", "append JSON logs to FILE");
+}
+
+/** Commands resolve with their exit code; commander wants void, so it is kept here. */
+let exitCode: number = EXIT.ok;
+function act<A extends unknown[]>(command: (...args: A) => Promise<number>) {
+  return async (...args: A): Promise<void> => {
+    exitCode = await command(...args);
+  };
+}
+
+export function buildProgram(): Command {
+  const program = new Command("cryptmount")
+    .description("Mount a directory whose files are kept encrypted at rest, file by file.")
+    .usage("[command] [options]\n       cryptmount LOWER MOUNTPOINT [options]   (same as: cryptmount mount)")
+    .version("0.1.0")
+    .exitOverride()
+    .showHelpAfterError(false)
+    .addHelpText(
+      "after",
+      `
+Examples:
+  cryptmount init /data/lower                 create a volume (asks for a passphrase)
+  cryptmount /data/lower /data/clear          unlock and mount it
+  cryptmount umount /data/clear               unmount it
+  cryptmount status                           list mounted volumes`,
+    );
+
+  logOptions(
+    program
+      .command("init")
+      .description("create a new volume in LOWER (an empty or missing directory)")
+      .argument("<lower>", "directory that will hold the encrypted files")
+      .option("--passfile <file>", "read the new passphrase from FILE instead of asking twice")
+      .option("--extpass <command>", "read the new passphrase from COMMAND's output")
+      .option("--keyfile <file>", "add a key-file slot (with no passphrase unless --passfile/--extpass is given too)")
+      .option("--no-recovery", "do not create a recovery key")
+      .option("--block-size <bytes>", "content block size, a power of two from 4096 to 1048576", positiveInt("--block-size"))
+      .option("--kdf-memory <KiB>", "Argon2id memory in KiB (default 262144)", positiveInt("--kdf-memory"))
+      .option("--kdf-iterations <n>", "Argon2id passes (default 4)", positiveInt("--kdf-iterations"))
+      .option("--kdf-parallelism <n>", "Argon2id lanes (default 1)", positiveInt("--kdf-parallelism"))
+      .addHelpText("after", "\nExample:\n  cryptmount init /data/lower\n  cryptmount init --passfile /etc/cryptmount/data.pass /data/lower"),
+  ).action(act((lower: string, opts) => initCommand(lower, opts)));
+
+  logOptions(
+    keyOptions(
+      program
+        .command("mount")
+        .description("unlock LOWER and mount its cleartext view at MOUNTPOINT")
+        .argument("<lower>", "the volume's directory")
+        .argument("<mountpoint>", "an empty directory")
+        .option("-f, --foreground", "stay in the foreground until unmounted")
+        .option("-o, --options <opts>", "mount options: ro, allow_other, passfile=F, keyfile=F, nonempty (repeatable)", collect)
+        .option("--ro, --read-only", "mount read-only")
+        .option("--allow-other", "let other users access the mount (needs user_allow_other or root)")
+        .option("--nonempty", "allow a non-empty mount point")
+        .addHelpText("after", "\nExample:\n  cryptmount mount --passfile /etc/cryptmount/data.pass /data/lower /data/clear"),
+    ),
+  ).action(act((lower: string, mountpoint: string, opts) => mountCommand(lower, mountpoint, opts)));
+
+  for (const name of ["umount", "unmount"]) {
+    program
+      .command(name, { hidden: name === "unmount" })
+      .description("unmount a cryptmount volume")
+      .argument("<mountpoint>")
+      .option("--lazy", "detach even if busy")
+      .action(act((mountpoint: string, opts) => umountCommand(mountpoint, opts)));
+  }
+
+  program
+    .command("info")
+    .description("show a volume's format, parameters and key slots (never a secret)")
+    .argument("<lower>")
+    .option("--json", "machine-readable output")
+    .action(act((lower: string, opts) => infoCommand(lower, opts)));
+
+  program
+    .command("status")
+    .description("list mounted volumes: where, from which lower directory, which key source, since when")
+    .option("--json", "machine-readable output")
+    .action(act((opts) => statusCommand(opts)));
+
+  program.command("__serve", { hidden: true }).action(act(() => serveCommand()));
+  return program;
+}
+
+/** mount.fuse and people call "cryptmount LOWER MOUNTPOINT [-o ...]": route that to "mount". */
+export function normalizeArgv(args: readonly string[]): string[] {
+  const first = args[0];
+  if (first !== undefined && !first.startsWith("-") && !COMMANDS.has(first)) return ["mount", ...args];
+  return [...args];
+}
+
+export async function main(argv: readonly string[]): Promise<number> {
+  const program = buildProgram();
+  exitCode = EXIT.ok;
+  try {
+    await program.parseAsync(normalizeArgv(argv), { from: "user" });
+    return exitCode;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    if (err instanceof UserError) {
+      process.stderr.write(`cryptmount: ${err.message}\n`);
+      return err.exitCode;
+    }
+    const debug = argv.includes("--debug");
+    process.stderr.write(`cryptmount: internal error: ${(err as Error)?.message ?? String(err)}\n`);
+    if (debug && err instanceof Error && err.stack) process.stderr.write(err.stack + "\n");
+    return EXIT.failure;
+  }
+}
+
+const isMain = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
+if (isMain) {
+  // Exit explicitly: a server that was unmounted may still hold binding handles.
+  const exit = (code: number) => process.stdout.write("", () => process.exit(code));
+  main(process.argv.slice(2)).then(exit, () => exit(EXIT.failure));
+}

@@ -1,0 +1,104 @@
+import { hkdf } from "./hkdf.js";
+import { KEY_SIZE } from "./aead.js";
+import { SIV_KEY_SIZE } from "./siv.js";
+import { wipe } from "./bytes.js";
+
+/**
+ * The key hierarchy (docs/format.md, "Keys"):
+ *
+ *   mount key (per epoch) ── HKDF ──> header-wrap key, config key, config MAC key
+ *   volume secret (fixed) ── HKDF ──> name key (SIV), symlink key, xattr keys, root dir ID
+ *
+ * The volume secret is wrapped by the mount key in the config, so rotating the
+ * mount key (rekey) rewraps headers and the volume secret but renames nothing.
+ */
+export const LABELS = {
+  headerWrap: "cryptmount v1 header-wrap",
+  configWrap: "cryptmount v1 config-wrap",
+  configMac: "cryptmount v1 config-mac",
+  names: "cryptmount v1 names",
+  symlinks: "cryptmount v1 symlinks",
+  xattrNames: "cryptmount v1 xattr-names",
+  xattrValues: "cryptmount v1 xattr-values",
+  rootDirId: "cryptmount v1 root-dir-id",
+} as const;
+
+export const MOUNT_KEY_SIZE = 32;
+export const VOLUME_SECRET_SIZE = 32;
+export const DIR_ID_SIZE = 16;
+
+/** Subkeys of one mount-key epoch. */
+export interface EpochKeys {
+  readonly epoch: number;
+  readonly headerWrap: Buffer;
+  readonly configWrap: Buffer;
+  readonly configMac: Buffer;
+}
+
+export function deriveEpochKeys(mountKey: Uint8Array, volumeId: Uint8Array, epoch: number): EpochKeys {
+  return {
+    epoch,
+    headerWrap: hkdf(mountKey, volumeId, LABELS.headerWrap, KEY_SIZE),
+    configWrap: hkdf(mountKey, volumeId, LABELS.configWrap, KEY_SIZE),
+    configMac: hkdf(mountKey, volumeId, LABELS.configMac, KEY_SIZE),
+  };
+}
+
+/** Subkeys of the volume secret: everything that must survive a rekey unchanged. */
+export interface VolumeKeys {
+  readonly names: Buffer;
+  readonly symlinks: Buffer;
+  readonly xattrNames: Buffer;
+  readonly xattrValues: Buffer;
+  readonly rootDirId: Buffer;
+}
+
+export function deriveVolumeKeys(volumeSecret: Uint8Array, volumeId: Uint8Array): VolumeKeys {
+  return {
+    names: hkdf(volumeSecret, volumeId, LABELS.names, SIV_KEY_SIZE),
+    symlinks: hkdf(volumeSecret, volumeId, LABELS.symlinks, KEY_SIZE),
+    xattrNames: hkdf(volumeSecret, volumeId, LABELS.xattrNames, SIV_KEY_SIZE),
+    xattrValues: hkdf(volumeSecret, volumeId, LABELS.xattrValues, KEY_SIZE),
+    rootDirId: hkdf(volumeSecret, volumeId, LABELS.rootDirId, DIR_ID_SIZE),
+  };
+}
+
+/**
+ * All keys of an unlocked volume. One owner (the mounted volume or the tool
+ * that unlocked it) holds it and wipes it on close.
+ */
+export class Keyring {
+  private readonly epochs = new Map<number, EpochKeys>();
+  readonly volume: VolumeKeys;
+
+  constructor(
+    readonly volumeId: Buffer,
+    readonly currentEpoch: number,
+    mountKeys: ReadonlyMap<number, Uint8Array>,
+    volumeSecret: Uint8Array,
+  ) {
+    for (const [epoch, key] of mountKeys) {
+      this.epochs.set(epoch, deriveEpochKeys(key, volumeId, epoch));
+    }
+    if (!this.epochs.has(currentEpoch)) throw new Error("keyring lacks the current epoch");
+    this.volume = deriveVolumeKeys(volumeSecret, volumeId);
+  }
+
+  epoch(epoch: number): EpochKeys | undefined {
+    return this.epochs.get(epoch);
+  }
+
+  get current(): EpochKeys {
+    return this.epochs.get(this.currentEpoch)!;
+  }
+
+  knownEpochs(): number[] {
+    return [...this.epochs.keys()].sort((a, b) => a - b);
+  }
+
+  wipe(): void {
+    for (const keys of this.epochs.values()) wipe(keys.headerWrap, keys.configWrap, keys.configMac);
+    const v = this.volume;
+    wipe(v.names, v.symlinks, v.xattrNames, v.xattrValues);
+  }
+}

@@ -1,0 +1,231 @@
+import { createHmac } from "node:crypto";
+import { GCM_NONCE_SIZE, gcmOpen, gcmSeal } from "../crypto/aead.js";
+import { constantTimeEqual, fromBase64Url, toBase64Url, u32be } from "../crypto/bytes.js";
+import { MOUNT_KEY_SIZE, VOLUME_SECRET_SIZE, deriveEpochKeys, type EpochKeys } from "../crypto/keys.js";
+import { randomPool } from "../crypto/random.js";
+import { FormatError } from "./errors.js";
+
+/**
+ * Volume config (docs/format.md, "Volume config"): `cryptmount.conf` in the
+ * lower root, JSON. Key slots each wrap the same mount-key bundle under a
+ * key-encryption key (KEK) derived from a passphrase, key file or recovery
+ * key. The whole document is authenticated by an HMAC under the current
+ * mount key, checked after unlocking, so parameters such as the block size
+ * or feature list cannot be altered unnoticed.
+ */
+export const CONFIG_VERSION = 1;
+export const KNOWN_FEATURES = ["gcm-blocks", "final-block-flag", "siv-names", "long-names", "dir-id-sets"] as const;
+export const DEFAULT_BLOCK_SIZE = 32 * 1024;
+
+export type SlotKind = "passphrase" | "keyfile" | "recovery" | "trustee";
+const SLOT_KINDS: readonly SlotKind[] = ["passphrase", "keyfile", "recovery", "trustee"];
+
+export interface Argon2Params {
+  readonly algorithm: "argon2id";
+  readonly memoryKiB: number;
+  readonly iterations: number;
+  readonly parallelism: number;
+}
+
+/** Below these a passphrase slot is refused on load (RFC 9106, second recommended option). */
+export const ARGON2_MINIMUM: Argon2Params = { algorithm: "argon2id", memoryKiB: 65536, iterations: 3, parallelism: 1 };
+/** About one second on the reference machine (scripts/bench-kdf.mjs). */
+export const ARGON2_DEFAULT: Argon2Params = { algorithm: "argon2id", memoryKiB: 262144, iterations: 4, parallelism: 1 };
+
+export interface KeySlot {
+  readonly id: number;
+  readonly kind: SlotKind;
+  readonly label?: string;
+  readonly salt: string;
+  readonly kdf?: Argon2Params;
+  readonly wrapped: string;
+}
+
+export interface VolumeConfig {
+  readonly format: "cryptmount";
+  readonly version: number;
+  readonly volumeId: string;
+  readonly created: string;
+  readonly features: readonly string[];
+  readonly blockSize: number;
+  readonly epoch: number;
+  readonly volumeSecret: string;
+  readonly slots: readonly KeySlot[];
+  readonly rekey?: { readonly from: number; readonly to: number };
+  readonly mac: string;
+}
+
+export type UnsignedConfig = Omit<VolumeConfig, "mac">;
+
+/** Mount keys by epoch: one normally, two while a rekey is under way. */
+export type MountKeys = ReadonlyMap<number, Buffer>;
+
+function invalid(message: string): never {
+  throw new FormatError("CONFIG_INVALID", `volume config: ${message}`);
+}
+
+function isInt(v: unknown, min: number, max: number): v is number {
+  return typeof v === "number" && Number.isInteger(v) && v >= min && v <= max;
+}
+
+function b64(v: unknown, what: string, length?: number): Buffer {
+  const bytes = typeof v === "string" ? fromBase64Url(v) : undefined;
+  if (!bytes || (length !== undefined && bytes.length !== length)) invalid(`bad ${what}`);
+  return bytes;
+}
+
+/** Parses and validates everything that can be checked without a key. */
+export function parseConfig(text: string): VolumeConfig {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    invalid("not valid JSON");
+  }
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc)) invalid("not an object");
+  const c = doc as Record<string, unknown>;
+  if (c.format !== "cryptmount") invalid("not a cryptmount config");
+  if (c.version !== CONFIG_VERSION) {
+    throw new FormatError("UNKNOWN_VERSION", `volume format version ${String(c.version)} is not supported (this build reads ${CONFIG_VERSION})`);
+  }
+  b64(c.volumeId, "volume ID", 16);
+  if (typeof c.created !== "string") invalid("bad creation time");
+  if (!Array.isArray(c.features) || !c.features.every((f) => typeof f === "string")) invalid("bad features");
+  const unknown = (c.features as string[]).filter((f) => !(KNOWN_FEATURES as readonly string[]).includes(f));
+  if (unknown.length > 0) {
+    throw new FormatError("UNKNOWN_FEATURE", `volume uses features this build does not know: ${unknown.join(", ")}`);
+  }
+  if (!isInt(c.blockSize, 4096, 1 << 20) || (c.blockSize & (c.blockSize - 1)) !== 0) invalid("bad block size");
+  if (!isInt(c.epoch, 1, 0xffffffff)) invalid("bad epoch");
+  b64(c.volumeSecret, "volume secret");
+  if (!Array.isArray(c.slots) || c.slots.length === 0) invalid("no key slots");
+  const ids = new Set<number>();
+  for (const s of c.slots as unknown[]) {
+    const slot = s as Record<string, unknown>;
+    if (typeof s !== "object" || s === null) invalid("bad key slot");
+    if (!isInt(slot.id, 0, 1_000_000) || ids.has(slot.id)) invalid("bad key slot id");
+    ids.add(slot.id);
+    if (!SLOT_KINDS.includes(slot.kind as SlotKind)) invalid(`unknown key slot kind ${String(slot.kind)}`);
+    if (slot.label !== undefined && typeof slot.label !== "string") invalid("bad key slot label");
+    b64(slot.salt, "key slot salt", 16);
+    b64(slot.wrapped, "key slot");
+    if (slot.kind === "passphrase") checkArgon2(slot.kdf);
+  }
+  if (c.rekey !== undefined) {
+    const r = c.rekey as Record<string, unknown>;
+    if (!isInt(r?.from, 1, 0xffffffff) || r.to !== c.epoch || r.from >= c.epoch) invalid("bad rekey state");
+  }
+  b64(c.mac, "MAC", 32);
+  return c as unknown as VolumeConfig;
+}
+
+function checkArgon2(kdf: unknown): asserts kdf is Argon2Params {
+  const k = kdf as Partial<Argon2Params> | undefined;
+  if (!k || k.algorithm !== "argon2id" || !isInt(k.memoryKiB, 1, 1 << 30) || !isInt(k.iterations, 1, 1000) || !isInt(k.parallelism, 1, 64)) {
+    invalid("bad passphrase KDF parameters");
+  }
+  if (k.memoryKiB < ARGON2_MINIMUM.memoryKiB || k.iterations < ARGON2_MINIMUM.iterations) {
+    throw new FormatError(
+      "WEAK_KDF",
+      `passphrase KDF parameters (m=${k.memoryKiB} KiB, t=${k.iterations}) are below the minimum (m=${ARGON2_MINIMUM.memoryKiB} KiB, t=${ARGON2_MINIMUM.iterations})`,
+    );
+  }
+}
+
+/** JSON with keys sorted at every level: the byte string the MAC covers. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
+}
+
+function configMac(keys: EpochKeys, config: UnsignedConfig): Buffer {
+  const { mac: _ignored, ...unsigned } = config as VolumeConfig;
+  return createHmac("sha256", keys.configMac).update(canonicalJson(unsigned)).digest();
+}
+
+export function signConfig(keys: EpochKeys, config: UnsignedConfig): VolumeConfig {
+  return { ...config, mac: toBase64Url(configMac(keys, config)) };
+}
+
+export function verifyConfigMac(keys: EpochKeys, config: VolumeConfig): void {
+  if (!constantTimeEqual(configMac(keys, config), b64(config.mac, "MAC", 32))) {
+    throw new FormatError("CONFIG_AUTH", "volume config failed authentication (altered or damaged)");
+  }
+}
+
+export function serializeConfig(config: VolumeConfig): string {
+  return JSON.stringify(config, null, 2) + "\n";
+}
+
+// --- key slots -------------------------------------------------------------
+
+function slotAad(volumeId: string, slot: Omit<KeySlot, "wrapped">): Buffer {
+  return Buffer.from(
+    canonicalJson({ purpose: "cryptmount v1 key slot", volumeId, id: slot.id, kind: slot.kind, salt: slot.salt, kdf: slot.kdf }),
+    "utf8",
+  );
+}
+
+export function encodeMountKeys(keys: MountKeys): Buffer {
+  const parts: Buffer[] = [];
+  for (const [epoch, key] of [...keys].sort(([a], [b]) => b - a)) parts.push(u32be(epoch), key);
+  return Buffer.concat(parts);
+}
+
+export function decodeMountKeys(bytes: Buffer): Map<number, Buffer> {
+  const record = 4 + MOUNT_KEY_SIZE;
+  if (bytes.length === 0 || bytes.length % record !== 0) invalid("bad key slot payload");
+  const keys = new Map<number, Buffer>();
+  for (let at = 0; at < bytes.length; at += record) {
+    keys.set(bytes.readUInt32BE(at), Buffer.from(bytes.subarray(at + 4, at + record)));
+  }
+  return keys;
+}
+
+export function sealSlot(volumeId: string, slot: Omit<KeySlot, "wrapped">, kek: Uint8Array, keys: MountKeys): KeySlot {
+  const sealed = gcmSeal(kek, randomPool.bytes(GCM_NONCE_SIZE), slotAad(volumeId, slot), encodeMountKeys(keys));
+  return { ...slot, wrapped: toBase64Url(sealed) };
+}
+
+/** Returns the mount keys, or undefined when this KEK does not open the slot. */
+export function openSlot(volumeId: string, slot: KeySlot, kek: Uint8Array): Map<number, Buffer> | undefined {
+  const plain = gcmOpen(kek, slotAad(volumeId, slot), b64(slot.wrapped, "key slot"));
+  return plain && decodeMountKeys(plain);
+}
+
+// --- volume secret -----------------------------------------------------------
+
+function secretAad(volumeId: string, epoch: number): Buffer {
+  return Buffer.from(`cryptmount v1 volume secret ${volumeId} ${epoch}`, "utf8");
+}
+
+export function sealVolumeSecret(volumeId: string, keys: EpochKeys, secret: Uint8Array): string {
+  return toBase64Url(gcmSeal(keys.configWrap, randomPool.bytes(GCM_NONCE_SIZE), secretAad(volumeId, keys.epoch), secret));
+}
+
+export function openVolumeSecret(volumeId: string, keys: EpochKeys, sealed: string): Buffer {
+  const plain = gcmOpen(keys.configWrap, secretAad(volumeId, keys.epoch), b64(sealed, "volume secret"));
+  if (!plain || plain.length !== VOLUME_SECRET_SIZE) {
+    throw new FormatError("CONFIG_AUTH", "volume secret failed authentication");
+  }
+  return plain;
+}
+
+/**
+ * Unlocks a parsed config with mount keys from a slot: verifies the MAC and
+ * unwraps the volume secret. Shared by every unlock path.
+ */
+export function unlockConfig(config: VolumeConfig, mountKeys: MountKeys): { volumeSecret: Buffer; current: EpochKeys } {
+  const volumeId = b64(config.volumeId, "volume ID", 16);
+  const mk = mountKeys.get(config.epoch);
+  if (!mk) throw new FormatError("CONFIG_AUTH", `key slot lacks the mount key of epoch ${config.epoch}`);
+  const current = deriveEpochKeys(mk, volumeId, config.epoch);
+  verifyConfigMac(current, config);
+  return { volumeSecret: openVolumeSecret(config.volumeId, current, config.volumeSecret), current };
+}

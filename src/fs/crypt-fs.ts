@@ -1,0 +1,413 @@
+import {
+  chmod,
+  lchown,
+  link,
+  lstat,
+  lutimes,
+  mkdir,
+  open,
+  readdir,
+  readlink,
+  rename,
+  rmdir,
+  statfs,
+  symlink,
+  unlink,
+} from "node:fs/promises";
+import { constants, type BigIntStats } from "node:fs";
+import { dirname, basename, join } from "node:path";
+import type { Logger } from "pino";
+import type { Keyring } from "../crypto/keys.js";
+import { ContentGeometry } from "../format/content.js";
+import { isFormatError } from "../format/errors.js";
+import { MAX_NAME_BYTES, classifyLowerEntry } from "../format/names.js";
+import { decryptSymlink, encryptSymlink, symlinkTargetLength } from "../format/symlink.js";
+import { FsError } from "./errors.js";
+import { Namespace } from "./namespace.js";
+import { OpenFile } from "./open-file.js";
+import type { Attr, FileSystem, FsStats, TimeSpec } from "./types.js";
+
+interface Handle {
+  readonly file: OpenFile;
+  readonly lower: string;
+  readonly writable: boolean;
+}
+
+const ACCESS_MODE = constants.O_RDONLY | constants.O_WRONLY | constants.O_RDWR;
+
+function inodeKey(st: { dev: bigint | number; ino: bigint | number }): string {
+  return `${st.dev}:${st.ino}`;
+}
+
+function cleartextParent(path: string): { parent: string; name: string } {
+  return { parent: dirname(path), name: basename(path) };
+}
+
+/**
+ * The filesystem operations over an encrypted lower directory. Translates
+ * cleartext paths through the Namespace and file contents through OpenFile;
+ * knows nothing of FUSE.
+ */
+export class CryptFs implements FileSystem {
+  private readonly names: Namespace;
+  private readonly geometry: ContentGeometry;
+  private readonly files = new Map<string, OpenFile>();
+  private readonly opening = new Map<string, Promise<OpenFile>>();
+  private readonly handles = new Map<number, Handle>();
+  private nextHandle = 1;
+
+  constructor(
+    private readonly root: string,
+    private readonly keyring: Keyring,
+    blockSize: number,
+    private readonly log: Logger,
+    private readonly readOnly = false,
+  ) {
+    this.names = new Namespace(root, keyring, log);
+    this.geometry = new ContentGeometry(blockSize);
+  }
+
+  // --- attributes ------------------------------------------------------------
+
+  private toAttr(st: BigIntStats, size: number): Attr {
+    return {
+      mode: Number(st.mode),
+      uid: Number(st.uid),
+      gid: Number(st.gid),
+      size,
+      nlink: Number(st.nlink),
+      ino: Number(st.ino),
+      dev: Number(st.dev),
+      rdev: Number(st.rdev),
+      blksize: Number(st.blksize),
+      blocks: Number(st.blocks),
+      atimeNs: st.atimeNs,
+      mtimeNs: st.mtimeNs,
+      ctimeNs: st.ctimeNs,
+    };
+  }
+
+  private cleartextSize(st: BigIntStats, path: string): number {
+    if (st.isFile()) {
+      const open = this.files.get(inodeKey(st));
+      if (open) return open.size;
+      try {
+        return this.geometry.cleartextSize(Number(st.size));
+      } catch (err) {
+        if (!isFormatError(err)) throw err;
+        this.log.warn({ path, problem: err.message }, "file has an invalid length; reported as empty");
+        return 0;
+      }
+    }
+    if (st.isSymbolicLink()) return symlinkTargetLength(Number(st.size));
+    return Number(st.size);
+  }
+
+  async getattr(path: string): Promise<Attr> {
+    const { lower } = await this.names.locate(path);
+    const st = await lstat(lower, { bigint: true });
+    return this.toAttr(st, this.cleartextSize(st, path));
+  }
+
+  async fgetattr(path: string, fh: number): Promise<Attr> {
+    const handle = this.handles.get(fh);
+    if (!handle) return this.getattr(path);
+    const st = await lstat(handle.lower, { bigint: true }).catch(() => undefined);
+    if (!st) return this.getattr(path);
+    return this.toAttr(st, handle.file.size);
+  }
+
+  async readdir(path: string): Promise<string[]> {
+    const { lower } = await this.names.locate(path);
+    const entries = await this.names.list(lower, path);
+    return [".", "..", ...entries.map((e) => e.name)];
+  }
+
+  async access(path: string): Promise<void> {
+    const { lower } = await this.names.locate(path);
+    await lstat(lower);
+  }
+
+  async statfs(): Promise<FsStats> {
+    const s = await statfs(this.root);
+    return {
+      bsize: s.bsize,
+      frsize: s.bsize,
+      blocks: s.blocks,
+      bfree: s.bfree,
+      bavail: s.bavail,
+      files: s.files,
+      ffree: s.ffree,
+      favail: s.ffree,
+      namemax: MAX_NAME_BYTES,
+    };
+  }
+
+  // --- file contents ---------------------------------------------------------
+
+  private allocateHandle(handle: Handle): number {
+    while (this.handles.has(this.nextHandle)) this.nextHandle = (this.nextHandle % 0x7fffffff) + 1;
+    const fh = this.nextHandle;
+    this.nextHandle = (this.nextHandle % 0x7fffffff) + 1;
+    this.handles.set(fh, handle);
+    handle.file.references++;
+    return fh;
+  }
+
+  private handle(fh: number): Handle {
+    const handle = this.handles.get(fh);
+    if (!handle) throw new FsError("EBADF");
+    return handle;
+  }
+
+  private requireWritable(): void {
+    if (this.readOnly) throw new FsError("EROFS");
+  }
+
+  /** The shared state of the lower file at `lower`, opened once per inode. */
+  private async acquire(lower: string, path: string, writable: boolean): Promise<OpenFile> {
+    const st = await lstat(lower);
+    if (st.isDirectory()) throw new FsError("EISDIR");
+    if (!st.isFile()) throw new FsError("EINVAL");
+    const key = inodeKey(st);
+    let file = this.files.get(key);
+    if (!file) {
+      let pending = this.opening.get(key);
+      if (!pending) {
+        pending = OpenFile.open(lower, key, this.keyring, this.geometry, writable, path, this.log);
+        this.opening.set(key, pending);
+        pending.then(
+          (f) => {
+            this.files.set(key, f);
+            this.opening.delete(key);
+          },
+          () => this.opening.delete(key),
+        );
+      }
+      file = await pending;
+    }
+    if (writable) await file.ensureWritable(lower);
+    return file;
+  }
+
+  async open(path: string, flags: number): Promise<number> {
+    const writable = (flags & ACCESS_MODE) !== constants.O_RDONLY;
+    if (writable) this.requireWritable();
+    const { lower } = await this.names.locate(path);
+    const file = await this.acquire(lower, path, writable);
+    const fh = this.allocateHandle({ file, lower, writable });
+    if (flags & constants.O_TRUNC && writable) {
+      await file.mutex.run(() => file.truncate(0));
+    }
+    return fh;
+  }
+
+  async create(path: string, mode: number, flags: number): Promise<number> {
+    this.requireWritable();
+    const { parent, name } = cleartextParent(path);
+    const parentLoc = await this.names.locate(parent);
+    const located = await this.names.forNew(parentLoc.lower, name);
+    const exclusive = (flags & constants.O_EXCL) !== 0;
+    const existing = await lstat(located.lower).catch(() => undefined);
+    if (existing) {
+      if (exclusive) throw new FsError("EEXIST");
+      return this.open(path, (flags & ~constants.O_CREAT) | constants.O_RDWR);
+    }
+    await this.names.writeSidecar(located);
+    const handle = await open(located.lower, constants.O_CREAT | constants.O_EXCL | constants.O_RDWR, mode & 0o7777);
+    const st = await handle.stat();
+    const file = await OpenFile.initialize(handle, inodeKey(st), this.keyring, this.geometry, path, this.log);
+    this.files.set(file.inode, file);
+    return this.allocateHandle({ file, lower: located.lower, writable: true });
+  }
+
+  async read(_path: string, fh: number, target: Buffer, length: number, position: number): Promise<number> {
+    const { file } = this.handle(fh);
+    const data = await file.mutex.run(() => file.read(position, length));
+    data.copy(target, 0, 0, Math.min(length, data.length));
+    return Math.min(length, data.length);
+  }
+
+  async write(_path: string, fh: number, data: Buffer, length: number, position: number): Promise<number> {
+    const handle = this.handle(fh);
+    if (!handle.writable) throw new FsError("EBADF");
+    const { file } = handle;
+    await file.mutex.run(() => file.write(position, data.subarray(0, length)));
+    return length;
+  }
+
+  async flush(): Promise<void> {
+    // Writes go through to the lower file at once; nothing is held back.
+  }
+
+  async fsync(_path: string, fh: number, dataOnly: boolean): Promise<void> {
+    const { file } = this.handle(fh);
+    await file.mutex.run(() => file.sync(dataOnly));
+  }
+
+  async release(_path: string, fh: number): Promise<void> {
+    const handle = this.handles.get(fh);
+    if (!handle) return;
+    this.handles.delete(fh);
+    const { file } = handle;
+    if (--file.references === 0) {
+      this.files.delete(file.inode);
+      await file.mutex.run(() => file.close());
+    }
+  }
+
+  async truncate(path: string, size: number): Promise<void> {
+    this.requireWritable();
+    const { lower } = await this.names.locate(path);
+    const file = await this.acquire(lower, path, true);
+    file.references++;
+    try {
+      await file.mutex.run(() => file.truncate(size));
+    } finally {
+      if (--file.references === 0) {
+        this.files.delete(file.inode);
+        await file.mutex.run(() => file.close());
+      }
+    }
+  }
+
+  async ftruncate(_path: string, fh: number, size: number): Promise<void> {
+    this.requireWritable();
+    const { file } = this.handle(fh);
+    await file.mutex.run(() => file.truncate(size));
+  }
+
+  // --- namespace -------------------------------------------------------------
+
+  private async locateNew(path: string) {
+    const { parent, name } = cleartextParent(path);
+    const parentLoc = await this.names.locate(parent);
+    return this.names.forNew(parentLoc.lower, name);
+  }
+
+  async unlink(path: string): Promise<void> {
+    this.requireWritable();
+    const located = await this.names.locate(path);
+    await unlink(located.lower);
+    await this.names.removeSidecar(located);
+  }
+
+  async mkdir(path: string, mode: number): Promise<void> {
+    this.requireWritable();
+    const located = await this.locateNew(path);
+    await this.names.writeSidecar(located);
+    await mkdir(located.lower, mode & 0o7777);
+    await this.names.createDirId(located.lower);
+  }
+
+  /** Removes the ID entries of an empty lower directory; ENOTEMPTY when it holds user entries. */
+  private async emptyForRemoval(lowerDir: string): Promise<void> {
+    const entries = await readdir(lowerDir);
+    const ids = entries.filter((e) => classifyLowerEntry(e).kind === "dir-id");
+    if (ids.length !== entries.length) throw new FsError("ENOTEMPTY");
+    for (const id of ids) await unlink(join(lowerDir, id));
+  }
+
+  async rmdir(path: string): Promise<void> {
+    this.requireWritable();
+    const located = await this.names.locate(path);
+    const st = await lstat(located.lower);
+    if (!st.isDirectory()) throw new FsError("ENOTDIR");
+    await this.emptyForRemoval(located.lower);
+    this.names.forgetDir(located.lower);
+    await rmdir(located.lower);
+    await this.names.removeSidecar(located);
+  }
+
+  async rename(from: string, to: string): Promise<void> {
+    this.requireWritable();
+    const source = await this.names.locate(from);
+    const target = await this.names.locate(to);
+    if (source.lower === target.lower) return;
+    const sourceStat = await lstat(source.lower);
+    const targetStat = await lstat(target.lower).catch(() => undefined);
+    if (targetStat?.isDirectory()) {
+      if (!sourceStat.isDirectory()) throw new FsError("EISDIR");
+      await this.emptyForRemoval(target.lower);
+    } else if (targetStat && sourceStat.isDirectory()) {
+      throw new FsError("ENOTDIR");
+    }
+    await this.names.writeSidecar(target);
+    if (sourceStat.isDirectory()) {
+      this.names.forgetDir(source.lower);
+      this.names.forgetDir(target.lower);
+    }
+    await rename(source.lower, target.lower);
+    if (source.entry !== target.entry || source.parentLower !== target.parentLower) {
+      await this.names.removeSidecar(source);
+    }
+  }
+
+  async link(existing: string, path: string): Promise<void> {
+    this.requireWritable();
+    const source = await this.names.locate(existing);
+    const target = await this.locateNew(path);
+    await this.names.writeSidecar(target);
+    await link(source.lower, target.lower);
+  }
+
+  async symlink(target: string, path: string): Promise<void> {
+    this.requireWritable();
+    const located = await this.locateNew(path);
+    await this.names.writeSidecar(located);
+    await symlink(encryptSymlink(this.keyring.volume.symlinks, target), located.lower);
+  }
+
+  async readlink(path: string): Promise<string> {
+    const { lower } = await this.names.locate(path);
+    const stored = await readlink(lower);
+    try {
+      return decryptSymlink(this.keyring.volume.symlinks, stored);
+    } catch (err) {
+      if (isFormatError(err)) this.log.error({ path, problem: err.message }, "corrupt symlink: read refused");
+      throw err;
+    }
+  }
+
+  async mknod(path: string, mode: number): Promise<void> {
+    // Only regular files: device nodes, FIFOs and sockets have no encrypted form yet.
+    if ((mode & constants.S_IFMT) !== constants.S_IFREG) throw new FsError("EPERM");
+    const fh = await this.create(path, mode, constants.O_EXCL | constants.O_WRONLY);
+    await this.release(path, fh);
+  }
+
+  // --- metadata --------------------------------------------------------------
+
+  async chmod(path: string, mode: number): Promise<void> {
+    this.requireWritable();
+    const { lower } = await this.names.locate(path);
+    await chmod(lower, mode & 0o7777);
+  }
+
+  async chown(path: string, uid: number, gid: number): Promise<void> {
+    this.requireWritable();
+    const { lower } = await this.names.locate(path);
+    await lchown(lower, uid, gid);
+  }
+
+  async utimens(path: string, atime: TimeSpec, mtime: TimeSpec): Promise<void> {
+    this.requireWritable();
+    if (atime === "omit" && mtime === "omit") return;
+    const { lower } = await this.names.locate(path);
+    const current = atime === "omit" || mtime === "omit" ? await lstat(lower, { bigint: true }) : undefined;
+    const now = BigInt(Date.now()) * 1_000_000n;
+    const pick = (spec: TimeSpec, keep: bigint | undefined): number => {
+      const ns = spec === "now" ? now : spec === "omit" ? keep! : spec;
+      return Number(ns / 1000n) / 1e6;
+    };
+    await lutimes(lower, pick(atime, current?.atimeNs), pick(mtime, current?.mtimeNs));
+  }
+
+  async destroy(): Promise<void> {
+    const open = [...this.files.values()];
+    this.files.clear();
+    this.handles.clear();
+    for (const file of open) await file.mutex.run(() => file.close()).catch(() => undefined);
+    this.keyring.wipe();
+  }
+}

@@ -1,0 +1,218 @@
+import { lstat, readFile, readdir, writeFile, unlink, open } from "node:fs/promises";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import type { Keyring } from "../crypto/keys.js";
+import { DIR_ID_SIZE } from "../crypto/keys.js";
+import { randomPool } from "../crypto/random.js";
+import { isFormatError } from "../format/errors.js";
+import {
+  SIDECAR_SUFFIX,
+  classifyLowerEntry,
+  decryptName,
+  dirIdEntryName,
+  encryptName,
+  lowerEntryFor,
+  verifyLongName,
+} from "../format/names.js";
+import { FsError } from "./errors.js";
+
+/** Where a cleartext path lives below. */
+export interface Located {
+  /** Lower path of the entry (it may not exist yet). */
+  readonly lower: string;
+  readonly parentLower: string;
+  /** Lower entry name, and the sidecar content when the name is long. */
+  readonly entry: string;
+  readonly longName?: string;
+}
+
+/** Small LRU over Map insertion order. */
+class Lru<K, V> {
+  private readonly map = new Map<K, V>();
+  constructor(private readonly capacity: number) {}
+  get(key: K): V | undefined {
+    const value = this.map.get(key);
+    if (value !== undefined) {
+      this.map.delete(key);
+      this.map.set(key, value);
+    }
+    return value;
+  }
+  set(key: K, value: V): void {
+    this.map.delete(key);
+    this.map.set(key, value);
+    if (this.map.size > this.capacity) this.map.delete(this.map.keys().next().value as K);
+  }
+  deleteWhere(predicate: (key: K) => boolean): void {
+    for (const key of [...this.map.keys()]) if (predicate(key)) this.map.delete(key);
+  }
+}
+
+/**
+ * The encrypted namespace: maps cleartext paths to lower paths and lists
+ * directories. Owns the caches of directory IDs and of name encryptions.
+ *
+ * A directory may carry several IDs ("cm.d.<id>" entries) when two machines
+ * created it independently and a sync client merged them; names are tried
+ * under each, new names use the smallest (docs/format.md, "Directory IDs").
+ */
+export class Namespace {
+  private readonly dirIds = new Lru<string, Buffer[]>(4096);
+  private readonly encrypted = new Lru<string, string>(65536);
+  private readonly decrypted = new Lru<string, string | null>(65536);
+
+  constructor(
+    private readonly root: string,
+    private readonly keyring: Keyring,
+    private readonly log: Logger,
+  ) {}
+
+  /** Directory IDs of a lower directory, canonical first. Empty when it has none. */
+  async idsOf(lowerDir: string): Promise<Buffer[]> {
+    if (lowerDir === this.root) return [this.keyring.volume.rootDirId];
+    const cached = this.dirIds.get(lowerDir);
+    if (cached) return cached;
+    const ids: Buffer[] = [];
+    for (const name of await readdir(lowerDir)) {
+      const kind = classifyLowerEntry(name);
+      if (kind.kind === "dir-id") ids.push(kind.id);
+    }
+    ids.sort(Buffer.compare);
+    this.dirIds.set(lowerDir, ids);
+    return ids;
+  }
+
+  /** The ID new names in `lowerDir` get; mints one for a directory that lost or never got its ID. */
+  async canonicalId(lowerDir: string): Promise<Buffer> {
+    const ids = await this.idsOf(lowerDir);
+    if (ids[0]) return ids[0];
+    this.log.warn({ dir: lowerDir }, "directory had no ID entry; created a new one");
+    return this.createDirId(lowerDir);
+  }
+
+  async createDirId(lowerDir: string): Promise<Buffer> {
+    const id = randomPool.bytes(DIR_ID_SIZE);
+    const handle = await open(join(lowerDir, dirIdEntryName(id)), "wx", 0o444);
+    await handle.close();
+    this.dirIds.set(lowerDir, [id]);
+    return id;
+  }
+
+  forgetDir(lowerDir: string): void {
+    const prefix = lowerDir + "/";
+    this.dirIds.deleteWhere((k) => k === lowerDir || k.startsWith(prefix));
+  }
+
+  private encrypt(dirId: Buffer, name: string): string {
+    const key = dirId.toString("hex") + "/" + name;
+    let encoded = this.encrypted.get(key);
+    if (encoded === undefined) {
+      encoded = encryptName(this.keyring.volume.names, dirId, name);
+      this.encrypted.set(key, encoded);
+    }
+    return encoded;
+  }
+
+  /** Lower location of cleartext `path` ("/" separated, absolute within the volume). */
+  async locate(path: string): Promise<Located> {
+    const parts = path.split("/").filter((p) => p !== "");
+    if (parts.length === 0) return { lower: this.root, parentLower: this.root, entry: "" };
+    let dir = this.root;
+    let located: Located | undefined;
+    for (let i = 0; i < parts.length; i++) {
+      located = await this.child(dir, parts[i]!);
+      dir = located.lower;
+    }
+    return located!;
+  }
+
+  /** Location of `name` inside lower directory `parentLower`. */
+  async child(parentLower: string, name: string): Promise<Located> {
+    let ids: Buffer[];
+    try {
+      ids = await this.idsOf(parentLower);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOTDIR") throw new FsError("ENOTDIR");
+      throw err;
+    }
+    const candidates = (ids.length > 0 ? ids : [this.keyring.volume.rootDirId]).map((id) => {
+      const found = lowerEntryFor(this.encrypt(id, name));
+      return { ...found, lower: join(parentLower, found.entry), parentLower };
+    });
+    if (candidates.length > 1) {
+      for (const candidate of candidates) {
+        if (await lstat(candidate.lower).catch(() => undefined)) return candidate;
+      }
+    }
+    return candidates[0]!;
+  }
+
+  /** The location a new entry `name` in `parentLower` gets (canonical ID). */
+  async forNew(parentLower: string, name: string): Promise<Located> {
+    const id = await this.canonicalId(parentLower);
+    const found = lowerEntryFor(this.encrypt(id, name));
+    return { ...found, lower: join(parentLower, found.entry), parentLower };
+  }
+
+  async writeSidecar(located: Located): Promise<void> {
+    if (located.longName === undefined) return;
+    await writeFile(located.lower + SIDECAR_SUFFIX, located.longName, { mode: 0o444 });
+  }
+
+  async removeSidecar(located: Located): Promise<void> {
+    if (located.longName === undefined) return;
+    await unlink(located.lower + SIDECAR_SUFFIX).catch(() => undefined);
+  }
+
+  /**
+   * Decrypted names of a lower directory. Entries that do not decrypt are
+   * skipped and logged, never fatal to the listing.
+   */
+  async list(lowerDir: string, cleartextDir: string): Promise<{ name: string; entry: string }[]> {
+    const ids = await this.idsOf(lowerDir);
+    const out: { name: string; entry: string }[] = [];
+    for (const entry of await readdir(lowerDir)) {
+      const name = await this.nameOf(lowerDir, entry, ids, cleartextDir);
+      if (name !== null) out.push({ name, entry });
+    }
+    return out;
+  }
+
+  private async nameOf(lowerDir: string, entry: string, ids: Buffer[], cleartextDir: string): Promise<string | null> {
+    const kind = classifyLowerEntry(entry);
+    let encoded: string;
+    if (kind.kind === "name") encoded = kind.encoded;
+    else if (kind.kind === "long-name") {
+      try {
+        encoded = (await readFile(join(lowerDir, entry + SIDECAR_SUFFIX), "utf8")).trim();
+        verifyLongName(entry, encoded);
+      } catch (err) {
+        this.log.warn({ dir: cleartextDir, entry, err: describe(err) }, "long name unreadable; entry hidden");
+        return null;
+      }
+    } else {
+      if (kind.kind === "foreign") this.log.debug({ dir: cleartextDir, entry }, "foreign lower entry hidden");
+      return null;
+    }
+    const cacheKey = ids.map((id) => id.toString("hex")).join(",") + "/" + encoded;
+    const cached = this.decrypted.get(cacheKey);
+    if (cached !== undefined) return cached;
+    let name: string | null = null;
+    for (const id of ids.length > 0 ? ids : [this.keyring.volume.rootDirId]) {
+      try {
+        name = decryptName(this.keyring.volume.names, id, encoded);
+        this.encrypted.set(id.toString("hex") + "/" + name, encoded);
+        break;
+      } catch (err) {
+        if (!isFormatError(err)) throw err;
+      }
+    }
+    if (name === null) this.log.warn({ dir: cleartextDir, entry }, "name failed authentication; entry hidden");
+    this.decrypted.set(cacheKey, name);
+    return name;
+  }
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

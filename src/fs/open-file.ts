@@ -1,0 +1,225 @@
+import { open, type FileHandle } from "node:fs/promises";
+import { constants } from "node:fs";
+import type { Logger } from "pino";
+import type { Keyring } from "../crypto/keys.js";
+import { ContentGeometry, openBlocks, sealBlocks, type FileCipher } from "../format/content.js";
+import { HEADER_SIZE, createHeader, openHeader } from "../format/header.js";
+import { isFormatError } from "../format/errors.js";
+import { FsError } from "./errors.js";
+import { Mutex } from "./mutex.js";
+
+/** Zero-filling grows files in pieces of this size, to bound memory. */
+const EXTEND_CHUNK = 1 << 20;
+
+/**
+ * The one state of an open lower file, shared by every handle on the same
+ * inode (hard links and several opens see one file). Owns the lower file
+ * descriptor, the unwrapped file key, the cleartext size, and a copy of the
+ * final block's cleartext so appends need not read it back.
+ */
+export class OpenFile implements FileCipher {
+  readonly mutex = new Mutex();
+  references = 0;
+  private tail: { index: number; data: Buffer } | undefined;
+
+  private constructor(
+    readonly inode: string,
+    private handle: FileHandle,
+    private writable: boolean,
+    readonly fileKey: Buffer,
+    readonly fileId: Buffer,
+    readonly geometry: ContentGeometry,
+    public size: number,
+    public displayPath: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** Opens an existing lower file and verifies its header. */
+  static async open(
+    lower: string,
+    inode: string,
+    keyring: Keyring,
+    geometry: ContentGeometry,
+    writable: boolean,
+    displayPath: string,
+    log: Logger,
+  ): Promise<OpenFile> {
+    const handle = await openLower(lower, writable);
+    try {
+      const { size: lowerSize } = await handle.stat();
+      const bytes = Buffer.alloc(HEADER_SIZE);
+      await handle.read(bytes, 0, HEADER_SIZE, 0);
+      const header = openHeader(keyring, bytes.subarray(0, Math.min(lowerSize, HEADER_SIZE)), geometry.blockSize);
+      const size = geometry.cleartextSize(lowerSize);
+      return new OpenFile(inode, handle, writable, header.fileKey, header.fileId, geometry, size, displayPath, log);
+    } catch (err) {
+      await handle.close();
+      if (isFormatError(err)) {
+        log.error({ path: displayPath, problem: err.message }, "cannot open file: header invalid");
+        throw new FsError("EIO", err.message);
+      }
+      throw err;
+    }
+  }
+
+  /** Writes header + empty final block into a freshly created (empty) lower file. */
+  static async initialize(
+    handle: FileHandle,
+    inode: string,
+    keyring: Keyring,
+    geometry: ContentGeometry,
+    displayPath: string,
+    log: Logger,
+  ): Promise<OpenFile> {
+    const { bytes, header } = createHeader(keyring, { blockSize: geometry.blockSize });
+    const file = new OpenFile(inode, handle, true, header.fileKey, header.fileId, geometry, 0, displayPath, log);
+    const empty = sealBlocks(file, 0, Buffer.alloc(0), true);
+    await handle.write(Buffer.concat([bytes, empty]), 0, HEADER_SIZE + empty.length, 0);
+    file.tail = { index: 0, data: Buffer.alloc(0) };
+    return file;
+  }
+
+  /** Reopens the lower file read-write when the first writer arrives. */
+  async ensureWritable(lower: string): Promise<void> {
+    if (this.writable) return;
+    const handle = await openLower(lower, true);
+    await this.handle.close();
+    this.handle = handle;
+    this.writable = true;
+  }
+
+  private finalIndex(size = this.size): number {
+    return this.geometry.blockCount(size) - 1;
+  }
+
+  /** Cleartext of blocks [first, last], verified; throws EIO naming the bad block. */
+  private async readBlocks(first: number, last: number): Promise<Buffer> {
+    if (this.tail && first === last && first === this.tail.index) return this.tail.data;
+    const { sealedBlockSize } = this.geometry;
+    const start = this.geometry.blockOffset(first);
+    const end = Math.min(this.geometry.blockOffset(last + 1), this.geometry.lowerSize(this.size));
+    const sealed = Buffer.allocUnsafe(end - start);
+    const { bytesRead } = await this.handle.read(sealed, 0, sealed.length, start);
+    const finalIndex = this.finalIndex();
+    const { cleartext, failure } = openBlocks(this, first, sealed.subarray(0, bytesRead), finalIndex);
+    const expected = Math.ceil((end - start) / sealedBlockSize);
+    if (failure || bytesRead < end - start) {
+      const index = failure?.index ?? first + Math.floor(bytesRead / sealedBlockSize);
+      const problem = failure?.error.message ?? "lower file shorter than expected";
+      this.log.error({ path: this.displayPath, block: index, problem }, "corrupt block: read refused");
+      throw Object.assign(new FsError("EIO", problem), { partial: cleartext, index });
+    }
+    if (last === finalIndex && expected > 0) {
+      this.tail = { index: last, data: Buffer.from(cleartext.subarray((last - first) * this.geometry.blockSize)) };
+    }
+    return cleartext;
+  }
+
+  /** Reads up to `length` bytes at `position`; a corrupt block ends the read early or fails it with EIO. */
+  async read(position: number, length: number): Promise<Buffer> {
+    const end = Math.min(this.size, position + length);
+    if (position >= end) return Buffer.alloc(0);
+    const B = this.geometry.blockSize;
+    const first = Math.floor(position / B);
+    const last = Math.floor((end - 1) / B);
+    let clear: Buffer;
+    try {
+      clear = await this.readBlocks(first, last);
+    } catch (err) {
+      const partial = (err as { partial?: Buffer }).partial;
+      const served = partial ? partial.length - (position - first * B) : 0;
+      if (partial && served > 0) return partial.subarray(position - first * B, position - first * B + Math.min(served, end - position));
+      throw err;
+    }
+    return clear.subarray(position - first * B, end - first * B);
+  }
+
+  /** Writes `data` at `position`, growing the file (zero-filled) if needed. */
+  async write(position: number, data: Buffer): Promise<void> {
+    if (position > this.size) await this.extend(position);
+    const B = this.geometry.blockSize;
+    const oldSize = this.size;
+    const end = position + data.length;
+    const newSize = Math.max(oldSize, end);
+    const oldFinal = this.finalIndex(oldSize);
+    const newFinal = this.finalIndex(newSize);
+    let first = Math.floor(position / B);
+    const last = Math.floor((end - 1) / B);
+    // The old final block loses its final flag when the file grows past it.
+    if (newFinal > oldFinal && oldFinal < first) first = oldFinal;
+    const rangeStart = first * B;
+    const rangeEnd = Math.min(newSize, (last + 1) * B);
+    const plain = Buffer.alloc(rangeEnd - rangeStart);
+    // Keep existing bytes the write does not cover: at most the first and last block.
+    if (rangeStart < position && rangeStart < oldSize) {
+      (await this.readBlocks(first, first)).copy(plain, 0);
+    }
+    const lastStart = last * B;
+    if (end < Math.min(oldSize, rangeEnd) && (last !== first || rangeStart >= position)) {
+      (await this.readBlocks(last, last)).copy(plain, lastStart - rangeStart);
+    }
+    data.copy(plain, position - rangeStart);
+    await this.writePlain(first, plain, last === newFinal);
+    this.size = newSize;
+  }
+
+  private async writePlain(first: number, plain: Buffer, endsFinal: boolean): Promise<void> {
+    const sealed = sealBlocks(this, first, plain, endsFinal);
+    const at = this.geometry.blockOffset(first);
+    let done = 0;
+    while (done < sealed.length) {
+      const { bytesWritten } = await this.handle.write(sealed, done, sealed.length - done, at + done);
+      done += bytesWritten;
+    }
+    if (endsFinal) {
+      const B = this.geometry.blockSize;
+      const lastIndex = first + Math.max(0, Math.ceil(plain.length / B) - 1);
+      this.tail = { index: lastIndex, data: Buffer.from(plain.subarray((lastIndex - first) * B)) };
+    }
+  }
+
+  /** Grows the file with zeros to `target` bytes. Holes are stored as sealed zero blocks. */
+  private async extend(target: number): Promise<void> {
+    while (this.size < target) {
+      const step = Math.min(EXTEND_CHUNK - (this.size % EXTEND_CHUNK), target - this.size);
+      await this.write(this.size, Buffer.alloc(step));
+    }
+  }
+
+  async truncate(target: number): Promise<void> {
+    if (target === this.size) return;
+    if (target > this.size) return this.extend(target);
+    const B = this.geometry.blockSize;
+    const newFinal = this.finalIndex(target);
+    const keep = target - newFinal * B;
+    const block = keep > 0 ? Buffer.from((await this.readBlocks(newFinal, newFinal)).subarray(0, keep)) : Buffer.alloc(0);
+    // Cut first, then seal the new final block: a crash between leaves a detectably truncated file.
+    await this.handle.truncate(this.geometry.blockOffset(newFinal));
+    this.tail = undefined;
+    this.size = target;
+    await this.writePlain(newFinal, block, true);
+  }
+
+  async sync(dataOnly: boolean): Promise<void> {
+    if (dataOnly) await this.handle.datasync();
+    else await this.handle.sync();
+  }
+
+  async close(): Promise<void> {
+    await this.handle.close();
+    this.fileKey.fill(0);
+    this.tail = undefined;
+  }
+}
+
+async function openLower(lower: string, writable: boolean): Promise<FileHandle> {
+  if (!writable) {
+    try {
+      return await open(lower, constants.O_RDWR);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EACCES") throw err;
+      return open(lower, constants.O_RDONLY);
+    }
+  }
+  return open(lower, constants.O_RDWR);
+}

@@ -1,0 +1,121 @@
+import { readdir, realpath, stat } from "node:fs/promises";
+import type { Logger } from "pino";
+import type { Keyring } from "../crypto/keys.js";
+import type { VolumeConfig } from "../format/config.js";
+import { CryptFs } from "../fs/crypt-fs.js";
+import { FuseMount } from "../fs/fuse-adapter.js";
+import { EXIT, UserError } from "../volume/errors.js";
+import { FSTYPE, currentMounts } from "./mountinfo.js";
+import { removeRecord, writeRecord } from "./runtime.js";
+
+export interface MountSettings {
+  readonly readOnly: boolean;
+  readonly allowOther: boolean;
+  readonly debug: boolean;
+  /** How the volume was unlocked, for `cryptmount status` ("passphrase", "keyfile", ...). */
+  readonly keySource: string;
+  /** Allow a non-empty mount point (like -o nonempty). */
+  readonly nonEmpty: boolean;
+}
+
+/** Resolves and checks the two paths before anything is unlocked or mounted. */
+export async function preflight(lowerArg: string, mountpointArg: string, nonEmpty: boolean): Promise<{ lower: string; mountpoint: string }> {
+  const lower = await realpath(lowerArg).catch(() => {
+    throw new UserError(`${lowerArg}: no such directory`, EXIT.notAVolume);
+  });
+  const mountpoint = await realpath(mountpointArg).catch(() => {
+    throw new UserError(`${mountpointArg}: mount point does not exist`, EXIT.mountPoint);
+  });
+  const st = await stat(mountpoint);
+  if (!st.isDirectory()) throw new UserError(`${mountpoint}: mount point is not a directory`, EXIT.mountPoint);
+  const mounts = await currentMounts();
+  if (mounts.some((m) => m.mountpoint === mountpoint)) {
+    throw new UserError(`${mountpoint}: something is already mounted there`, EXIT.alreadyMounted);
+  }
+  const same = mounts.find((m) => m.fstype === FSTYPE && m.source === fsnameFor(lower));
+  if (same) throw new UserError(`${lower}: volume is already mounted at ${same.mountpoint}`, EXIT.alreadyMounted);
+  if (!nonEmpty && (await readdir(mountpoint)).length > 0) {
+    throw new UserError(`${mountpoint}: mount point is not empty`, EXIT.mountPoint);
+  }
+  if (mountpoint === lower || mountpoint.startsWith(lower + "/")) {
+    throw new UserError(`${mountpoint}: mount point must not be inside the volume`, EXIT.mountPoint);
+  }
+  return { lower, mountpoint };
+}
+
+/** The fsname shown by mount(8): the lower path, with the characters libfuse's option parser treats specially escaped. */
+export function fsnameFor(lower: string): string {
+  return lower.replace(/[\\,]/g, (c) => "\\" + c);
+}
+
+/**
+ * Mounts an unlocked volume and serves it until it is unmounted (by us on a
+ * signal, or externally by fusermount -u / umount). Resolves with the exit code.
+ */
+export async function serve(
+  lower: string,
+  mountpoint: string,
+  config: VolumeConfig,
+  keyring: Keyring,
+  settings: MountSettings,
+  log: Logger,
+  onMounted: () => void,
+): Promise<number> {
+  // Modes arrive with the caller's umask applied by the kernel; ours must not apply twice.
+  process.umask(0);
+  const fs = new CryptFs(lower, keyring, config.blockSize, log, settings.readOnly);
+  let finished: (code: number) => void = () => undefined;
+  const done = new Promise<number>((resolve) => (finished = resolve));
+  let stopping = false;
+
+  const finish = async (code: number) => {
+    await fs.destroy().catch(() => undefined);
+    await removeRecord(mountpoint);
+    finished(code);
+  };
+  const mount = new FuseMount(mountpoint, fs, {
+    allowOther: settings.allowOther,
+    readOnly: settings.readOnly,
+    debug: settings.debug,
+    fsname: fsnameFor(lower),
+    onExternalUnmount: () => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ mountpoint }, "unmounted externally");
+      void finish(EXIT.ok);
+    },
+  }, log);
+
+  try {
+    await mount.mount();
+  } catch (err) {
+    await fs.destroy().catch(() => undefined);
+    throw new UserError(`${mountpoint}: mount failed: ${(err as Error).message}`, EXIT.mountPoint);
+  }
+  await writeRecord({
+    lower,
+    mountpoint,
+    pid: process.pid,
+    keySource: settings.keySource,
+    since: new Date().toISOString(),
+    readOnly: settings.readOnly,
+    allowOther: settings.allowOther,
+  });
+  log.info({ lower, mountpoint }, "mounted");
+
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal, mountpoint }, "unmounting");
+    mount.unmount().then(
+      () => finish(EXIT.ok),
+      (err: Error) => {
+        log.error({ mountpoint, err: err.message }, "unmount failed");
+        void finish(EXIT.failure);
+      },
+    );
+  };
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(signal, () => stop(signal));
+  onMounted();
+  return done;
+}

@@ -1,0 +1,29 @@
+/**
+ * Errors a user can cause or fix, each with its own exit code
+ * (docs/cryptmount.1.md, "EXIT STATUS"). Messages are one line, name paths,
+ * and never contain secrets.
+ */
+export const EXIT = {
+  ok: 0,
+  failure: 1,
+  usage: 2,
+  wrongKey: 3,
+  notAVolume: 4,
+  mountPoint: 5,
+  alreadyMounted: 6,
+  problemsFound: 7,
+  io: 8,
+  interrupted: 130,
+} as const;
+
+export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
+
+export class UserError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: ExitCode = EXIT.failure,
+  ) {
+    super(message);
+    this.name = "UserError";
+  }
+}

@@ -1,0 +1,215 @@
+import { readFile, stat, mkdir, readdir } from "node:fs/promises";
+import { join } from "node:path";
+import { toBase64Url } from "../crypto/bytes.js";
+import { Keyring, MOUNT_KEY_SIZE, VOLUME_SECRET_SIZE, deriveEpochKeys } from "../crypto/keys.js";
+import { randomPool } from "../crypto/random.js";
+import {
+  ARGON2_DEFAULT,
+  CONFIG_VERSION,
+  DEFAULT_BLOCK_SIZE,
+  KNOWN_FEATURES,
+  openSlot,
+  parseConfig,
+  sealSlot,
+  sealVolumeSecret,
+  serializeConfig,
+  signConfig,
+  unlockConfig,
+  type Argon2Params,
+  type KeySlot,
+  type MountKeys,
+  type SlotKind,
+  type UnsignedConfig,
+  type VolumeConfig,
+} from "../format/config.js";
+import { FormatError, isFormatError } from "../format/errors.js";
+import { CONFIG_NAME } from "../format/names.js";
+import { RECOVERY_KEY_SIZE, formatRecoveryKey } from "../format/recovery.js";
+import { deriveKek, type Secret } from "../keys/kek.js";
+import { writeFileAtomic } from "./atomic.js";
+import { EXIT, UserError } from "./errors.js";
+
+/** The config file and its backup copy in the lower root. */
+export const CONFIG_FILE = CONFIG_NAME;
+export const CONFIG_BACKUP = `${CONFIG_NAME}.bak`;
+
+export interface LoadedConfig {
+  readonly config: VolumeConfig;
+  /** Set when the primary copy was unreadable and the backup was used. */
+  readonly usedBackup: boolean;
+}
+
+async function requireDirectory(lower: string): Promise<void> {
+  const info = await stat(lower).catch(() => undefined);
+  if (!info) throw new UserError(`${lower}: no such directory`, EXIT.notAVolume);
+  if (!info.isDirectory()) throw new UserError(`${lower}: not a directory`, EXIT.notAVolume);
+}
+
+function describe(lower: string, err: unknown): UserError {
+  if (isFormatError(err)) return new UserError(`${lower}: ${err.message}`, EXIT.notAVolume);
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === "EACCES") return new UserError(`${lower}: permission denied reading the volume config`, EXIT.io);
+  return new UserError(`${lower}: cannot read the volume config (${code ?? "error"})`, EXIT.io);
+}
+
+export async function loadConfig(lower: string): Promise<LoadedConfig> {
+  await requireDirectory(lower);
+  const primary = await readFile(join(lower, CONFIG_FILE), "utf8").catch((e: NodeJS.ErrnoException) => e);
+  if (primary instanceof Error && primary.code === "ENOENT") {
+    const backupExists = await stat(join(lower, CONFIG_BACKUP)).catch(() => undefined);
+    if (!backupExists) throw new UserError(`${lower}: not a cryptmount volume (no ${CONFIG_FILE})`, EXIT.notAVolume);
+  }
+  let firstError: unknown = primary instanceof Error ? primary : undefined;
+  if (!(primary instanceof Error)) {
+    try {
+      return { config: parseConfig(primary), usedBackup: false };
+    } catch (err) {
+      // A newer format or unknown feature is a refusal, not damage: do not fall back.
+      if (isFormatError(err) && err.code !== "CONFIG_INVALID") throw describe(lower, err);
+      firstError = err;
+    }
+  }
+  try {
+    const backup = await readFile(join(lower, CONFIG_BACKUP), "utf8");
+    return { config: parseConfig(backup), usedBackup: true };
+  } catch {
+    throw describe(lower, firstError);
+  }
+}
+
+export async function saveConfig(lower: string, config: VolumeConfig): Promise<void> {
+  const text = serializeConfig(config);
+  await writeFileAtomic(join(lower, CONFIG_FILE), text);
+  await writeFileAtomic(join(lower, CONFIG_BACKUP), text);
+}
+
+export interface UnlockedVolume {
+  readonly lower: string;
+  readonly config: VolumeConfig;
+  readonly keyring: Keyring;
+  readonly mountKeys: Map<number, Buffer>;
+  /** The slot that opened the volume. */
+  readonly slot: KeySlot;
+}
+
+/** Tries the secret against every slot of its kind; a wrong secret is a UserError with EXIT.wrongKey. */
+export async function unlockWithSecret(lower: string, config: VolumeConfig, secret: Secret): Promise<UnlockedVolume> {
+  const candidates = config.slots.filter((s) => s.kind === secret.kind);
+  if (candidates.length === 0) {
+    throw new UserError(`${lower}: the volume has no ${secret.kind} key slot`, EXIT.wrongKey);
+  }
+  for (const slot of candidates) {
+    const kek = await deriveKek(slot, secret);
+    const mountKeys = kek && openSlot(config.volumeId, slot, kek);
+    kek?.fill(0);
+    if (!mountKeys) continue;
+    try {
+      return { lower, config, slot, mountKeys, keyring: keyringFor(config, mountKeys) };
+    } catch (err) {
+      throw describe(lower, err);
+    }
+  }
+  const what = { passphrase: "wrong passphrase", keyfile: "wrong key file", recovery: "wrong recovery key" }[secret.kind];
+  throw new UserError(`${lower}: ${what}`, EXIT.wrongKey);
+}
+
+export function keyringFor(config: VolumeConfig, mountKeys: MountKeys): Keyring {
+  const { volumeSecret } = unlockConfig(config, mountKeys);
+  const volumeId = Buffer.from(config.volumeId, "base64url");
+  const keyring = new Keyring(volumeId, config.epoch, mountKeys, volumeSecret);
+  volumeSecret.fill(0);
+  return keyring;
+}
+
+export async function unlockVolume(lower: string, secret: Secret): Promise<UnlockedVolume & { usedBackup: boolean }> {
+  const { config, usedBackup } = await loadConfig(lower);
+  return { ...(await unlockWithSecret(lower, config, secret)), usedBackup };
+}
+
+// --- creating volumes and slots ---------------------------------------------------
+
+export interface SlotRequest {
+  readonly secret: Secret;
+  readonly label?: string;
+  readonly kdf?: Argon2Params;
+}
+
+export function nextSlotId(slots: readonly KeySlot[]): number {
+  return slots.reduce((max, s) => Math.max(max, s.id), 0) + 1;
+}
+
+export async function makeSlot(volumeId: string, id: number, request: SlotRequest, mountKeys: MountKeys): Promise<KeySlot> {
+  const kind: SlotKind = request.secret.kind;
+  const base = {
+    id,
+    kind,
+    salt: toBase64Url(randomPool.bytes(16)),
+    ...(request.label ? { label: request.label } : {}),
+    ...(kind === "passphrase" ? { kdf: request.kdf ?? ARGON2_DEFAULT } : {}),
+  };
+  const kek = await deriveKek(base, request.secret);
+  if (!kek) throw new Error("slot kind mismatch");
+  try {
+    return sealSlot(volumeId, base, kek, mountKeys);
+  } finally {
+    kek.fill(0);
+  }
+}
+
+/** Re-signs a config after a change, under the mount key of its current epoch. */
+export function resign(config: UnsignedConfig, mountKeys: MountKeys): VolumeConfig {
+  const mk = mountKeys.get(config.epoch);
+  if (!mk) throw new FormatError("CONFIG_AUTH", "missing mount key for the current epoch");
+  return signConfig(deriveEpochKeys(mk, Buffer.from(config.volumeId, "base64url"), config.epoch), config);
+}
+
+export interface InitOptions {
+  readonly slots: readonly SlotRequest[];
+  readonly blockSize?: number;
+  /** Add a recovery key slot and return the key to show once. Default true. */
+  readonly recovery?: boolean;
+}
+
+export async function initVolume(lower: string, options: InitOptions): Promise<{ config: VolumeConfig; recoveryKey?: string }> {
+  await mkdir(lower, { recursive: true });
+  await requireDirectory(lower);
+  const existing = await readdir(lower);
+  if (existing.includes(CONFIG_FILE) || existing.includes(CONFIG_BACKUP)) {
+    throw new UserError(`${lower}: already a cryptmount volume`, EXIT.failure);
+  }
+  if (existing.length > 0) throw new UserError(`${lower}: directory is not empty`, EXIT.failure);
+
+  const volumeId = toBase64Url(randomPool.bytes(16));
+  const epoch = 1;
+  const mountKey = randomPool.bytes(MOUNT_KEY_SIZE);
+  const volumeSecret = randomPool.bytes(VOLUME_SECRET_SIZE);
+  const mountKeys = new Map([[epoch, mountKey]]);
+  const epochKeys = deriveEpochKeys(mountKey, Buffer.from(volumeId, "base64url"), epoch);
+
+  const requests: SlotRequest[] = [...options.slots];
+  let recoveryKey: string | undefined;
+  if (options.recovery !== false) {
+    const key = randomPool.bytes(RECOVERY_KEY_SIZE);
+    recoveryKey = formatRecoveryKey(key);
+    requests.push({ secret: { kind: "recovery", bytes: key }, label: "recovery key" });
+  }
+  const slots: KeySlot[] = [];
+  for (const request of requests) slots.push(await makeSlot(volumeId, slots.length + 1, request, mountKeys));
+
+  const config = signConfig(epochKeys, {
+    format: "cryptmount",
+    version: CONFIG_VERSION,
+    volumeId,
+    created: new Date().toISOString(),
+    features: [...KNOWN_FEATURES],
+    blockSize: options.blockSize ?? DEFAULT_BLOCK_SIZE,
+    epoch,
+    volumeSecret: sealVolumeSecret(volumeId, epochKeys, volumeSecret),
+    slots,
+  });
+  parseConfig(serializeConfig(config)); // never write a config we could not read back
+  await saveConfig(lower, config);
+  mountKey.fill(0);
+  volumeSecret.fill(0);
+  return recoveryKey ? { config, recoveryKey } : { config };
+}
