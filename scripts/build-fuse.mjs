@@ -307,13 +307,11 @@ function build(pkgDir) {
       "node-gyp not found (it ships with npm); reinstall npm or add node-gyp as a devDependency",
     );
   const nodeDir = findNodeDir();
-  const args = [nodeGyp, "rebuild"];
+  const args = [nodeGyp, "rebuild", "--loglevel=warn"];
   if (nodeDir) args.push(`--nodedir=${nodeDir}`);
   else log("warning: local Node headers not found; node-gyp may try to download them");
 
-  log(
-    `building: ${path.basename(process.execPath)} ${args.map((a) => (a === nodeGyp ? rel(a) : a)).join(" ")}`,
-  );
+  log(`building: ${process.execPath} ${args.join(" ")}`);
   const env = { ...process.env };
   // binding.gyp runs `node -e ...`: make sure it is this node.
   env.PATH = [path.dirname(process.execPath), env.PATH || ""].join(path.delimiter);

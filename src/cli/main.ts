@@ -2,9 +2,10 @@ import { Command, CommanderError } from "commander";
 import { EXIT, UserError } from "../volume/errors.js";
 import { infoCommand, initCommand, statusCommand, umountCommand } from "./commands.js";
 import { mountCommand, serveCommand } from "./mount-command.js";
+import { fsckCommand, passwdCommand, rekeyCommand } from "./volume-commands.js";
 import { collect, positiveInt } from "./options.js";
 
-const COMMANDS = new Set(["init", "mount", "umount", "unmount", "info", "status", "help", "__serve"]);
+const COMMANDS = new Set(["init", "mount", "umount", "unmount", "info", "status", "passwd", "rekey", "fsck", "help", "__serve"]);
 
 function keyOptions(command: Command): Command {
   return command
@@ -99,6 +100,57 @@ Examples:
     .description("list mounted volumes: where, from which lower directory, which key source, since when")
     .option("--json", "machine-readable output")
     .action(act((opts) => statusCommand(opts)));
+
+  logOptions(
+    keyOptions(
+      program
+        .command("passwd")
+        .description("change, add or remove key slots (passphrase, key file, recovery key); data is not touched")
+        .argument("<lower>")
+        .option("--new-passfile <file>", "read the new passphrase from FILE")
+        .option("--new-extpass <command>", "read the new passphrase from COMMAND's output")
+        .option("--slot <id>", "the passphrase slot to change", positiveInt("--slot"))
+        .option("--add-passphrase", "add a passphrase slot instead of changing one")
+        .option("--add-keyfile <file>", "add a key-file slot")
+        .option("--new-recovery-key", "replace the recovery key (prints the new one once)")
+        .option("--remove-slot <id>", "remove a key slot (never the last one)", positiveInt("--remove-slot"))
+        .option("--kdf-memory <KiB>", "Argon2id memory for the new passphrase", positiveInt("--kdf-memory"))
+        .option("--kdf-iterations <n>", "Argon2id passes for the new passphrase", positiveInt("--kdf-iterations"))
+        .option("--kdf-parallelism <n>", "Argon2id lanes for the new passphrase", positiveInt("--kdf-parallelism"))
+        .addHelpText(
+          "after",
+          `
+Examples:
+  cryptmount passwd /data/lower                                  change the passphrase (asks old, then new twice)
+  cryptmount passwd --recovery /data/lower                       forgot it: unlock with the recovery key, set a new one
+  cryptmount passwd --passfile old --new-passfile new /data/lower
+  cryptmount passwd --add-keyfile /root/data.key /data/lower
+  cryptmount passwd --remove-slot 3 /data/lower`,
+        ),
+    ),
+  ).action(act((lower: string, opts) => passwdCommand(lower, opts)));
+
+  logOptions(
+    keyOptions(
+      program
+        .command("rekey")
+        .description("rotate the mount key: rewrap every file header, no data rewrite; safe to interrupt and rerun")
+        .argument("<lower>")
+        .addHelpText("after", "\nExample:\n  cryptmount rekey --passfile /etc/cryptmount/data.pass /data/lower"),
+    ),
+  ).action(act((lower: string, opts) => rekeyCommand(lower, opts)));
+
+  logOptions(
+    keyOptions(
+      program
+        .command("fsck")
+        .description("verify every header, block, name, directory ID and symlink; exit 7 when problems are found")
+        .argument("<lower>")
+        .option("--repair", "fix what is safe to fix (orphan sidecars, leftover temp files); never deletes user data")
+        .option("--json", "print a JSON report")
+        .addHelpText("after", "\nExample:\n  cryptmount fsck --passfile /etc/cryptmount/data.pass --json /data/lower"),
+    ),
+  ).action(act((lower: string, opts) => fsckCommand(lower, opts)));
 
   program.command("__serve", { hidden: true }).action(act(() => serveCommand()));
   return program;

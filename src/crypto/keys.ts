@@ -6,6 +6,8 @@ import { wipe } from "./bytes.js";
 /**
  * The key hierarchy (docs/format.md, "Keys"):
  *
+ *   passphrase / key file / recovery key ──> KEK ──wraps──> slot key (stable)
+ *   slot key ── HKDF ──> bundle key ──wraps──> mount keys by epoch
  *   mount key (per epoch) ── HKDF ──> header-wrap key, config key, config MAC key
  *   volume secret (fixed) ── HKDF ──> name key (SIV), symlink key, xattr keys, root dir ID
  *
@@ -16,6 +18,7 @@ export const LABELS = {
   headerWrap: "cryptmount v1 header-wrap",
   configWrap: "cryptmount v1 config-wrap",
   configMac: "cryptmount v1 config-mac",
+  mountKeyBundle: "cryptmount v1 mount-key bundle",
   names: "cryptmount v1 names",
   symlinks: "cryptmount v1 symlinks",
   xattrNames: "cryptmount v1 xattr-names",

@@ -1,15 +1,16 @@
 import { createHmac } from "node:crypto";
-import { GCM_NONCE_SIZE, gcmOpen, gcmSeal } from "../crypto/aead.js";
+import { GCM_NONCE_SIZE, KEY_SIZE, gcmOpen, gcmSeal } from "../crypto/aead.js";
 import { constantTimeEqual, fromBase64Url, toBase64Url, u32be } from "../crypto/bytes.js";
-import { MOUNT_KEY_SIZE, VOLUME_SECRET_SIZE, deriveEpochKeys, type EpochKeys } from "../crypto/keys.js";
+import { LABELS, MOUNT_KEY_SIZE, VOLUME_SECRET_SIZE, deriveEpochKeys, type EpochKeys } from "../crypto/keys.js";
+import { hkdf } from "../crypto/hkdf.js";
 import { randomPool } from "../crypto/random.js";
 import { FormatError } from "./errors.js";
 
 /**
  * Volume config (docs/format.md, "Volume config"): `cryptmount.conf` in the
- * lower root, JSON. Key slots each wrap the same mount-key bundle under a
+ * lower root, JSON. Key slots each wrap the same slot key under a
  * key-encryption key (KEK) derived from a passphrase, key file or recovery
- * key. The whole document is authenticated by an HMAC under the current
+ * key; the slot key wraps the mount-key bundle. The whole document is authenticated by an HMAC under the current
  * mount key, checked after unlocking, so parameters such as the block size
  * or feature list cannot be altered unnoticed.
  */
@@ -50,6 +51,8 @@ export interface VolumeConfig {
   readonly blockSize: number;
   readonly epoch: number;
   readonly volumeSecret: string;
+  /** The mount-key bundle, sealed under the slot key. */
+  readonly keys: string;
   readonly slots: readonly KeySlot[];
   readonly rekey?: { readonly from: number; readonly to: number };
   readonly mac: string;
@@ -98,6 +101,7 @@ export function parseConfig(text: string): VolumeConfig {
   if (!isInt(c.blockSize, 4096, 1 << 20) || (c.blockSize & (c.blockSize - 1)) !== 0) invalid("bad block size");
   if (!isInt(c.epoch, 1, 0xffffffff)) invalid("bad epoch");
   b64(c.volumeSecret, "volume secret");
+  b64(c.keys, "mount-key bundle");
   if (!Array.isArray(c.slots) || c.slots.length === 0) invalid("no key slots");
   const ids = new Set<number>();
   for (const s of c.slots as unknown[]) {
@@ -163,7 +167,14 @@ export function serializeConfig(config: VolumeConfig): string {
   return JSON.stringify(config, null, 2) + "\n";
 }
 
-// --- key slots -------------------------------------------------------------
+// --- key slots and the mount-key bundle -------------------------------------
+
+/**
+ * Slots wrap the 32-byte slot key; the slot key wraps the mount-key bundle
+ * (`keys`). Rekey replaces the bundle and leaves every slot as it is, so it
+ * needs no secret but the one that unlocked.
+ */
+export const SLOT_KEY_SIZE = 32;
 
 function slotAad(volumeId: string, slot: Omit<KeySlot, "wrapped">): Buffer {
   return Buffer.from(
@@ -180,7 +191,7 @@ export function encodeMountKeys(keys: MountKeys): Buffer {
 
 export function decodeMountKeys(bytes: Buffer): Map<number, Buffer> {
   const record = 4 + MOUNT_KEY_SIZE;
-  if (bytes.length === 0 || bytes.length % record !== 0) invalid("bad key slot payload");
+  if (bytes.length === 0 || bytes.length % record !== 0) invalid("bad mount-key bundle");
   const keys = new Map<number, Buffer>();
   for (let at = 0; at < bytes.length; at += record) {
     keys.set(bytes.readUInt32BE(at), Buffer.from(bytes.subarray(at + 4, at + record)));
@@ -188,15 +199,39 @@ export function decodeMountKeys(bytes: Buffer): Map<number, Buffer> {
   return keys;
 }
 
-export function sealSlot(volumeId: string, slot: Omit<KeySlot, "wrapped">, kek: Uint8Array, keys: MountKeys): KeySlot {
-  const sealed = gcmSeal(kek, randomPool.bytes(GCM_NONCE_SIZE), slotAad(volumeId, slot), encodeMountKeys(keys));
+export function sealSlot(volumeId: string, slot: Omit<KeySlot, "wrapped">, kek: Uint8Array, slotKey: Uint8Array): KeySlot {
+  const sealed = gcmSeal(kek, randomPool.bytes(GCM_NONCE_SIZE), slotAad(volumeId, slot), slotKey);
   return { ...slot, wrapped: toBase64Url(sealed) };
 }
 
-/** Returns the mount keys, or undefined when this KEK does not open the slot. */
-export function openSlot(volumeId: string, slot: KeySlot, kek: Uint8Array): Map<number, Buffer> | undefined {
+/** Returns the slot key, or undefined when this KEK does not open the slot. */
+export function openSlot(volumeId: string, slot: KeySlot, kek: Uint8Array): Buffer | undefined {
   const plain = gcmOpen(kek, slotAad(volumeId, slot), b64(slot.wrapped, "key slot"));
-  return plain && decodeMountKeys(plain);
+  if (plain && plain.length !== SLOT_KEY_SIZE) invalid("bad key slot payload");
+  return plain;
+}
+
+function bundleKey(slotKey: Uint8Array, volumeId: string): Buffer {
+  return hkdf(slotKey, b64(volumeId, "volume ID", 16), LABELS.mountKeyBundle, KEY_SIZE);
+}
+
+function bundleAad(volumeId: string): Buffer {
+  return Buffer.from(`cryptmount v1 mount keys ${volumeId}`, "utf8");
+}
+
+export function sealMountKeys(volumeId: string, slotKey: Uint8Array, keys: MountKeys): string {
+  const key = bundleKey(slotKey, volumeId);
+  const sealed = gcmSeal(key, randomPool.bytes(GCM_NONCE_SIZE), bundleAad(volumeId), encodeMountKeys(keys));
+  key.fill(0);
+  return toBase64Url(sealed);
+}
+
+export function openMountKeys(config: Pick<VolumeConfig, "volumeId" | "keys">, slotKey: Uint8Array): Map<number, Buffer> {
+  const key = bundleKey(slotKey, config.volumeId);
+  const plain = gcmOpen(key, bundleAad(config.volumeId), b64(config.keys, "mount-key bundle"));
+  key.fill(0);
+  if (!plain) throw new FormatError("CONFIG_AUTH", "mount-key bundle failed authentication");
+  return decodeMountKeys(plain);
 }
 
 // --- volume secret -----------------------------------------------------------

@@ -8,8 +8,11 @@ import {
   CONFIG_VERSION,
   DEFAULT_BLOCK_SIZE,
   KNOWN_FEATURES,
+  SLOT_KEY_SIZE,
+  openMountKeys,
   openSlot,
   parseConfig,
+  sealMountKeys,
   sealSlot,
   sealVolumeSecret,
   serializeConfig,
@@ -88,6 +91,8 @@ export interface UnlockedVolume {
   readonly config: VolumeConfig;
   readonly keyring: Keyring;
   readonly mountKeys: Map<number, Buffer>;
+  /** Wrapped by every slot; needed to add slots or replace the mount-key bundle. */
+  readonly slotKey: Buffer;
   /** The slot that opened the volume. */
   readonly slot: KeySlot;
 }
@@ -100,11 +105,12 @@ export async function unlockWithSecret(lower: string, config: VolumeConfig, secr
   }
   for (const slot of candidates) {
     const kek = await deriveKek(slot, secret);
-    const mountKeys = kek && openSlot(config.volumeId, slot, kek);
+    const slotKey = kek && openSlot(config.volumeId, slot, kek);
     kek?.fill(0);
-    if (!mountKeys) continue;
+    if (!slotKey) continue;
     try {
-      return { lower, config, slot, mountKeys, keyring: keyringFor(config, mountKeys) };
+      const mountKeys = openMountKeys(config, slotKey);
+      return { lower, config, slot, slotKey, mountKeys, keyring: keyringFor(config, mountKeys) };
     } catch (err) {
       throw describe(lower, err);
     }
@@ -138,7 +144,7 @@ export function nextSlotId(slots: readonly KeySlot[]): number {
   return slots.reduce((max, s) => Math.max(max, s.id), 0) + 1;
 }
 
-export async function makeSlot(volumeId: string, id: number, request: SlotRequest, mountKeys: MountKeys): Promise<KeySlot> {
+export async function makeSlot(volumeId: string, id: number, request: SlotRequest, slotKey: Uint8Array): Promise<KeySlot> {
   const kind: SlotKind = request.secret.kind;
   const base = {
     id,
@@ -150,7 +156,7 @@ export async function makeSlot(volumeId: string, id: number, request: SlotReques
   const kek = await deriveKek(base, request.secret);
   if (!kek) throw new Error("slot kind mismatch");
   try {
-    return sealSlot(volumeId, base, kek, mountKeys);
+    return sealSlot(volumeId, base, kek, slotKey);
   } finally {
     kek.fill(0);
   }
@@ -184,6 +190,7 @@ export async function initVolume(lower: string, options: InitOptions): Promise<{
   const mountKey = randomPool.bytes(MOUNT_KEY_SIZE);
   const volumeSecret = randomPool.bytes(VOLUME_SECRET_SIZE);
   const mountKeys = new Map([[epoch, mountKey]]);
+  const slotKey = randomPool.bytes(SLOT_KEY_SIZE);
   const epochKeys = deriveEpochKeys(mountKey, Buffer.from(volumeId, "base64url"), epoch);
 
   const requests: SlotRequest[] = [...options.slots];
@@ -194,7 +201,7 @@ export async function initVolume(lower: string, options: InitOptions): Promise<{
     requests.push({ secret: { kind: "recovery", bytes: key }, label: "recovery key" });
   }
   const slots: KeySlot[] = [];
-  for (const request of requests) slots.push(await makeSlot(volumeId, slots.length + 1, request, mountKeys));
+  for (const request of requests) slots.push(await makeSlot(volumeId, slots.length + 1, request, slotKey));
 
   const config = signConfig(epochKeys, {
     format: "cryptmount",
@@ -205,11 +212,13 @@ export async function initVolume(lower: string, options: InitOptions): Promise<{
     blockSize: options.blockSize ?? DEFAULT_BLOCK_SIZE,
     epoch,
     volumeSecret: sealVolumeSecret(volumeId, epochKeys, volumeSecret),
+    keys: sealMountKeys(volumeId, slotKey, mountKeys),
     slots,
   });
   parseConfig(serializeConfig(config)); // never write a config we could not read back
   await saveConfig(lower, config);
   mountKey.fill(0);
   volumeSecret.fill(0);
+  slotKey.fill(0);
   return recoveryKey ? { config, recoveryKey } : { config };
 }

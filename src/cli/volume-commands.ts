@@ -1,0 +1,117 @@
+import { readNewPassphrase, readSecret } from "../keys/secret-input.js";
+import { Fsck } from "../volume/fsck.js";
+import { rekey } from "../volume/rekey.js";
+import { addSlot, changePassphrase, newRecoveryKey, removeSlot } from "../volume/slots.js";
+import { unlockVolume, type UnlockedVolume } from "../volume/volume.js";
+import { EXIT } from "../volume/errors.js";
+import { argon2FromOptions, loggerFor, type CommonOptions } from "./options.js";
+import { terminalProgress } from "./progress.js";
+
+async function unlock(lower: string, opts: CommonOptions): Promise<UnlockedVolume> {
+  const secret = await readSecret(opts);
+  try {
+    const unlocked = await unlockVolume(lower, secret);
+    if (unlocked.usedBackup) loggerFor(opts).warn({ lower }, "primary volume config unreadable; using the backup copy");
+    return unlocked;
+  } finally {
+    secret.bytes.fill(0);
+  }
+}
+
+export interface PasswdOptions extends CommonOptions {
+  newPassfile?: string;
+  newExtpass?: string;
+  slot?: number;
+  addPassphrase?: boolean;
+  addKeyfile?: string;
+  newRecoveryKey?: boolean;
+  removeSlot?: number;
+  kdfMemory?: number;
+  kdfIterations?: number;
+  kdfParallelism?: number;
+}
+
+export async function passwdCommand(lower: string, opts: PasswdOptions): Promise<number> {
+  const kdf = argon2FromOptions(opts);
+  const unlocked = await unlock(lower, opts);
+  try {
+    if (opts.removeSlot !== undefined) {
+      await removeSlot(unlocked, opts.removeSlot);
+      process.stdout.write(`Removed key slot ${opts.removeSlot}\n`);
+      return EXIT.ok;
+    }
+    if (opts.addKeyfile) {
+      const secret = await readSecret({ keyfile: opts.addKeyfile });
+      const slot = await addSlot(unlocked, { secret, label: "key file" });
+      process.stdout.write(`Added key-file slot ${slot.id}\n`);
+      return EXIT.ok;
+    }
+    if (opts.newRecoveryKey) {
+      const key = await newRecoveryKey(unlocked);
+      process.stdout.write(`New recovery key (the old one no longer works; shown only now):\n\n    ${key}\n\n`);
+      return EXIT.ok;
+    }
+    const secret = await readNewPassphrase({
+      ...(opts.newPassfile ? { passfile: opts.newPassfile } : {}),
+      ...(opts.newExtpass ? { extpass: opts.newExtpass } : {}),
+    });
+    const slot = opts.addPassphrase
+      ? await addSlot(unlocked, { secret, label: "passphrase", kdf })
+      : await changePassphrase(unlocked, { secret, kdf }, opts.slot);
+    secret.bytes.fill(0);
+    process.stdout.write(`${opts.addPassphrase ? "Added" : "Set"} passphrase in key slot ${slot.id}\n`);
+    return EXIT.ok;
+  } finally {
+    unlocked.keyring.wipe();
+  }
+}
+
+export async function rekeyCommand(lower: string, opts: CommonOptions): Promise<number> {
+  const unlocked = await unlock(lower, opts);
+  unlocked.keyring.wipe();
+  const result = await rekey(unlocked, terminalProgress("rekey"));
+  if (result.problems.length > 0) {
+    for (const p of result.problems) process.stderr.write(`cryptmount: ${p.lower}: ${p.message}\n`);
+    process.stderr.write(
+      `cryptmount: rekey to epoch ${result.to} unfinished: ${result.problems.length} files could not be rewrapped; ` +
+        "the old key is kept; run cryptmount fsck, then rekey again\n",
+    );
+    return EXIT.problemsFound;
+  }
+  process.stdout.write(`Rekeyed ${lower}: epoch ${result.from} -> ${result.to}, ${result.rewrapped} of ${result.files} file headers rewrapped\n`);
+  return EXIT.ok;
+}
+
+export interface FsckCommandOptions extends CommonOptions {
+  repair?: boolean;
+  json?: boolean;
+}
+
+export async function fsckCommand(lower: string, opts: FsckCommandOptions): Promise<number> {
+  const unlocked = await unlock(lower, opts);
+  try {
+    const fsck = new Fsck(unlocked.lower, unlocked.keyring, unlocked.config.blockSize, {
+      repair: Boolean(opts.repair),
+      progress: opts.json ? undefined : terminalProgress("fsck"),
+    } as never);
+    const report = await fsck.run();
+    const errors = report.problems.filter((p) => p.severity === "error" && !p.repaired);
+    if (opts.json) {
+      process.stdout.write(JSON.stringify({ clean: errors.length === 0, ...report }, null, 2) + "\n");
+    } else {
+      for (const p of report.problems) {
+        const where = p.path ?? `(lower) ${p.lower}`;
+        const block = p.block !== undefined ? ` block ${p.block}` : "";
+        const fixed = p.repaired ? " [repaired]" : "";
+        process.stdout.write(`${p.severity}: ${where}${block}: ${p.message} [${p.code}]${fixed}\n`);
+      }
+      process.stdout.write(
+        `${report.files} files, ${report.directories} directories, ${report.symlinks} symlinks, ${report.bytes} bytes checked: ` +
+          (errors.length === 0 ? "clean\n" : `${errors.length} problems\n`),
+      );
+    }
+    return errors.length === 0 ? EXIT.ok : EXIT.problemsFound;
+  } finally {
+    unlocked.keyring.wipe();
+  }
+}
