@@ -22,6 +22,8 @@ import { ContentGeometry } from "../format/content.js";
 import { isFormatError } from "../format/errors.js";
 import { MAX_NAME_BYTES, classifyLowerEntry } from "../format/names.js";
 import { decryptSymlink, encryptSymlink, symlinkTargetLength } from "../format/symlink.js";
+import { decryptXattrName, decryptXattrValue, encryptXattrName, encryptXattrValue } from "../format/xattr.js";
+import * as xattr from "fs-xattr";
 import { FsError } from "./errors.js";
 import { Namespace } from "./namespace.js";
 import { OpenFile } from "./open-file.js";
@@ -33,6 +35,8 @@ interface Handle {
   readonly writable: boolean;
 }
 
+const XATTR_CREATE = 1;
+const XATTR_REPLACE = 2;
 const ACCESS_MODE = constants.O_RDONLY | constants.O_WRONLY | constants.O_RDWR;
 
 function inodeKey(st: { dev: bigint | number; ino: bigint | number }): string {
@@ -401,6 +405,80 @@ export class CryptFs implements FileSystem {
       return Number(ns / 1000n) / 1e6;
     };
     await lutimes(lower, pick(atime, current?.atimeNs), pick(mtime, current?.mtimeNs));
+  }
+
+  // --- extended attributes (user.* only, encrypted) --------------------------
+
+  private async xattrTarget(path: string): Promise<string> {
+    const { lower } = await this.names.locate(path);
+    const st = await lstat(lower);
+    // Linux allows user.* attributes on files and directories only.
+    if (!st.isFile() && !st.isDirectory()) throw new FsError("EPERM");
+    return lower;
+  }
+
+  private xattrName(name: string): string {
+    try {
+      return encryptXattrName(this.keyring.volume, name);
+    } catch (err) {
+      if (isFormatError(err)) throw new FsError(err.code === "NAME_TOO_LONG" ? "ERANGE" : "EOPNOTSUPP");
+      throw err;
+    }
+  }
+
+  async setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void> {
+    this.requireWritable();
+    const lower = await this.xattrTarget(path);
+    const lowerName = this.xattrName(name);
+    if (flags & (XATTR_CREATE | XATTR_REPLACE)) {
+      const exists = (await xattr.listAttributes(lower)).includes(lowerName);
+      if (flags & XATTR_CREATE && exists) throw new FsError("EEXIST");
+      if (flags & XATTR_REPLACE && !exists) throw new FsError("ENODATA");
+    }
+    await xattr.setAttribute(lower, lowerName, encryptXattrValue(this.keyring.volume, lowerName, value));
+  }
+
+  async getxattr(path: string, name: string): Promise<Buffer | undefined> {
+    const { lower } = await this.names.locate(path);
+    let lowerName: string;
+    try {
+      lowerName = encryptXattrName(this.keyring.volume, name);
+    } catch {
+      return undefined;
+    }
+    let stored: Buffer;
+    try {
+      stored = await xattr.getAttribute(lower, lowerName);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENODATA" || code === "ENOATTR" || code === "ENOTSUP" || code === "EOPNOTSUPP") return undefined;
+      throw err;
+    }
+    try {
+      return decryptXattrValue(this.keyring.volume, lowerName, stored);
+    } catch (err) {
+      if (isFormatError(err)) this.log.error({ path, attribute: name }, "corrupt extended attribute: read refused");
+      throw err;
+    }
+  }
+
+  async listxattr(path: string): Promise<string[]> {
+    const { lower } = await this.names.locate(path);
+    const st = await lstat(lower);
+    if (!st.isFile() && !st.isDirectory()) return [];
+    const names = await xattr.listAttributes(lower).catch(() => [] as string[]);
+    return names.flatMap((n) => decryptXattrName(this.keyring.volume, n) ?? []);
+  }
+
+  async removexattr(path: string, name: string): Promise<void> {
+    this.requireWritable();
+    const lower = await this.xattrTarget(path);
+    try {
+      await xattr.removeAttribute(lower, this.xattrName(name));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOATTR") throw new FsError("ENODATA");
+      throw err;
+    }
   }
 
   async destroy(): Promise<void> {

@@ -105,6 +105,13 @@ export function buildOperations(fs: FileSystem, log: Logger): Operations {
     chmod: (path: string, mode: number, reply: Reply) => call("chmod", path, reply, () => fs.chmod(path, mode), none),
     chown: (path: string, uid: number, gid: number, reply: Reply) =>
       call("chown", path, reply, () => fs.chown(path, uid, gid), none),
+    setxattr: (path: string, name: string, value: Buffer, _position: number, flags: number, reply: Reply) =>
+      call("setxattr", path, reply, () => fs.setxattr(path, name, Buffer.from(value), flags), none),
+    getxattr: (path: string, name: string, _position: number, reply: Reply) =>
+      call("getxattr", path, reply, () => fs.getxattr(path, name), (v) => [v ?? null]),
+    listxattr: (path: string, reply: Reply) => call("listxattr", path, reply, () => fs.listxattr(path), (names) => [names]),
+    removexattr: (path: string, name: string, reply: Reply) =>
+      call("removexattr", path, reply, () => fs.removexattr(path, name), none),
     utimens: (path: string, atime: unknown, mtime: unknown, reply: Reply) =>
       call("utimens", path, reply, () => fs.utimens(path, toTimeSpec(atime), toTimeSpec(mtime)), none),
   };

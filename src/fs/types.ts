@@ -65,6 +65,12 @@ export interface FileSystem {
   chown(path: string, uid: number, gid: number): Promise<void>;
   utimens(path: string, atime: TimeSpec, mtime: TimeSpec): Promise<void>;
 
+  setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void>;
+  /** Undefined when the attribute does not exist. */
+  getxattr(path: string, name: string): Promise<Buffer | undefined>;
+  listxattr(path: string): Promise<string[]>;
+  removexattr(path: string, name: string): Promise<void>;
+
   /** Flushes and closes everything; called once at unmount. */
   destroy(): Promise<void>;
 }

@@ -1,0 +1,542 @@
+#!/usr/bin/env node
+// Generates the checked-in test data of volume format v1 (docs/format.md).
+//
+//   node scripts/make-fixture.mjs vectors          writes test/fixtures/vectors.json
+//   node scripts/make-fixture.mjs vectors --check  fails unless the file matches
+//   node scripts/make-fixture.mjs volume [--force] writes test/fixtures/volume-v1/ and
+//                                                  test/fixtures/volume-v1.expected.json
+//
+// Run `npx tsc -p .` first: the script loads the build from dist/.
+//
+// Known-answer vectors are computed twice: once by a small second
+// implementation written from docs/format.md with node:crypto and
+// @noble/ciphers only (the `spec` functions below), and once by the code in
+// dist/. The script refuses to write anything unless both agree, so the
+// vectors pin the code and the document at the same time. Everything is
+// deterministic: re-running `vectors` must reproduce the file byte for byte.
+//
+// The fixture volume is random (IDs, keys, nonces) and written once by the
+// code in dist/; it is never regenerated unless --force is given, because
+// its whole point is to be an old volume that future builds must still read.
+
+import { createCipheriv, createHash, createHmac, hkdfSync, randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { aessiv } from "@noble/ciphers/aes.js";
+import argon2 from "argon2";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const fixtures = join(root, "test", "fixtures");
+
+async function load(path) {
+  try {
+    return await import(new URL(`../dist/${path}`, import.meta.url).href);
+  } catch (err) {
+    console.error(`make-fixture: cannot load dist/${path} (${err.message}); run \`npx tsc -p .\` first`);
+    process.exit(1);
+  }
+}
+
+const keys = await load("crypto/keys.js");
+const header = await load("format/header.js");
+const content = await load("format/content.js");
+const names = await load("format/names.js");
+const symlinks = await load("format/symlink.js");
+const recovery = await load("format/recovery.js");
+const config = await load("format/config.js");
+const kek = await load("keys/kek.js");
+const volume = await load("volume/volume.js");
+
+// --- helpers -------------------------------------------------------------------
+
+const hex = (b) => Buffer.from(b).toString("hex");
+const b64u = (b) => Buffer.from(b).toString("base64url");
+const b64 = (b) => Buffer.from(b).toString("base64");
+/** `length` bytes counting up from `start` (mod 256): easy to recognise in a hex dump. */
+const seq = (start, length) => Buffer.from(Array.from({ length }, (_, i) => (start + i) & 0xff));
+const u32 = (n) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n);
+  return b;
+};
+const u64 = (n) => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt(n));
+  return b;
+};
+/** Deterministic filler: byte i is (i * 31 + 7) mod 256. */
+const pattern = (length, salt = 7) => Buffer.from(Array.from({ length }, (_, i) => (i * 31 + salt) & 0xff));
+
+function same(what, a, b) {
+  const x = typeof a === "string" ? a : hex(a);
+  const y = typeof b === "string" ? b : hex(b);
+  if (x !== y) {
+    console.error(`make-fixture: the code and docs/format.md disagree on ${what}\n  spec: ${x}\n  code: ${y}`);
+    process.exit(1);
+  }
+}
+
+// --- the second implementation, from docs/format.md ------------------------------
+
+const spec = {
+  hkdf: (ikm, salt, info, length) => Buffer.from(hkdfSync("sha256", ikm, salt, Buffer.from(info, "utf8"), length)),
+  gcm(key, nonce, aad, plaintext) {
+    const c = createCipheriv("aes-256-gcm", key, nonce);
+    c.setAAD(aad);
+    const body = Buffer.concat([c.update(plaintext), c.final()]);
+    return Buffer.concat([nonce, body, c.getAuthTag()]);
+  },
+  subkeys(mountKey, volumeSecret, volumeId) {
+    const m = (label, n) => spec.hkdf(mountKey, volumeId, `cryptmount v1 ${label}`, n);
+    const v = (label, n) => spec.hkdf(volumeSecret, volumeId, `cryptmount v1 ${label}`, n);
+    return {
+      headerWrap: m("header-wrap", 32),
+      configWrap: m("config-wrap", 32),
+      configMac: m("config-mac", 32),
+      names: v("names", 64),
+      symlinks: v("symlinks", 32),
+      xattrNames: v("xattr-names", 64),
+      xattrValues: v("xattr-values", 32),
+      rootDirId: v("root-dir-id", 16),
+    };
+  },
+  header(headerWrap, epoch, blockSize, fileId, fileKey, nonce) {
+    const prefix = Buffer.concat([Buffer.from("CRMF", "ascii"), Buffer.from([1, 0, Math.log2(blockSize), 0]), fileId]);
+    const slotA = Buffer.concat([u32(epoch), spec.gcm(headerWrap, nonce, Buffer.concat([prefix, u32(epoch)]), fileKey)]);
+    return Buffer.concat([prefix, slotA, Buffer.alloc(64)]);
+  },
+  blocks(fileKey, fileId, blockSize, plaintext, nonces) {
+    const count = Math.max(1, Math.ceil(plaintext.length / blockSize));
+    const out = [];
+    for (let i = 0; i < count; i++) {
+      const aad = Buffer.concat([fileId, u64(i), Buffer.from([i === count - 1 ? 1 : 0])]);
+      out.push(spec.gcm(fileKey, nonces[i], aad, plaintext.subarray(i * blockSize, (i + 1) * blockSize)));
+    }
+    return Buffer.concat(out);
+  },
+  name(nameKey, dirId, name) {
+    const bytes = Buffer.from(name, "utf8");
+    const n = 16 - (bytes.length % 16);
+    const padded = Buffer.concat([bytes, Buffer.alloc(n, n)]);
+    const encoded = b64u(aessiv(nameKey, dirId).encrypt(padded));
+    if (encoded.length <= 171) return { encoded, entry: encoded };
+    const entry = "cm.L." + b64u(createHash("sha256").update(encoded, "ascii").digest());
+    return { encoded, entry, sidecar: entry + ".n" };
+  },
+  symlink: (key, target, nonce) =>
+    b64u(spec.gcm(key, nonce, Buffer.from("cryptmount v1 symlink", "utf8"), Buffer.from(target, "utf8"))),
+  recoveryKey(key) {
+    const check = createHash("sha256").update("cryptmount recovery", "utf8").update(key).digest().subarray(0, 2);
+    const bits = [...Buffer.concat([key, check])].map((b) => b.toString(2).padStart(8, "0")).join("") + "000";
+    const alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let symbols = "";
+    for (let i = 0; i < bits.length; i += 5) symbols += alphabet[parseInt(bits.slice(i, i + 5), 2)];
+    return symbols.match(/.{5}/g).join("-");
+  },
+  canonical(value) {
+    if (Array.isArray(value)) return `[${value.map(spec.canonical).join(",")}]`;
+    if (value !== null && typeof value === "object") {
+      const keys = Object.keys(value)
+        .filter((k) => value[k] !== undefined)
+        .sort();
+      return `{${keys.map((k) => `${JSON.stringify(k)}:${spec.canonical(value[k])}`).join(",")}}`;
+    }
+    return JSON.stringify(value);
+  },
+  slotAad: (volumeId, slot) =>
+    Buffer.from(
+      spec.canonical({ purpose: "cryptmount v1 key slot", volumeId, id: slot.id, kind: slot.kind, salt: slot.salt, kdf: slot.kdf }),
+      "utf8",
+    ),
+  mountKeyPayload: (records) => Buffer.concat(records.map(([epoch, key]) => Buffer.concat([u32(epoch), key]))),
+  bundleAad: (volumeId) => Buffer.from(`cryptmount v1 mount keys ${volumeId}`, "utf8"),
+  volumeSecretAad: (volumeId, epoch) => Buffer.from(`cryptmount v1 volume secret ${volumeId} ${epoch}`, "utf8"),
+  configMac: (macKey, unsigned) => createHmac("sha256", macKey).update(spec.canonical(unsigned), "utf8").digest(),
+  argon2: (passphrase, salt, p) =>
+    argon2.hash(passphrase, {
+      type: argon2.argon2id,
+      version: 0x13,
+      raw: true,
+      salt,
+      hashLength: 32,
+      memoryCost: p.memoryKiB,
+      timeCost: p.iterations,
+      parallelism: p.parallelism,
+    }),
+};
+
+// --- vectors ----------------------------------------------------------------------
+
+async function makeVectors() {
+  const inputs = {
+    volumeId: seq(0xa0, 16),
+    mountKey: seq(0x00, 32),
+    mountKey2: seq(0xe0, 32),
+    volumeSecret: seq(0x20, 32),
+    fileId: seq(0x40, 16),
+    fileKey: seq(0x50, 32),
+    headerNonce: seq(0x70, 12),
+    dirId: seq(0xd0, 16),
+    slotKey: seq(0xf0, 32),
+  };
+  const epoch = 1;
+  const blockSize = 4096;
+  const sub = spec.subkeys(inputs.mountKey, inputs.volumeSecret, inputs.volumeId);
+  const sub2 = spec.subkeys(inputs.mountKey2, inputs.volumeSecret, inputs.volumeId);
+
+  const keyring = new keys.Keyring(inputs.volumeId, epoch, new Map([[epoch, inputs.mountKey]]), inputs.volumeSecret);
+  const ek = keyring.current;
+  for (const k of ["headerWrap", "configWrap", "configMac"]) same(`subkey ${k}`, sub[k], ek[k]);
+  for (const k of ["names", "symlinks", "xattrNames", "xattrValues", "rootDirId"]) same(`subkey ${k}`, sub[k], keyring.volume[k]);
+  const ek2 = keys.deriveEpochKeys(inputs.mountKey2, inputs.volumeId, 2);
+  for (const k of ["headerWrap", "configWrap", "configMac"]) same(`epoch-2 subkey ${k}`, sub2[k], ek2[k]);
+
+  // Header.
+  const headerBytes = spec.header(sub.headerWrap, epoch, blockSize, inputs.fileId, inputs.fileKey, inputs.headerNonce);
+  const made = header.createHeader(keyring, {
+    blockSize,
+    fileId: inputs.fileId,
+    fileKey: inputs.fileKey,
+    nonce: inputs.headerNonce,
+  });
+  same("the file header", headerBytes, made.bytes);
+
+  // Content: every file shares the header above; nonces are pinned per block.
+  const contentCases = [
+    { name: "empty file", plaintext: Buffer.alloc(0) },
+    { name: "one partial final block", plaintext: Buffer.from("hello, world\n", "utf8") },
+    { name: "one full block then a partial final block", plaintext: pattern(blockSize + 100) },
+  ];
+  const geometry = new content.ContentGeometry(blockSize);
+  const cipher = { fileKey: inputs.fileKey, fileId: inputs.fileId, geometry };
+  const contentVectors = contentCases.map(({ name, plaintext }, c) => {
+    const count = geometry.blockCount(plaintext.length);
+    const nonces = Array.from({ length: count }, (_, i) => seq(0x80 + 0x10 * c + i, 12));
+    const blocks = spec.blocks(inputs.fileKey, inputs.fileId, blockSize, plaintext, nonces);
+    same(`content (${name})`, blocks, content.sealBlocks(cipher, 0, plaintext, true, nonces));
+    const lower = Buffer.concat([headerBytes, blocks]);
+    same(`lower size (${name})`, String(lower.length), String(geometry.lowerSize(plaintext.length)));
+    return {
+      name,
+      plaintext: b64(plaintext),
+      nonces: nonces.map(hex),
+      lowerSize: lower.length,
+      lower: b64(lower),
+    };
+  });
+
+  // Names.
+  const longUnicode = "é".repeat(127) + "x"; // 255 UTF-8 bytes
+  const nameCases = [
+    { dir: "dirId", name: "hello.txt" },
+    { dir: "dirId", name: "Ünïcödé – 日本語 🙂.txt" },
+    { dir: "dirId", name: "a".repeat(111), note: "longest name stored directly (171 characters)" },
+    { dir: "dirId", name: "a".repeat(112), note: "shortest name stored as a long name" },
+    { dir: "dirId", name: longUnicode, note: "255 bytes, the maximum" },
+    { dir: "rootDirId", name: "hello.txt", note: "same name in the root directory" },
+  ];
+  const nameVectors = nameCases.map(({ dir, name, note }) => {
+    const dirId = dir === "rootDirId" ? sub.rootDirId : inputs.dirId;
+    const s = spec.name(sub.names, dirId, name);
+    const encoded = names.encryptName(keyring.volume.names, dirId, name);
+    same(`encrypted name ${JSON.stringify(name)}`, s.encoded, encoded);
+    const entry = names.lowerEntryFor(encoded);
+    same(`lower entry of ${JSON.stringify(name)}`, s.entry, entry.entry);
+    return {
+      ...(note ? { note } : {}),
+      dirId: dir === "rootDirId" ? "rootDirId" : hex(dirId),
+      name,
+      nameBytes: Buffer.byteLength(name, "utf8"),
+      encoded,
+      entry: s.entry,
+      ...(s.sidecar ? { sidecar: s.sidecar } : {}),
+    };
+  });
+  const dirIdEntry = names.dirIdEntryName(inputs.dirId);
+  same("dir ID entry", "cm.d." + b64u(inputs.dirId), dirIdEntry);
+
+  // Symlink.
+  const symlinkTarget = "../docs/notes – 日本.md";
+  const symlinkNonce = seq(0x90, 12);
+  const stored = spec.symlink(sub.symlinks, symlinkTarget, symlinkNonce);
+  same("symlink target", stored, symlinks.encryptSymlink(keyring.volume.symlinks, symlinkTarget, symlinkNonce));
+
+  // Recovery key.
+  const recoveryBytes = seq(0xc0, 32);
+  const formatted = spec.recoveryKey(recoveryBytes);
+  same("recovery key", formatted, recovery.formatRecoveryKey(recoveryBytes));
+
+  // Key-encryption keys.
+  const passphrase = "correct horse battery staple – ü";
+  const salt = seq(0x11, 16);
+  const params = config.ARGON2_MINIMUM;
+  const passKek = await spec.argon2(Buffer.from(passphrase, "utf8"), salt, params);
+  same(
+    "passphrase KEK",
+    passKek,
+    await kek.deriveKek({ kind: "passphrase", salt: b64u(salt), kdf: params }, { kind: "passphrase", bytes: Buffer.from(passphrase, "utf8") }),
+  );
+  const keyfile = seq(0x33, 64);
+  const keyfileKek = spec.hkdf(keyfile, salt, "cryptmount v1 keyfile slot", 32);
+  same("key file KEK", keyfileKek, await kek.deriveKek({ kind: "keyfile", salt: b64u(salt) }, { kind: "keyfile", bytes: keyfile }));
+  const recoveryKek = spec.hkdf(recoveryBytes, salt, "cryptmount v1 recovery slot", 32);
+  same(
+    "recovery KEK",
+    recoveryKek,
+    await kek.deriveKek({ kind: "recovery", salt: b64u(salt) }, { kind: "recovery", bytes: recoveryBytes }),
+  );
+
+  // Key slots and the mount-key bundle, sealed by the spec implementation with
+  // pinned nonces; the code must open them.
+  const volumeIdText = b64u(inputs.volumeId);
+  const passSlotBase = { id: 1, kind: "passphrase", label: "test", salt: b64u(salt), kdf: params };
+  const passSlot = {
+    ...passSlotBase,
+    wrapped: b64u(spec.gcm(passKek, seq(0xa8, 12), spec.slotAad(volumeIdText, passSlotBase), inputs.slotKey)),
+  };
+  const recSlotBase = { id: 2, kind: "recovery", label: "recovery key", salt: b64u(salt) };
+  const recSlot = {
+    ...recSlotBase,
+    wrapped: b64u(spec.gcm(recoveryKek, seq(0xb8, 12), spec.slotAad(volumeIdText, recSlotBase), inputs.slotKey)),
+  };
+  same("passphrase slot", hex(config.openSlot(volumeIdText, passSlot, passKek) ?? Buffer.alloc(0)), hex(inputs.slotKey));
+  same("recovery slot", hex(config.openSlot(volumeIdText, recSlot, recoveryKek) ?? Buffer.alloc(0)), hex(inputs.slotKey));
+
+  const oneEpoch = spec.mountKeyPayload([[1, inputs.mountKey]]);
+  const twoEpochs = spec.mountKeyPayload([
+    [2, inputs.mountKey2],
+    [1, inputs.mountKey],
+  ]);
+  same("mount-key payload", oneEpoch, config.encodeMountKeys(new Map([[1, inputs.mountKey]])));
+  same(
+    "two-epoch mount-key payload",
+    twoEpochs,
+    config.encodeMountKeys(
+      new Map([
+        [1, inputs.mountKey],
+        [2, inputs.mountKey2],
+      ]),
+    ),
+  );
+  const bundleKey = spec.hkdf(inputs.slotKey, inputs.volumeId, "cryptmount v1 mount-key bundle", 32);
+  const bundle = b64u(spec.gcm(bundleKey, seq(0x98, 12), spec.bundleAad(volumeIdText), oneEpoch));
+  const rekeyBundle = b64u(spec.gcm(bundleKey, seq(0x99, 12), spec.bundleAad(volumeIdText), twoEpochs));
+  same("opened bundle", hex(config.openMountKeys({ volumeId: volumeIdText, keys: bundle }, inputs.slotKey).get(1)), hex(inputs.mountKey));
+  const opened2 = config.openMountKeys({ volumeId: volumeIdText, keys: rekeyBundle }, inputs.slotKey);
+  same("opened two-epoch bundle", hex(Buffer.concat([opened2.get(2), opened2.get(1)])), hex(Buffer.concat([inputs.mountKey2, inputs.mountKey])));
+
+  // A complete config.
+  const sealedSecret = b64u(
+    spec.gcm(sub.configWrap, seq(0xc8, 12), spec.volumeSecretAad(volumeIdText, epoch), inputs.volumeSecret),
+  );
+  const unsigned = {
+    format: "cryptmount",
+    version: 1,
+    volumeId: volumeIdText,
+    created: "2025-01-01T00:00:00.000Z",
+    features: ["gcm-blocks", "final-block-flag", "siv-names", "long-names", "dir-id-sets"],
+    blockSize: 32768,
+    epoch,
+    volumeSecret: sealedSecret,
+    keys: bundle,
+    slots: [passSlot, recSlot],
+  };
+  const mac = b64u(spec.configMac(sub.configMac, unsigned));
+  same("config MAC", mac, config.signConfig(ek, unsigned).mac);
+  const fullConfig = { ...unsigned, mac };
+  const parsed = config.parseConfig(JSON.stringify(fullConfig));
+  const unlocked = config.unlockConfig(parsed, config.openMountKeys(parsed, inputs.slotKey));
+  same("unwrapped volume secret", unlocked.volumeSecret, inputs.volumeSecret);
+
+  return {
+    about: [
+      "Known-answer vectors of cryptmount volume format v1 (docs/format.md).",
+      "Generated by scripts/make-fixture.mjs from a second implementation of the spec and checked against the code;",
+      "test/unit/vectors.test.ts compares the code with these literal values. Never edit by hand: a change here is a format change.",
+      "Byte strings are hex unless the field says base64 (standard, padded) or is a base64url field of the format itself.",
+    ],
+    inputs: {
+      volumeId: hex(inputs.volumeId),
+      volumeIdBase64url: volumeIdText,
+      epoch,
+      mountKey: hex(inputs.mountKey),
+      epoch2MountKey: hex(inputs.mountKey2),
+      volumeSecret: hex(inputs.volumeSecret),
+      blockSize,
+      fileId: hex(inputs.fileId),
+      fileKey: hex(inputs.fileKey),
+      headerNonce: hex(inputs.headerNonce),
+      dirId: hex(inputs.dirId),
+      slotKey: hex(inputs.slotKey),
+    },
+    subkeys: Object.fromEntries(Object.entries(sub).map(([k, v]) => [k, hex(v)])),
+    epoch2Subkeys: {
+      headerWrap: hex(sub2.headerWrap),
+      configWrap: hex(sub2.configWrap),
+      configMac: hex(sub2.configMac),
+    },
+    header: { hex: hex(headerBytes) },
+    content: contentVectors,
+    names: nameVectors,
+    dirIdEntry: { dirId: hex(inputs.dirId), entry: dirIdEntry },
+    symlink: { target: symlinkTarget, nonce: hex(symlinkNonce), stored },
+    recoveryKey: { key: hex(recoveryBytes), formatted },
+    kek: {
+      salt: hex(salt),
+      passphrase: { passphrase, kdf: params, kek: hex(passKek) },
+      keyfile: { keyfile: hex(keyfile), kek: hex(keyfileKek) },
+      recovery: { key: hex(recoveryBytes), kek: hex(recoveryKek) },
+    },
+    slots: { passphrase: passSlot, recovery: recSlot },
+    mountKeyPayload: { oneEpoch: hex(oneEpoch), twoEpochs: hex(twoEpochs) },
+    bundle: {
+      key: hex(bundleKey),
+      aad: spec.bundleAad(volumeIdText).toString("utf8"),
+      oneEpoch: bundle,
+      twoEpochs: rekeyBundle,
+    },
+    slotAad: spec.canonical({
+      purpose: "cryptmount v1 key slot",
+      volumeId: volumeIdText,
+      id: 1,
+      kind: "passphrase",
+      salt: b64u(salt),
+      kdf: params,
+    }),
+    config: {
+      note: "passphrase slot: the passphrase above; recovery slot: the recovery key above; both wrap the slot key; keys: the one-epoch bundle",
+      canonical: spec.canonical(unsigned),
+      document: fullConfig,
+    },
+  };
+}
+
+// --- fixture volume -----------------------------------------------------------------
+
+const PASSPHRASE = "fixture-passphrase";
+const LONG_NAME = "This file name is deliberately longer than one hundred and eleven bytes, so it is stored hashed with a sidecar.txt";
+
+async function makeVolume(force) {
+  const lower = join(fixtures, "volume-v1");
+  const expectedPath = join(fixtures, "volume-v1.expected.json");
+  if (existsSync(lower) || existsSync(expectedPath)) {
+    if (!force) {
+      console.error("make-fixture: test/fixtures/volume-v1 exists; it must not change. Use --force to replace it anyway.");
+      process.exit(1);
+    }
+    await rm(lower, { recursive: true, force: true });
+    await rm(expectedPath, { force: true });
+  }
+  const blockSize = 4096;
+  const { recoveryKey } = await volume.initVolume(lower, {
+    slots: [{ secret: { kind: "passphrase", bytes: Buffer.from(PASSPHRASE, "utf8") }, label: "fixture", kdf: config.ARGON2_MINIMUM }],
+    blockSize,
+  });
+  const unlocked = await volume.unlockVolume(lower, { kind: "passphrase", bytes: Buffer.from(PASSPHRASE, "utf8") });
+  const { keyring } = unlocked;
+  const geometry = new content.ContentGeometry(blockSize);
+  const expected = [];
+
+  const place = async (lowerDir, dirId, name) => {
+    const entry = names.lowerEntryFor(names.encryptName(keyring.volume.names, dirId, name));
+    if (entry.longName !== undefined) await writeFile(join(lowerDir, entry.entry + names.SIDECAR_SUFFIX), entry.longName);
+    return join(lowerDir, entry.entry);
+  };
+  const file = async (lowerDir, dirId, path, data) => {
+    const target = await place(lowerDir, dirId, path.split("/").pop());
+    const { bytes, header: h } = header.createHeader(keyring, { blockSize });
+    const sealed = content.sealBlocks({ fileKey: h.fileKey, fileId: h.fileId, geometry }, 0, data, true);
+    await writeFile(target, Buffer.concat([bytes, sealed]));
+    expected.push({ path, type: "file", size: data.length, sha256: createHash("sha256").update(data).digest("hex") });
+    return target;
+  };
+  const dir = async (lowerDir, dirId, path, extraIds = 0) => {
+    const target = await place(lowerDir, dirId, path.split("/").pop());
+    await mkdir(target);
+    const ids = [];
+    for (let i = 0; i <= extraIds; i++) {
+      const id = randomBytes(keys.DIR_ID_SIZE);
+      await writeFile(join(target, names.dirIdEntryName(id)), "");
+      ids.push(id);
+    }
+    expected.push({ path, type: "dir" });
+    return { lower: target, ids: ids.sort(Buffer.compare) };
+  };
+  const link = async (lowerDir, dirId, path, targetText) => {
+    const target = await place(lowerDir, dirId, path.split("/").pop());
+    await symlink(symlinks.encryptSymlink(keyring.volume.symlinks, targetText), target);
+    expected.push({ path, type: "symlink", target: targetText });
+  };
+
+  const rootId = keyring.volume.rootDirId;
+  const hello = await file(lower, rootId, "hello.txt", Buffer.from("Hello from cryptmount volume format v1.\n", "utf8"));
+  await file(lower, rootId, "empty.txt", Buffer.alloc(0));
+  await file(lower, rootId, "blocks.bin", pattern(2 * blockSize + 1000, 11));
+  await file(lower, rootId, "aligned.bin", pattern(2 * blockSize, 13));
+  const sparse = Buffer.alloc(3 * blockSize + 17);
+  sparse.write("start of a file with a hole", 0, "utf8");
+  sparse.write("end", sparse.length - 3, "utf8");
+  await file(lower, rootId, "sparse.bin", sparse);
+  await file(lower, rootId, "Ünïcödé – 日本語.txt", Buffer.from("unicode name\n", "utf8"));
+  await file(lower, rootId, LONG_NAME, Buffer.from("stored under cm.L.<hash> with a .n sidecar\n", "utf8"));
+  await link(lower, rootId, "link-to-hello", "hello.txt");
+
+  const docs = await dir(lower, rootId, "docs");
+  await file(docs.lower, docs.ids[0], "docs/notes.md", Buffer.from("# Notes\n\nA file in a subdirectory.\n", "utf8"));
+  await link(docs.lower, docs.ids[0], "docs/up", "../hello.txt");
+  const deeper = await dir(docs.lower, docs.ids[0], "docs/deeper");
+  await file(deeper.lower, deeper.ids[0], "docs/deeper/leaf.txt", Buffer.from("leaf\n", "utf8"));
+  await dir(lower, rootId, "empty-dir");
+
+  // Two machines created "merged" independently; a sync client merged the two lower
+  // directories, so it carries two ID entries and names under each.
+  const merged = await dir(lower, rootId, "merged", 1);
+  await file(merged.lower, merged.ids[0], "merged/from-first-machine.txt", Buffer.from("written under the smaller ID\n", "utf8"));
+  await file(merged.lower, merged.ids[1], "merged/from-second-machine.txt", Buffer.from("written under the larger ID\n", "utf8"));
+
+  // A sync client's conflict copy: contains a dot, so it is never an encrypted name.
+  const foreign = [`${hello.split("/").pop()}.sync-conflict-20250101-120000-ABCDEFG`, "desktop.ini"];
+  await writeFile(join(lower, foreign[0]), "conflict copy");
+  await writeFile(join(lower, foreign[1]), "[.ShellClassInfo]\n");
+
+  unlocked.keyring.wipe();
+  expected.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+  const doc = {
+    about:
+      "Cleartext tree of test/fixtures/volume-v1, written once by scripts/make-fixture.mjs with the v1 code. test/unit/fixture-volume.test.ts must keep reading it.",
+    passphrase: PASSPHRASE,
+    recoveryKey,
+    blockSize,
+    entries: expected,
+    foreign,
+  };
+  await writeFile(expectedPath, JSON.stringify(doc, null, 2) + "\n");
+  console.log(`wrote ${lower} and ${expectedPath} (${expected.length} entries)`);
+}
+
+// --- main ---------------------------------------------------------------------------
+
+const [command, ...flags] = process.argv.slice(2);
+if (command === "vectors") {
+  const text = JSON.stringify(await makeVectors(), null, 2) + "\n";
+  const path = join(fixtures, "vectors.json");
+  if (flags.includes("--check")) {
+    const current = await readFile(path, "utf8").catch(() => "");
+    if (current !== text) {
+      console.error("make-fixture: test/fixtures/vectors.json differs from what the spec implementation produces");
+      process.exit(1);
+    }
+    console.log("vectors.json is up to date");
+  } else {
+    await mkdir(fixtures, { recursive: true });
+    await writeFile(path, text);
+    console.log(`wrote ${path}`);
+  }
+} else if (command === "volume") {
+  await makeVolume(flags.includes("--force"));
+} else {
+  console.error("usage: node scripts/make-fixture.mjs vectors [--check] | volume [--force]");
+  process.exit(2);
+}
