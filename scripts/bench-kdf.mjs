@@ -37,10 +37,22 @@ const { ARGON2_DEFAULT, ARGON2_MINIMUM } = config;
 const candidates = [
   { name: "ARGON2_MINIMUM", params: ARGON2_MINIMUM },
   { name: "ARGON2_DEFAULT", params: ARGON2_DEFAULT },
-  { name: "m=128MiB t=4 p=1", params: { algorithm: "argon2id", memoryKiB: 131072, iterations: 4, parallelism: 1 } },
-  { name: "m=256MiB t=3 p=1", params: { algorithm: "argon2id", memoryKiB: 262144, iterations: 3, parallelism: 1 } },
-  { name: "m=256MiB t=4 p=2", params: { algorithm: "argon2id", memoryKiB: 262144, iterations: 4, parallelism: 2 } },
-  { name: "m=512MiB t=2 p=1", params: { algorithm: "argon2id", memoryKiB: 524288, iterations: 2, parallelism: 1 } },
+  {
+    name: "m=128MiB t=4 p=1",
+    params: { algorithm: "argon2id", memoryKiB: 131072, iterations: 4, parallelism: 1 },
+  },
+  {
+    name: "m=256MiB t=3 p=1",
+    params: { algorithm: "argon2id", memoryKiB: 262144, iterations: 3, parallelism: 1 },
+  },
+  {
+    name: "m=256MiB t=4 p=2",
+    params: { algorithm: "argon2id", memoryKiB: 262144, iterations: 4, parallelism: 2 },
+  },
+  {
+    name: "m=512MiB t=2 p=1",
+    params: { algorithm: "argon2id", memoryKiB: 524288, iterations: 2, parallelism: 1 },
+  },
 ];
 
 function median(values) {
@@ -61,7 +73,9 @@ async function time(params) {
 
 if (!asJson) {
   const cpu = cpus()[0]?.model ?? "unknown CPU";
-  console.log(`Argon2id on ${cpu}, ${availableParallelism()} threads, ${Math.round(totalmem() / 2 ** 30)} GiB RAM, node ${process.version}`);
+  console.log(
+    `Argon2id on ${cpu}, ${availableParallelism()} threads, ${Math.round(totalmem() / 2 ** 30)} GiB RAM, node ${process.version}`,
+  );
   console.log(`median of ${runs} run(s) each; target for ARGON2_DEFAULT is ~${TARGET_MS} ms\n`);
 }
 
@@ -72,11 +86,18 @@ const results = [];
 for (const { name, params } of candidates) {
   const samples = [];
   for (let i = 0; i < runs; i++) samples.push(await time(params));
-  const result = { name, params, medianMs: Math.round(median(samples)), samplesMs: samples.map(Math.round) };
+  const result = {
+    name,
+    params,
+    medianMs: Math.round(median(samples)),
+    samplesMs: samples.map(Math.round),
+  };
   results.push(result);
   if (!asJson) {
     const p = `m=${params.memoryKiB / 1024} MiB, t=${params.iterations}, p=${params.parallelism}`;
-    console.log(`${name.padEnd(18)} ${p.padEnd(26)} ${String(result.medianMs).padStart(6)} ms   (${result.samplesMs.join(", ")})`);
+    console.log(
+      `${name.padEnd(18)} ${p.padEnd(26)} ${String(result.medianMs).padStart(6)} ms   (${result.samplesMs.join(", ")})`,
+    );
   }
 }
 

@@ -34,7 +34,9 @@ async function load(path) {
   try {
     return await import(new URL(`../dist/${path}`, import.meta.url).href);
   } catch (err) {
-    console.error(`make-fixture: cannot load dist/${path} (${err.message}); run \`npx tsc -p .\` first`);
+    console.error(
+      `make-fixture: cannot load dist/${path} (${err.message}); run \`npx tsc -p .\` first`,
+    );
     process.exit(1);
   }
 }
@@ -48,6 +50,7 @@ const recovery = await load("format/recovery.js");
 const config = await load("format/config.js");
 const kek = await load("keys/kek.js");
 const volume = await load("volume/volume.js");
+const xattr = await load("format/xattr.js");
 
 // --- helpers -------------------------------------------------------------------
 
@@ -67,13 +70,16 @@ const u64 = (n) => {
   return b;
 };
 /** Deterministic filler: byte i is (i * 31 + 7) mod 256. */
-const pattern = (length, salt = 7) => Buffer.from(Array.from({ length }, (_, i) => (i * 31 + salt) & 0xff));
+const pattern = (length, salt = 7) =>
+  Buffer.from(Array.from({ length }, (_, i) => (i * 31 + salt) & 0xff));
 
 function same(what, a, b) {
   const x = typeof a === "string" ? a : hex(a);
   const y = typeof b === "string" ? b : hex(b);
   if (x !== y) {
-    console.error(`make-fixture: the code and docs/format.md disagree on ${what}\n  spec: ${x}\n  code: ${y}`);
+    console.error(
+      `make-fixture: the code and docs/format.md disagree on ${what}\n  spec: ${x}\n  code: ${y}`,
+    );
     process.exit(1);
   }
 }
@@ -81,7 +87,8 @@ function same(what, a, b) {
 // --- the second implementation, from docs/format.md ------------------------------
 
 const spec = {
-  hkdf: (ikm, salt, info, length) => Buffer.from(hkdfSync("sha256", ikm, salt, Buffer.from(info, "utf8"), length)),
+  hkdf: (ikm, salt, info, length) =>
+    Buffer.from(hkdfSync("sha256", ikm, salt, Buffer.from(info, "utf8"), length)),
   gcm(key, nonce, aad, plaintext) {
     const c = createCipheriv("aes-256-gcm", key, nonce);
     c.setAAD(aad);
@@ -103,8 +110,15 @@ const spec = {
     };
   },
   header(headerWrap, epoch, blockSize, fileId, fileKey, nonce) {
-    const prefix = Buffer.concat([Buffer.from("CRMF", "ascii"), Buffer.from([1, 0, Math.log2(blockSize), 0]), fileId]);
-    const slotA = Buffer.concat([u32(epoch), spec.gcm(headerWrap, nonce, Buffer.concat([prefix, u32(epoch)]), fileKey)]);
+    const prefix = Buffer.concat([
+      Buffer.from("CRMF", "ascii"),
+      Buffer.from([1, 0, Math.log2(blockSize), 0]),
+      fileId,
+    ]);
+    const slotA = Buffer.concat([
+      u32(epoch),
+      spec.gcm(headerWrap, nonce, Buffer.concat([prefix, u32(epoch)]), fileKey),
+    ]);
     return Buffer.concat([prefix, slotA, Buffer.alloc(64)]);
   },
   blocks(fileKey, fileId, blockSize, plaintext, nonces) {
@@ -112,7 +126,9 @@ const spec = {
     const out = [];
     for (let i = 0; i < count; i++) {
       const aad = Buffer.concat([fileId, u64(i), Buffer.from([i === count - 1 ? 1 : 0])]);
-      out.push(spec.gcm(fileKey, nonces[i], aad, plaintext.subarray(i * blockSize, (i + 1) * blockSize)));
+      out.push(
+        spec.gcm(fileKey, nonces[i], aad, plaintext.subarray(i * blockSize, (i + 1) * blockSize)),
+      );
     }
     return Buffer.concat(out);
   },
@@ -126,10 +142,22 @@ const spec = {
     return { encoded, entry, sidecar: entry + ".n" };
   },
   symlink: (key, target, nonce) =>
-    b64u(spec.gcm(key, nonce, Buffer.from("cryptmount v1 symlink", "utf8"), Buffer.from(target, "utf8"))),
+    b64u(
+      spec.gcm(
+        key,
+        nonce,
+        Buffer.from("cryptmount v1 symlink", "utf8"),
+        Buffer.from(target, "utf8"),
+      ),
+    ),
   recoveryKey(key) {
-    const check = createHash("sha256").update("cryptmount recovery", "utf8").update(key).digest().subarray(0, 2);
-    const bits = [...Buffer.concat([key, check])].map((b) => b.toString(2).padStart(8, "0")).join("") + "000";
+    const check = createHash("sha256")
+      .update("cryptmount recovery", "utf8")
+      .update(key)
+      .digest()
+      .subarray(0, 2);
+    const bits =
+      [...Buffer.concat([key, check])].map((b) => b.toString(2).padStart(8, "0")).join("") + "000";
     const alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
     let symbols = "";
     for (let i = 0; i < bits.length; i += 5) symbols += alphabet[parseInt(bits.slice(i, i + 5), 2)];
@@ -147,13 +175,23 @@ const spec = {
   },
   slotAad: (volumeId, slot) =>
     Buffer.from(
-      spec.canonical({ purpose: "cryptmount v1 key slot", volumeId, id: slot.id, kind: slot.kind, salt: slot.salt, kdf: slot.kdf }),
+      spec.canonical({
+        purpose: "cryptmount v1 key slot",
+        volumeId,
+        id: slot.id,
+        kind: slot.kind,
+        salt: slot.salt,
+        kdf: slot.kdf,
+      }),
       "utf8",
     ),
-  mountKeyPayload: (records) => Buffer.concat(records.map(([epoch, key]) => Buffer.concat([u32(epoch), key]))),
+  mountKeyPayload: (records) =>
+    Buffer.concat(records.map(([epoch, key]) => Buffer.concat([u32(epoch), key]))),
   bundleAad: (volumeId) => Buffer.from(`cryptmount v1 mount keys ${volumeId}`, "utf8"),
-  volumeSecretAad: (volumeId, epoch) => Buffer.from(`cryptmount v1 volume secret ${volumeId} ${epoch}`, "utf8"),
-  configMac: (macKey, unsigned) => createHmac("sha256", macKey).update(spec.canonical(unsigned), "utf8").digest(),
+  volumeSecretAad: (volumeId, epoch) =>
+    Buffer.from(`cryptmount v1 volume secret ${volumeId} ${epoch}`, "utf8"),
+  configMac: (macKey, unsigned) =>
+    createHmac("sha256", macKey).update(spec.canonical(unsigned), "utf8").digest(),
   argon2: (passphrase, salt, p) =>
     argon2.hash(passphrase, {
       type: argon2.argon2id,
@@ -186,15 +224,29 @@ async function makeVectors() {
   const sub = spec.subkeys(inputs.mountKey, inputs.volumeSecret, inputs.volumeId);
   const sub2 = spec.subkeys(inputs.mountKey2, inputs.volumeSecret, inputs.volumeId);
 
-  const keyring = new keys.Keyring(inputs.volumeId, epoch, new Map([[epoch, inputs.mountKey]]), inputs.volumeSecret);
+  const keyring = new keys.Keyring(
+    inputs.volumeId,
+    epoch,
+    new Map([[epoch, inputs.mountKey]]),
+    inputs.volumeSecret,
+  );
   const ek = keyring.current;
   for (const k of ["headerWrap", "configWrap", "configMac"]) same(`subkey ${k}`, sub[k], ek[k]);
-  for (const k of ["names", "symlinks", "xattrNames", "xattrValues", "rootDirId"]) same(`subkey ${k}`, sub[k], keyring.volume[k]);
+  for (const k of ["names", "symlinks", "xattrNames", "xattrValues", "rootDirId"])
+    same(`subkey ${k}`, sub[k], keyring.volume[k]);
   const ek2 = keys.deriveEpochKeys(inputs.mountKey2, inputs.volumeId, 2);
-  for (const k of ["headerWrap", "configWrap", "configMac"]) same(`epoch-2 subkey ${k}`, sub2[k], ek2[k]);
+  for (const k of ["headerWrap", "configWrap", "configMac"])
+    same(`epoch-2 subkey ${k}`, sub2[k], ek2[k]);
 
   // Header.
-  const headerBytes = spec.header(sub.headerWrap, epoch, blockSize, inputs.fileId, inputs.fileKey, inputs.headerNonce);
+  const headerBytes = spec.header(
+    sub.headerWrap,
+    epoch,
+    blockSize,
+    inputs.fileId,
+    inputs.fileKey,
+    inputs.headerNonce,
+  );
   const made = header.createHeader(keyring, {
     blockSize,
     fileId: inputs.fileId,
@@ -217,7 +269,11 @@ async function makeVectors() {
     const blocks = spec.blocks(inputs.fileKey, inputs.fileId, blockSize, plaintext, nonces);
     same(`content (${name})`, blocks, content.sealBlocks(cipher, 0, plaintext, true, nonces));
     const lower = Buffer.concat([headerBytes, blocks]);
-    same(`lower size (${name})`, String(lower.length), String(geometry.lowerSize(plaintext.length)));
+    same(
+      `lower size (${name})`,
+      String(lower.length),
+      String(geometry.lowerSize(plaintext.length)),
+    );
     return {
       name,
       plaintext: b64(plaintext),
@@ -261,7 +317,31 @@ async function makeVectors() {
   const symlinkTarget = "../docs/notes – 日本.md";
   const symlinkNonce = seq(0x90, 12);
   const stored = spec.symlink(sub.symlinks, symlinkTarget, symlinkNonce);
-  same("symlink target", stored, symlinks.encryptSymlink(keyring.volume.symlinks, symlinkTarget, symlinkNonce));
+  same(
+    "symlink target",
+    stored,
+    symlinks.encryptSymlink(keyring.volume.symlinks, symlinkTarget, symlinkNonce),
+  );
+
+  // Extended attributes: SIV name without associated data, GCM value bound to the stored name.
+  const xattrName = "user.comment – ü";
+  const xattrStoredName =
+    "user.cm." +
+    b64u(aessiv(sub.xattrNames).encrypt(Buffer.from(xattrName.slice("user.".length), "utf8")));
+  same("xattr name", xattrStoredName, xattr.encryptXattrName(keyring.volume, xattrName));
+  const xattrValue = Buffer.from("a value\0with a NUL", "utf8");
+  const xattrNonce = seq(0x9c, 12);
+  const xattrStored = spec.gcm(
+    sub.xattrValues,
+    xattrNonce,
+    Buffer.from(xattrStoredName, "utf8"),
+    xattrValue,
+  );
+  same(
+    "xattr value",
+    xattr.decryptXattrValue(keyring.volume, xattrStoredName, xattrStored),
+    xattrValue,
+  );
 
   // Recovery key.
   const recoveryBytes = seq(0xc0, 32);
@@ -276,16 +356,26 @@ async function makeVectors() {
   same(
     "passphrase KEK",
     passKek,
-    await kek.deriveKek({ kind: "passphrase", salt: b64u(salt), kdf: params }, { kind: "passphrase", bytes: Buffer.from(passphrase, "utf8") }),
+    await kek.deriveKek(
+      { kind: "passphrase", salt: b64u(salt), kdf: params },
+      { kind: "passphrase", bytes: Buffer.from(passphrase, "utf8") },
+    ),
   );
   const keyfile = seq(0x33, 64);
   const keyfileKek = spec.hkdf(keyfile, salt, "cryptmount v1 keyfile slot", 32);
-  same("key file KEK", keyfileKek, await kek.deriveKek({ kind: "keyfile", salt: b64u(salt) }, { kind: "keyfile", bytes: keyfile }));
+  same(
+    "key file KEK",
+    keyfileKek,
+    await kek.deriveKek({ kind: "keyfile", salt: b64u(salt) }, { kind: "keyfile", bytes: keyfile }),
+  );
   const recoveryKek = spec.hkdf(recoveryBytes, salt, "cryptmount v1 recovery slot", 32);
   same(
     "recovery KEK",
     recoveryKek,
-    await kek.deriveKek({ kind: "recovery", salt: b64u(salt) }, { kind: "recovery", bytes: recoveryBytes }),
+    await kek.deriveKek(
+      { kind: "recovery", salt: b64u(salt) },
+      { kind: "recovery", bytes: recoveryBytes },
+    ),
   );
 
   // Key slots and the mount-key bundle, sealed by the spec implementation with
@@ -294,15 +384,27 @@ async function makeVectors() {
   const passSlotBase = { id: 1, kind: "passphrase", label: "test", salt: b64u(salt), kdf: params };
   const passSlot = {
     ...passSlotBase,
-    wrapped: b64u(spec.gcm(passKek, seq(0xa8, 12), spec.slotAad(volumeIdText, passSlotBase), inputs.slotKey)),
+    wrapped: b64u(
+      spec.gcm(passKek, seq(0xa8, 12), spec.slotAad(volumeIdText, passSlotBase), inputs.slotKey),
+    ),
   };
   const recSlotBase = { id: 2, kind: "recovery", label: "recovery key", salt: b64u(salt) };
   const recSlot = {
     ...recSlotBase,
-    wrapped: b64u(spec.gcm(recoveryKek, seq(0xb8, 12), spec.slotAad(volumeIdText, recSlotBase), inputs.slotKey)),
+    wrapped: b64u(
+      spec.gcm(recoveryKek, seq(0xb8, 12), spec.slotAad(volumeIdText, recSlotBase), inputs.slotKey),
+    ),
   };
-  same("passphrase slot", hex(config.openSlot(volumeIdText, passSlot, passKek) ?? Buffer.alloc(0)), hex(inputs.slotKey));
-  same("recovery slot", hex(config.openSlot(volumeIdText, recSlot, recoveryKek) ?? Buffer.alloc(0)), hex(inputs.slotKey));
+  same(
+    "passphrase slot",
+    hex(config.openSlot(volumeIdText, passSlot, passKek) ?? Buffer.alloc(0)),
+    hex(inputs.slotKey),
+  );
+  same(
+    "recovery slot",
+    hex(config.openSlot(volumeIdText, recSlot, recoveryKek) ?? Buffer.alloc(0)),
+    hex(inputs.slotKey),
+  );
 
   const oneEpoch = spec.mountKeyPayload([[1, inputs.mountKey]]);
   const twoEpochs = spec.mountKeyPayload([
@@ -320,16 +422,39 @@ async function makeVectors() {
       ]),
     ),
   );
-  const bundleKey = spec.hkdf(inputs.slotKey, inputs.volumeId, "cryptmount v1 mount-key bundle", 32);
+  const bundleKey = spec.hkdf(
+    inputs.slotKey,
+    inputs.volumeId,
+    "cryptmount v1 mount-key bundle",
+    32,
+  );
   const bundle = b64u(spec.gcm(bundleKey, seq(0x98, 12), spec.bundleAad(volumeIdText), oneEpoch));
-  const rekeyBundle = b64u(spec.gcm(bundleKey, seq(0x99, 12), spec.bundleAad(volumeIdText), twoEpochs));
-  same("opened bundle", hex(config.openMountKeys({ volumeId: volumeIdText, keys: bundle }, inputs.slotKey).get(1)), hex(inputs.mountKey));
-  const opened2 = config.openMountKeys({ volumeId: volumeIdText, keys: rekeyBundle }, inputs.slotKey);
-  same("opened two-epoch bundle", hex(Buffer.concat([opened2.get(2), opened2.get(1)])), hex(Buffer.concat([inputs.mountKey2, inputs.mountKey])));
+  const rekeyBundle = b64u(
+    spec.gcm(bundleKey, seq(0x99, 12), spec.bundleAad(volumeIdText), twoEpochs),
+  );
+  same(
+    "opened bundle",
+    hex(config.openMountKeys({ volumeId: volumeIdText, keys: bundle }, inputs.slotKey).get(1)),
+    hex(inputs.mountKey),
+  );
+  const opened2 = config.openMountKeys(
+    { volumeId: volumeIdText, keys: rekeyBundle },
+    inputs.slotKey,
+  );
+  same(
+    "opened two-epoch bundle",
+    hex(Buffer.concat([opened2.get(2), opened2.get(1)])),
+    hex(Buffer.concat([inputs.mountKey2, inputs.mountKey])),
+  );
 
   // A complete config.
   const sealedSecret = b64u(
-    spec.gcm(sub.configWrap, seq(0xc8, 12), spec.volumeSecretAad(volumeIdText, epoch), inputs.volumeSecret),
+    spec.gcm(
+      sub.configWrap,
+      seq(0xc8, 12),
+      spec.volumeSecretAad(volumeIdText, epoch),
+      inputs.volumeSecret,
+    ),
   );
   const unsigned = {
     format: "cryptmount",
@@ -382,6 +507,13 @@ async function makeVectors() {
     names: nameVectors,
     dirIdEntry: { dirId: hex(inputs.dirId), entry: dirIdEntry },
     symlink: { target: symlinkTarget, nonce: hex(symlinkNonce), stored },
+    xattr: {
+      name: xattrName,
+      storedName: xattrStoredName,
+      value: hex(xattrValue),
+      nonce: hex(xattrNonce),
+      storedValue: hex(xattrStored),
+    },
     recoveryKey: { key: hex(recoveryBytes), formatted },
     kek: {
       salt: hex(salt),
@@ -416,14 +548,17 @@ async function makeVectors() {
 // --- fixture volume -----------------------------------------------------------------
 
 const PASSPHRASE = "fixture-passphrase";
-const LONG_NAME = "This file name is deliberately longer than one hundred and eleven bytes, so it is stored hashed with a sidecar.txt";
+const LONG_NAME =
+  "This file name is deliberately longer than one hundred and eleven bytes, so it is stored hashed with a sidecar.txt";
 
 async function makeVolume(force) {
   const lower = join(fixtures, "volume-v1");
   const expectedPath = join(fixtures, "volume-v1.expected.json");
   if (existsSync(lower) || existsSync(expectedPath)) {
     if (!force) {
-      console.error("make-fixture: test/fixtures/volume-v1 exists; it must not change. Use --force to replace it anyway.");
+      console.error(
+        "make-fixture: test/fixtures/volume-v1 exists; it must not change. Use --force to replace it anyway.",
+      );
       process.exit(1);
     }
     await rm(lower, { recursive: true, force: true });
@@ -431,25 +566,45 @@ async function makeVolume(force) {
   }
   const blockSize = 4096;
   const { recoveryKey } = await volume.initVolume(lower, {
-    slots: [{ secret: { kind: "passphrase", bytes: Buffer.from(PASSPHRASE, "utf8") }, label: "fixture", kdf: config.ARGON2_MINIMUM }],
+    slots: [
+      {
+        secret: { kind: "passphrase", bytes: Buffer.from(PASSPHRASE, "utf8") },
+        label: "fixture",
+        kdf: config.ARGON2_MINIMUM,
+      },
+    ],
     blockSize,
   });
-  const unlocked = await volume.unlockVolume(lower, { kind: "passphrase", bytes: Buffer.from(PASSPHRASE, "utf8") });
+  const unlocked = await volume.unlockVolume(lower, {
+    kind: "passphrase",
+    bytes: Buffer.from(PASSPHRASE, "utf8"),
+  });
   const { keyring } = unlocked;
   const geometry = new content.ContentGeometry(blockSize);
   const expected = [];
 
   const place = async (lowerDir, dirId, name) => {
     const entry = names.lowerEntryFor(names.encryptName(keyring.volume.names, dirId, name));
-    if (entry.longName !== undefined) await writeFile(join(lowerDir, entry.entry + names.SIDECAR_SUFFIX), entry.longName);
+    if (entry.longName !== undefined)
+      await writeFile(join(lowerDir, entry.entry + names.SIDECAR_SUFFIX), entry.longName);
     return join(lowerDir, entry.entry);
   };
   const file = async (lowerDir, dirId, path, data) => {
     const target = await place(lowerDir, dirId, path.split("/").pop());
     const { bytes, header: h } = header.createHeader(keyring, { blockSize });
-    const sealed = content.sealBlocks({ fileKey: h.fileKey, fileId: h.fileId, geometry }, 0, data, true);
+    const sealed = content.sealBlocks(
+      { fileKey: h.fileKey, fileId: h.fileId, geometry },
+      0,
+      data,
+      true,
+    );
     await writeFile(target, Buffer.concat([bytes, sealed]));
-    expected.push({ path, type: "file", size: data.length, sha256: createHash("sha256").update(data).digest("hex") });
+    expected.push({
+      path,
+      type: "file",
+      size: data.length,
+      sha256: createHash("sha256").update(data).digest("hex"),
+    });
     return target;
   };
   const dir = async (lowerDir, dirId, path, extraIds = 0) => {
@@ -471,7 +626,12 @@ async function makeVolume(force) {
   };
 
   const rootId = keyring.volume.rootDirId;
-  const hello = await file(lower, rootId, "hello.txt", Buffer.from("Hello from cryptmount volume format v1.\n", "utf8"));
+  const hello = await file(
+    lower,
+    rootId,
+    "hello.txt",
+    Buffer.from("Hello from cryptmount volume format v1.\n", "utf8"),
+  );
   await file(lower, rootId, "empty.txt", Buffer.alloc(0));
   await file(lower, rootId, "blocks.bin", pattern(2 * blockSize + 1000, 11));
   await file(lower, rootId, "aligned.bin", pattern(2 * blockSize, 13));
@@ -480,11 +640,21 @@ async function makeVolume(force) {
   sparse.write("end", sparse.length - 3, "utf8");
   await file(lower, rootId, "sparse.bin", sparse);
   await file(lower, rootId, "Ünïcödé – 日本語.txt", Buffer.from("unicode name\n", "utf8"));
-  await file(lower, rootId, LONG_NAME, Buffer.from("stored under cm.L.<hash> with a .n sidecar\n", "utf8"));
+  await file(
+    lower,
+    rootId,
+    LONG_NAME,
+    Buffer.from("stored under cm.L.<hash> with a .n sidecar\n", "utf8"),
+  );
   await link(lower, rootId, "link-to-hello", "hello.txt");
 
   const docs = await dir(lower, rootId, "docs");
-  await file(docs.lower, docs.ids[0], "docs/notes.md", Buffer.from("# Notes\n\nA file in a subdirectory.\n", "utf8"));
+  await file(
+    docs.lower,
+    docs.ids[0],
+    "docs/notes.md",
+    Buffer.from("# Notes\n\nA file in a subdirectory.\n", "utf8"),
+  );
   await link(docs.lower, docs.ids[0], "docs/up", "../hello.txt");
   const deeper = await dir(docs.lower, docs.ids[0], "docs/deeper");
   await file(deeper.lower, deeper.ids[0], "docs/deeper/leaf.txt", Buffer.from("leaf\n", "utf8"));
@@ -493,11 +663,24 @@ async function makeVolume(force) {
   // Two machines created "merged" independently; a sync client merged the two lower
   // directories, so it carries two ID entries and names under each.
   const merged = await dir(lower, rootId, "merged", 1);
-  await file(merged.lower, merged.ids[0], "merged/from-first-machine.txt", Buffer.from("written under the smaller ID\n", "utf8"));
-  await file(merged.lower, merged.ids[1], "merged/from-second-machine.txt", Buffer.from("written under the larger ID\n", "utf8"));
+  await file(
+    merged.lower,
+    merged.ids[0],
+    "merged/from-first-machine.txt",
+    Buffer.from("written under the smaller ID\n", "utf8"),
+  );
+  await file(
+    merged.lower,
+    merged.ids[1],
+    "merged/from-second-machine.txt",
+    Buffer.from("written under the larger ID\n", "utf8"),
+  );
 
   // A sync client's conflict copy: contains a dot, so it is never an encrypted name.
-  const foreign = [`${hello.split("/").pop()}.sync-conflict-20250101-120000-ABCDEFG`, "desktop.ini"];
+  const foreign = [
+    `${hello.split("/").pop()}.sync-conflict-20250101-120000-ABCDEFG`,
+    "desktop.ini",
+  ];
   await writeFile(join(lower, foreign[0]), "conflict copy");
   await writeFile(join(lower, foreign[1]), "[.ShellClassInfo]\n");
 
@@ -525,7 +708,9 @@ if (command === "vectors") {
   if (flags.includes("--check")) {
     const current = await readFile(path, "utf8").catch(() => "");
     if (current !== text) {
-      console.error("make-fixture: test/fixtures/vectors.json differs from what the spec implementation produces");
+      console.error(
+        "make-fixture: test/fixtures/vectors.json differs from what the spec implementation produces",
+      );
       process.exit(1);
     }
     console.log("vectors.json is up to date");

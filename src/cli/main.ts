@@ -30,6 +30,11 @@ function act<A extends unknown[]>(command: (...args: A) => Promise<number>) {
   };
 }
 
+/** commander's "error: ...\n(Did you mean ...?)" as one "cryptmount: ..." line. */
+export function usageLine(message: string): string {
+  return `cryptmount: ${message.trim().replace(/^error: /, "").replace(/\s*\n\s*/g, " ")}\n`;
+}
+
 export function buildProgram(): Command {
   const program = new Command("cryptmount")
     .description("Mount a directory whose files are kept encrypted at rest, file by file.")
@@ -37,6 +42,8 @@ export function buildProgram(): Command {
     .version("0.1.0")
     .exitOverride()
     .showHelpAfterError(false)
+    // Usage errors look like every other error: one line, "cryptmount: " first.
+    .configureOutput({ outputError: (str, write) => write(usageLine(str)) })
     .addHelpText(
       "after",
       `

@@ -82,8 +82,16 @@ export async function loadConfig(lower: string): Promise<LoadedConfig> {
 
 export async function saveConfig(lower: string, config: VolumeConfig): Promise<void> {
   const text = serializeConfig(config);
-  await writeFileAtomic(join(lower, CONFIG_FILE), text);
-  await writeFileAtomic(join(lower, CONFIG_BACKUP), text);
+  try {
+    await writeFileAtomic(join(lower, CONFIG_FILE), text);
+    await writeFileAtomic(join(lower, CONFIG_BACKUP), text);
+  } catch (err) {
+    // A full disk or read-only lower is the user's to fix, not an internal error.
+    const e = err as NodeJS.ErrnoException;
+    if (typeof e?.code !== "string") throw err;
+    const reason = e.code === "ENOSPC" ? "no space left on device" : e.code === "EROFS" ? "read-only file system" : e.code;
+    throw new UserError(`${lower}: cannot write the volume config (${reason})`, EXIT.failure);
+  }
 }
 
 export interface UnlockedVolume {

@@ -1,0 +1,197 @@
+// File contents: size arithmetic, round trips around block boundaries, and
+// that no single-bit change anywhere in a sealed file goes unnoticed.
+
+import { randomBytes } from "node:crypto";
+import fc from "fast-check";
+import { describe, expect, it } from "vitest";
+import { Keyring } from "../../src/crypto/keys.js";
+import {
+  BLOCK_OVERHEAD,
+  ContentGeometry,
+  openBlocks,
+  sealBlocks,
+} from "../../src/format/content.js";
+import { FormatError, type FormatErrorCode } from "../../src/format/errors.js";
+import { HEADER_SIZE, createHeader, openHeader } from "../../src/format/header.js";
+import { decryptFile } from "./lower-walk.js";
+
+const B = 4096;
+const S = B + BLOCK_OVERHEAD;
+const geometry = new ContentGeometry(B);
+const keyring = new Keyring(randomBytes(16), 1, new Map([[1, randomBytes(32)]]), randomBytes(32));
+
+function sealFile(data: Uint8Array): Buffer {
+  const { bytes, header } = createHeader(keyring, { blockSize: B });
+  return Buffer.concat([
+    bytes,
+    sealBlocks({ fileKey: header.fileKey, fileId: header.fileId, geometry }, 0, data, true),
+  ]);
+}
+
+const boundarySizes = [0, 1, B - 1, B, B + 1, 2 * B - 1, 2 * B, 2 * B + 1, 3 * B, 3 * B + 1];
+/** Sizes on and around block boundaries, plus anything up to four blocks. */
+const size = fc.oneof(fc.constantFrom(...boundarySizes), fc.integer({ min: 0, max: 4 * B }));
+const contents = size.chain((n) => fc.uint8Array({ minLength: n, maxLength: n }));
+
+/** The documented rule (docs/format.md, "Size arithmetic") for which lower lengths are valid. */
+function documentedCleartextSize(lower: number): number | FormatErrorCode {
+  if (lower < HEADER_SIZE) return "SHORT_HEADER";
+  const body = lower - HEADER_SIZE;
+  if (body < BLOCK_OVERHEAD) return "TRUNCATED";
+  const k = Math.ceil(body / S);
+  const r = body - (k - 1) * S;
+  if (k >= 2 && r <= BLOCK_OVERHEAD) return "BAD_LENGTH";
+  return body - k * BLOCK_OVERHEAD;
+}
+
+describe("size arithmetic", () => {
+  it.each([
+    [0, HEADER_SIZE + 28],
+    [1, HEADER_SIZE + 1 + 28],
+    [B, HEADER_SIZE + S],
+    [B + 1, HEADER_SIZE + S + 1 + 28],
+    [2 * B, HEADER_SIZE + 2 * S],
+  ])("cleartext %i bytes <-> lower %i bytes", (clear, lower) => {
+    expect(geometry.lowerSize(clear)).toBe(lower);
+    expect(geometry.cleartextSize(lower)).toBe(clear);
+  });
+
+  it("every lower length up to five blocks is either the image of exactly one size or refused as documented", () => {
+    for (let lower = 0; lower <= HEADER_SIZE + 5 * S + 1; lower++) {
+      const expected = documentedCleartextSize(lower);
+      if (typeof expected === "number") {
+        expect(geometry.cleartextSize(lower)).toBe(expected);
+        expect(geometry.lowerSize(expected)).toBe(lower);
+      } else {
+        let code: string | undefined;
+        try {
+          geometry.cleartextSize(lower);
+        } catch (err) {
+          code = (err as FormatError).code;
+        }
+        expect({ lower, code }).toEqual({ lower, code: expected });
+      }
+    }
+  });
+
+  it("lowerSize and cleartextSize are inverse for any size and block size", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 12, max: 20 }),
+        fc.integer({ min: 0, max: 2 ** 40 }),
+        (shift, n) => {
+          const g = new ContentGeometry(2 ** shift);
+          expect(g.cleartextSize(g.lowerSize(n))).toBe(n);
+          expect(g.blockCount(n)).toBe(Math.max(1, Math.ceil(n / 2 ** shift)));
+        },
+      ),
+    );
+  });
+});
+
+describe("round trips", () => {
+  it("random contents around block boundaries decrypt to themselves", () => {
+    fc.assert(
+      fc.property(contents, (data) => {
+        const lower = sealFile(data);
+        expect(lower.length).toBe(geometry.lowerSize(data.length));
+        expect(decryptFile(keyring, geometry, lower)).toEqual(Buffer.from(data));
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it("sealing in pieces (full non-final blocks, then the tail) gives a file that decrypts the same", () => {
+    fc.assert(
+      fc.property(contents, fc.nat(), (data, cut) => {
+        const { bytes, header } = createHeader(keyring, { blockSize: B });
+        const file = { fileKey: header.fileKey, fileId: header.fileId, geometry };
+        const blocks = geometry.blockCount(data.length);
+        const split = cut % blocks; // number of full blocks sealed first
+        const head =
+          split > 0 ? sealBlocks(file, 0, data.subarray(0, split * B), false) : Buffer.alloc(0);
+        const tail = sealBlocks(file, split, data.subarray(split * B), true);
+        const lower = Buffer.concat([bytes, head, tail]);
+        expect(decryptFile(keyring, geometry, lower)).toEqual(Buffer.from(data));
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it("reading a range of blocks from the middle gives those blocks", () => {
+    const data = randomBytes(5 * B + 123);
+    const lower = sealFile(data);
+    const header = openHeader(keyring, lower, B);
+    const file = { fileKey: header.fileKey, fileId: header.fileId, geometry };
+    const { cleartext, failure } = openBlocks(
+      file,
+      2,
+      lower.subarray(geometry.blockOffset(2), geometry.blockOffset(4)),
+      5,
+    );
+    expect(failure).toBeUndefined();
+    expect(cleartext).toEqual(data.subarray(2 * B, 4 * B));
+  });
+
+  it("refuses to seal a short block that is not final", () => {
+    const { header } = createHeader(keyring, { blockSize: B });
+    const file = { fileKey: header.fileKey, fileId: header.fileId, geometry };
+    expect(() => sealBlocks(file, 0, Buffer.alloc(B - 1), false)).toThrow(RangeError);
+    expect(() => sealBlocks(file, 0, Buffer.alloc(0), false)).toThrow(RangeError);
+  });
+
+  it("holes are ordinary sealed zero blocks: an all-zero block on disk is refused", () => {
+    const data = Buffer.alloc(3 * B); // what a sparse write of 3 blocks produces
+    const lower = sealFile(data);
+    expect(decryptFile(keyring, geometry, lower)).toEqual(data);
+    lower.fill(0, geometry.blockOffset(1), geometry.blockOffset(2));
+    expect(() => decryptFile(keyring, geometry, lower)).toThrowError(
+      expect.objectContaining({ code: "BLOCK_AUTH" }),
+    );
+  });
+});
+
+const HEADER_CODES: FormatErrorCode[] = [
+  "BAD_MAGIC",
+  "UNKNOWN_VERSION",
+  "UNKNOWN_FLAGS",
+  "BLOCK_SIZE_MISMATCH",
+  "HEADER_AUTH",
+  "UNKNOWN_EPOCH",
+];
+
+describe("single-bit flips", () => {
+  it("any flipped bit in a sealed file is refused: header codes in the header, BLOCK_AUTH in a block", () => {
+    fc.assert(
+      fc.property(contents, fc.nat(), (data, where) => {
+        const lower = sealFile(data);
+        const bit = where % (lower.length * 8);
+        lower[bit >> 3]! ^= 1 << (bit & 7);
+        const inHeader = bit >> 3 < HEADER_SIZE;
+        let code: FormatErrorCode | undefined;
+        try {
+          if (inHeader) {
+            openHeader(keyring, lower.subarray(0, HEADER_SIZE), B);
+          } else {
+            decryptFile(keyring, geometry, lower);
+          }
+        } catch (err) {
+          if (!(err instanceof FormatError)) throw err;
+          code = err.code;
+        }
+        if (inHeader) expect(HEADER_CODES).toContain(code);
+        else expect(code).toBe("BLOCK_AUTH");
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it("every bit of the header matters (exhaustive over one header)", () => {
+    const lower = sealFile(Buffer.from("x"));
+    for (let bit = 0; bit < HEADER_SIZE * 8; bit++) {
+      const copy = Buffer.from(lower.subarray(0, HEADER_SIZE));
+      copy[bit >> 3]! ^= 1 << (bit & 7);
+      expect(() => openHeader(keyring, copy, B), `bit ${bit}`).toThrow(FormatError);
+    }
+  });
+});

@@ -1,0 +1,469 @@
+// One table of tampering and damage, each with the exact FormatError code it
+// must produce (docs/format.md, "Threat model" and "Errors"). Every case is
+// built from a genuine volume object and changed in one way only.
+
+import { randomBytes } from "node:crypto";
+import { describe, expect, it } from "vitest";
+import { gcmSeal } from "../../src/crypto/aead.js";
+import { Keyring, deriveEpochKeys } from "../../src/crypto/keys.js";
+import {
+  ARGON2_MINIMUM,
+  KNOWN_FEATURES,
+  openMountKeys,
+  openSlot,
+  parseConfig,
+  sealMountKeys,
+  sealSlot,
+  sealVolumeSecret,
+  serializeConfig,
+  signConfig,
+  unlockConfig,
+  type VolumeConfig,
+} from "../../src/format/config.js";
+import { BLOCK_OVERHEAD, ContentGeometry, sealBlocks } from "../../src/format/content.js";
+import { FormatError, type FormatErrorCode } from "../../src/format/errors.js";
+import { HEADER_SIZE, SLOT_OFFSETS, createHeader, openHeader } from "../../src/format/header.js";
+import { decryptName, encryptName, lowerEntryFor, verifyLongName } from "../../src/format/names.js";
+import { formatRecoveryKey, parseRecoveryKey } from "../../src/format/recovery.js";
+import { decryptSymlink, encryptSymlink } from "../../src/format/symlink.js";
+import { decryptXattrValue, encryptXattrName, encryptXattrValue } from "../../src/format/xattr.js";
+import { decryptFile } from "./lower-walk.js";
+
+const B = 4096;
+const S = B + BLOCK_OVERHEAD;
+const geometry = new ContentGeometry(B);
+const volumeId = randomBytes(16);
+const volumeIdText = volumeId.toString("base64url");
+const mountKey = randomBytes(32);
+const volumeSecret = randomBytes(32);
+const keyring = new Keyring(volumeId, 1, new Map([[1, mountKey]]), volumeSecret);
+const otherMountKey = new Keyring(volumeId, 1, new Map([[1, randomBytes(32)]]), volumeSecret);
+const epoch2Only = new Keyring(volumeId, 2, new Map([[2, randomBytes(32)]]), volumeSecret);
+
+function sealFile(data: Buffer, kr: Keyring = keyring): Buffer {
+  const { bytes, header } = createHeader(kr, { blockSize: B });
+  return Buffer.concat([
+    bytes,
+    sealBlocks({ fileKey: header.fileKey, fileId: header.fileId, geometry }, 0, data, true),
+  ]);
+}
+const blockAt = (lower: Buffer, i: number) =>
+  lower.subarray(geometry.blockOffset(i), geometry.blockOffset(i) + S);
+const flip = (buf: Buffer, byte: number, bit = 0) => {
+  const copy = Buffer.from(buf);
+  copy[byte]! ^= 1 << bit;
+  return copy;
+};
+
+/** Three full blocks and a partial one, and a second file of the same shape. */
+const fileA = sealFile(randomBytes(3 * B + 500));
+const fileB = sealFile(randomBytes(3 * B + 500));
+/** Exactly two full blocks (its final block is full). */
+const aligned = sealFile(randomBytes(2 * B));
+const read =
+  (lower: Buffer, kr: Keyring = keyring) =>
+  () =>
+    decryptFile(kr, geometry, lower);
+
+// --- names ---------------------------------------------------------------------
+const nameKey = keyring.volume.names;
+const dirA = randomBytes(16);
+const dirB = randomBytes(16);
+const longA = lowerEntryFor(encryptName(nameKey, dirA, "A".repeat(150)));
+const longB = lowerEntryFor(encryptName(nameKey, dirA, "B".repeat(150)));
+
+// --- config --------------------------------------------------------------------
+const epochKeys = deriveEpochKeys(mountKey, volumeId, 1);
+const slotKey = randomBytes(32);
+const kek = randomBytes(32);
+const slot = sealSlot(
+  volumeIdText,
+  { id: 1, kind: "passphrase", salt: randomBytes(16).toString("base64url"), kdf: ARGON2_MINIMUM },
+  kek,
+  slotKey,
+);
+const config: VolumeConfig = signConfig(epochKeys, {
+  format: "cryptmount",
+  version: 1,
+  volumeId: volumeIdText,
+  created: new Date(0).toISOString(),
+  features: [...KNOWN_FEATURES],
+  blockSize: B,
+  epoch: 1,
+  volumeSecret: sealVolumeSecret(volumeIdText, epochKeys, volumeSecret),
+  keys: sealMountKeys(volumeIdText, slotKey, new Map([[1, mountKey]])),
+  slots: [slot],
+});
+type Json = Record<string, unknown>;
+/** Parses, opens the slot, the bundle and the config, as an unlock does. */
+const unlock = (text: string) => () => {
+  const parsed = parseConfig(text);
+  const key = openSlot(parsed.volumeId, parsed.slots[0]!, kek);
+  if (!key) throw new Error("slot did not open");
+  unlockConfig(parsed, openMountKeys(parsed, key));
+};
+const edited = (change: (c: Json) => void) => {
+  const copy = JSON.parse(serializeConfig(config)) as Json;
+  change(copy);
+  return JSON.stringify(copy);
+};
+const slotOf = (c: Json) => (c.slots as Json[])[0]!;
+
+// A fixed key, so that the one-symbol typo below is known not to collide with the 16-bit checksum.
+const recoveryKey = formatRecoveryKey(Buffer.alloc(32, 0x42));
+const typo = (() => {
+  // Change one symbol of the first group (never the padding bits at the end).
+  const first = recoveryKey[0] === "A" ? "B" : "A";
+  return first + recoveryKey.slice(1);
+})();
+
+interface Case {
+  readonly name: string;
+  readonly code: FormatErrorCode;
+  readonly run: () => unknown;
+}
+
+const cases: Case[] = [
+  // file header
+  { name: "bad magic", code: "BAD_MAGIC", run: read(flip(fileA, 0)) },
+  {
+    name: "unknown version (2)",
+    code: "UNKNOWN_VERSION",
+    run: read(Buffer.concat([fileA.subarray(0, 4), Buffer.from([2]), fileA.subarray(5)])),
+  },
+  { name: "unknown flags", code: "UNKNOWN_FLAGS", run: read(flip(fileA, 5, 7)) },
+  { name: "reserved header byte set", code: "UNKNOWN_FLAGS", run: read(flip(fileA, 7)) },
+  {
+    name: "block size differs from the volume's",
+    code: "BLOCK_SIZE_MISMATCH",
+    run: read(flip(fileA, 6, 0)),
+  },
+  { name: "short header (100 bytes)", code: "SHORT_HEADER", run: read(fileA.subarray(0, 100)) },
+  { name: "empty lower file", code: "SHORT_HEADER", run: read(Buffer.alloc(0)) },
+  { name: "flipped bit in the file ID", code: "HEADER_AUTH", run: read(flip(fileA, 8 + 5, 3)) },
+  {
+    name: "flipped bit in slot A's nonce",
+    code: "HEADER_AUTH",
+    run: read(flip(fileA, SLOT_OFFSETS[0] + 4)),
+  },
+  {
+    name: "flipped bit in slot A's wrapped key",
+    code: "HEADER_AUTH",
+    run: read(flip(fileA, SLOT_OFFSETS[0] + 20, 6)),
+  },
+  {
+    name: "flipped bit in slot A's tag",
+    code: "HEADER_AUTH",
+    run: read(flip(fileA, SLOT_OFFSETS[0] + 63, 1)),
+  },
+  {
+    name: "slot A's epoch changed",
+    code: "UNKNOWN_EPOCH",
+    run: read(flip(fileA, SLOT_OFFSETS[0] + 3, 2)),
+  },
+  {
+    name: "garbage in the empty slot B",
+    code: "HEADER_AUTH",
+    run: read(
+      Buffer.concat([
+        fileA.subarray(0, SLOT_OFFSETS[1]),
+        Buffer.from([0, 0, 0, 1]),
+        randomBytes(60),
+        fileA.subarray(HEADER_SIZE),
+      ]),
+    ),
+  },
+  {
+    name: "both slots emptied",
+    code: "HEADER_AUTH",
+    run: read(
+      Buffer.concat([
+        fileA.subarray(0, SLOT_OFFSETS[0]),
+        Buffer.alloc(128),
+        fileA.subarray(HEADER_SIZE),
+      ]),
+    ),
+  },
+  { name: "wrong mount key", code: "HEADER_AUTH", run: read(fileA, otherMountKey) },
+  {
+    name: "unknown key epoch (file wrapped under epoch 2)",
+    code: "UNKNOWN_EPOCH",
+    run: read(sealFile(Buffer.from("x"), epoch2Only)),
+  },
+  // content
+  {
+    name: "flipped bit in a block",
+    code: "BLOCK_AUTH",
+    run: read(flip(fileA, geometry.blockOffset(1) + 100, 4)),
+  },
+  {
+    name: "flipped bit in a block nonce",
+    code: "BLOCK_AUTH",
+    run: read(flip(fileA, geometry.blockOffset(2))),
+  },
+  {
+    name: "zeroed block",
+    code: "BLOCK_AUTH",
+    run: read(
+      Buffer.concat([
+        fileA.subarray(0, geometry.blockOffset(1)),
+        Buffer.alloc(S),
+        fileA.subarray(geometry.blockOffset(2)),
+      ]),
+    ),
+  },
+  {
+    name: "blocks swapped within a file",
+    code: "BLOCK_AUTH",
+    run: read(
+      Buffer.concat([
+        fileA.subarray(0, HEADER_SIZE),
+        blockAt(fileA, 1),
+        blockAt(fileA, 0),
+        fileA.subarray(geometry.blockOffset(2)),
+      ]),
+    ),
+  },
+  {
+    name: "block moved from another file",
+    code: "BLOCK_AUTH",
+    run: read(
+      Buffer.concat([
+        fileA.subarray(0, geometry.blockOffset(1)),
+        blockAt(fileB, 1),
+        fileA.subarray(geometry.blockOffset(2)),
+      ]),
+    ),
+  },
+  {
+    name: "headers swapped between two files",
+    code: "BLOCK_AUTH",
+    run: read(Buffer.concat([fileB.subarray(0, HEADER_SIZE), fileA.subarray(HEADER_SIZE)])),
+  },
+  {
+    name: "truncated at a block boundary",
+    code: "TRUNCATED",
+    run: read(fileA.subarray(0, geometry.blockOffset(2))),
+  },
+  {
+    name: "final block cut off, leaving only the header",
+    code: "TRUNCATED",
+    run: read(fileA.subarray(0, HEADER_SIZE)),
+  },
+  {
+    name: "extended by a block",
+    code: "EXTENDED",
+    run: read(Buffer.concat([aligned, blockAt(aligned, 1)])),
+  },
+  {
+    name: "invalid lower length (last piece holds no byte)",
+    code: "BAD_LENGTH",
+    run: read(Buffer.concat([aligned, randomBytes(BLOCK_OVERHEAD)])),
+  },
+  {
+    name: "invalid lower length (cut inside the overhead)",
+    code: "BAD_LENGTH",
+    run: read(fileA.subarray(0, geometry.blockOffset(3) + 10)),
+  },
+  {
+    name: "truncated inside a block",
+    code: "BLOCK_AUTH",
+    run: read(fileA.subarray(0, fileA.length - 7)),
+  },
+  // names and symlinks
+  {
+    name: "name moved to another directory",
+    code: "NAME_AUTH",
+    run: () => decryptName(nameKey, dirB, encryptName(nameKey, dirA, "secret.txt")),
+  },
+  {
+    name: "name not base64url",
+    code: "NAME_ENCODING",
+    run: () => decryptName(nameKey, dirA, "abc*def"),
+  },
+  {
+    name: "long-name sidecar of another entry",
+    code: "LONG_NAME_MISMATCH",
+    run: () => verifyLongName(longA.entry, longB.longName!),
+  },
+  {
+    name: "flipped bit in a symlink target",
+    code: "SYMLINK_AUTH",
+    run: () => {
+      const stored = Buffer.from(encryptSymlink(keyring.volume.symlinks, "../target"), "base64url");
+      stored[20]! ^= 1;
+      return decryptSymlink(keyring.volume.symlinks, stored.toString("base64url"));
+    },
+  },
+  {
+    name: "extended attribute value moved to another attribute",
+    code: "BLOCK_AUTH",
+    run: () => {
+      const from = encryptXattrName(keyring.volume, "user.a");
+      const to = encryptXattrName(keyring.volume, "user.b");
+      return decryptXattrValue(
+        keyring.volume,
+        to,
+        encryptXattrValue(keyring.volume, from, Buffer.from("v")),
+      );
+    },
+  },
+  // config
+  { name: "config: garbage JSON", code: "CONFIG_INVALID", run: unlock("{ this is not json") },
+  { name: "config: JSON but not an object", code: "CONFIG_INVALID", run: unlock("[1, 2, 3]") },
+  {
+    name: "config: block size altered, MAC left",
+    code: "CONFIG_AUTH",
+    run: unlock(edited((c) => (c.blockSize = 8192))),
+  },
+  {
+    name: "config: slot label altered, MAC left",
+    code: "CONFIG_AUTH",
+    run: unlock(edited((c) => (slotOf(c).label = "evil"))),
+  },
+  {
+    name: "config: extra member added, MAC left",
+    code: "CONFIG_AUTH",
+    run: unlock(edited((c) => (c.note = "hello"))),
+  },
+  {
+    name: "config: mount-key bundle damaged",
+    code: "CONFIG_AUTH",
+    run: unlock(
+      edited(
+        (c) =>
+          (c.keys = flip(Buffer.from(c.keys as string, "base64url"), 30).toString("base64url")),
+      ),
+    ),
+  },
+  {
+    name: "config: epoch raised, bundle lacks its key",
+    code: "CONFIG_AUTH",
+    run: unlock(edited((c) => (c.epoch = 2))),
+  },
+  {
+    name: "config: unknown feature",
+    code: "UNKNOWN_FEATURE",
+    run: unlock(edited((c) => (c.features as string[]).push("zstd-blocks"))),
+  },
+  {
+    name: "config: weak Argon2 parameters",
+    code: "WEAK_KDF",
+    run: unlock(edited((c) => (slotOf(c).kdf = { ...ARGON2_MINIMUM, memoryKiB: 1024 }))),
+  },
+  {
+    name: "config: Argon2 iterations below minimum",
+    code: "WEAK_KDF",
+    run: unlock(edited((c) => (slotOf(c).kdf = { ...ARGON2_MINIMUM, iterations: 1 }))),
+  },
+  {
+    name: "config: Argon2 algorithm other than argon2id",
+    code: "CONFIG_INVALID",
+    run: unlock(edited((c) => (slotOf(c).kdf = { ...ARGON2_MINIMUM, algorithm: "argon2i" }))),
+  },
+  {
+    name: "config: version 2",
+    code: "UNKNOWN_VERSION",
+    run: unlock(edited((c) => (c.version = 2))),
+  },
+  {
+    name: "config: not a cryptmount config",
+    code: "CONFIG_INVALID",
+    run: unlock(edited((c) => (c.format = "gocryptfs"))),
+  },
+  {
+    name: "config: block size not a power of two",
+    code: "CONFIG_INVALID",
+    run: unlock(edited((c) => (c.blockSize = 5000))),
+  },
+  {
+    name: "config: block size too small",
+    code: "CONFIG_INVALID",
+    run: unlock(edited((c) => (c.blockSize = 2048))),
+  },
+  {
+    name: "config: volume ID of the wrong length",
+    code: "CONFIG_INVALID",
+    run: unlock(edited((c) => (c.volumeId = "AAAA"))),
+  },
+  {
+    name: "config: duplicate slot IDs",
+    code: "CONFIG_INVALID",
+    run: unlock(edited((c) => (c.slots = [slotOf(c), slotOf(c)]))),
+  },
+  {
+    name: "config: unknown slot kind",
+    code: "CONFIG_INVALID",
+    run: unlock(edited((c) => (slotOf(c).kind = "fingerprint"))),
+  },
+  { name: "config: no slots", code: "CONFIG_INVALID", run: unlock(edited((c) => (c.slots = []))) },
+  {
+    name: "config: rekey state not ending at the epoch",
+    code: "CONFIG_INVALID",
+    run: unlock(edited((c) => (c.rekey = { from: 1, to: 3 }))),
+  },
+  { name: "config: MAC missing", code: "CONFIG_INVALID", run: unlock(edited((c) => delete c.mac)) },
+  {
+    name: "config: slot opens to a payload of the wrong size",
+    code: "CONFIG_INVALID",
+    run: () => {
+      const base = { id: 1, kind: "keyfile" as const, salt: "AAAAAAAAAAAAAAAAAAAAAA" };
+      return openSlot(
+        volumeIdText,
+        { ...base, wrapped: sealSlot(volumeIdText, base, kek, randomBytes(31)).wrapped },
+        kek,
+      );
+    },
+  },
+  {
+    name: "config: volume secret sealed for another epoch",
+    code: "CONFIG_AUTH",
+    run: () => {
+      const wrong = gcmSeal(
+        epochKeys.configWrap,
+        randomBytes(12),
+        Buffer.from(`cryptmount v1 volume secret ${volumeIdText} 2`),
+        volumeSecret,
+      );
+      const forged = signConfig(epochKeys, {
+        ...config,
+        volumeSecret: wrong.toString("base64url"),
+      });
+      return unlock(serializeConfig(forged))();
+    },
+  },
+  // recovery key
+  { name: "recovery key typo", code: "RECOVERY_KEY_INVALID", run: () => parseRecoveryKey(typo) },
+  {
+    name: "recovery key with a group missing",
+    code: "RECOVERY_KEY_INVALID",
+    run: () => parseRecoveryKey(recoveryKey.slice(6)),
+  },
+  {
+    name: "recovery key with a letter outside the alphabet",
+    code: "RECOVERY_KEY_INVALID",
+    run: () => parseRecoveryKey("U" + recoveryKey.slice(1)),
+  },
+];
+
+describe("tampering and damage are refused with the documented code", () => {
+  it("the untouched objects are all accepted", () => {
+    expect(read(fileA)()).toHaveLength(3 * B + 500);
+    expect(read(aligned)()).toHaveLength(2 * B);
+    expect(unlock(serializeConfig(config))).not.toThrow();
+    expect(parseRecoveryKey(recoveryKey)).toHaveLength(32);
+    expect(() => verifyLongName(longA.entry, longA.longName!)).not.toThrow();
+    expect(openHeader(keyring, fileA, B).slotEpochs).toEqual([1, undefined]);
+  });
+
+  it.each(cases)("$name → $code", ({ run, code }) => {
+    let caught: unknown;
+    try {
+      run();
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught, "expected a FormatError").toBeInstanceOf(FormatError);
+    expect((caught as FormatError).code).toBe(code);
+  });
+});
