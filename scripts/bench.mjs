@@ -26,7 +26,10 @@ const ROOT = resolve(new URL("..", import.meta.url).pathname);
 const CLI = join(ROOT, "dist", "cli", "main.js");
 
 const sh = (cmd, env = {}) => {
-  const r = spawnSync("sh", ["-c", cmd], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, ...env } });
+  const r = spawnSync("sh", ["-c", cmd], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, ...env },
+  });
   if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
   return r.stdout.toString();
 };
@@ -88,7 +91,9 @@ const systems = {
     setup(dir) {
       const lower = `${dir}.lower`;
       mkdirSync(dir);
-      sh(`node ${CLI} init --passfile ${pass} --kdf-memory 65536 --kdf-iterations 3 ${lower} > /dev/null`);
+      sh(
+        `node ${CLI} init --passfile ${pass} --kdf-memory 65536 --kdf-iterations 3 ${lower} > /dev/null`,
+      );
       sh(`node ${CLI} mount --passfile ${pass} ${lower} ${dir}`);
       return { target: dir, teardown: () => sh(`node ${CLI} umount ${dir}`) };
     },
@@ -96,9 +101,27 @@ const systems = {
 };
 
 const workloads = [
-  ["write", "MB/s", (t) => (SIZE_MIB * 1048576) / 1e6 / time(`dd if=/dev/zero of=${t}/big bs=1M count=${SIZE_MIB} conv=fsync status=none`)],
-  ["read", "MB/s", (t) => (dropCaches(), (SIZE_MIB * 1048576) / 1e6 / time(`dd if=${t}/big of=/dev/null bs=1M status=none`))],
-  ["create", "s", (t) => (sh(`mkdir ${t}/small`), time(`python3 ${smallFiles} ${t}/small ${FILES} 100`))],
+  [
+    "write",
+    "MB/s",
+    (t) =>
+      (SIZE_MIB * 1048576) /
+      1e6 /
+      time(`dd if=/dev/zero of=${t}/big bs=1M count=${SIZE_MIB} conv=fsync status=none`),
+  ],
+  [
+    "read",
+    "MB/s",
+    (t) => (
+      dropCaches(),
+      (SIZE_MIB * 1048576) / 1e6 / time(`dd if=${t}/big of=/dev/null bs=1M status=none`)
+    ),
+  ],
+  [
+    "create",
+    "s",
+    (t) => (sh(`mkdir ${t}/small`), time(`python3 ${smallFiles} ${t}/small ${FILES} 100`)),
+  ],
   ["ls", "s", (t) => (dropCaches(), time(`ls -lR ${t}/small > /dev/null`))],
   ["tar", "s", (t) => (sh(`mkdir ${t}/tree`), time(`tar -C ${t}/tree -xf ${tarball}`))],
   ["rm", "s", (t) => (dropCaches(), time(`rm -rf ${t}/small ${t}/tree`))],
@@ -129,7 +152,8 @@ try {
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const fmt = (xs, unit) => `${median(xs).toFixed(unit === "s" ? 2 : 0)} [${Math.min(...xs).toFixed(unit === "s" ? 2 : 0)}–${Math.max(...xs).toFixed(unit === "s" ? 2 : 0)}]`;
+const fmt = (xs, unit) =>
+  `${median(xs).toFixed(unit === "s" ? 2 : 0)} [${Math.min(...xs).toFixed(unit === "s" ? 2 : 0)}–${Math.max(...xs).toFixed(unit === "s" ? 2 : 0)}]`;
 const lines = [
   `| workload | plain | gocryptfs | cryptmount | cryptmount / gocryptfs speed |`,
   `|---|---|---|---|---|`,
@@ -145,7 +169,9 @@ for (const [workload, unit] of workloads) {
     tar: `tar -x of node_modules, ${tarFiles} entries (s)`,
     rm: "rm -rf of both trees, cold cache (s)",
   }[workload];
-  lines.push(`| ${label} | ${fmt(results.plain[workload], unit)} | ${fmt(results.gocryptfs[workload], unit)} | ${fmt(results.cryptmount[workload], unit)} | **${ratio.toFixed(2)}×** |`);
+  lines.push(
+    `| ${label} | ${fmt(results.plain[workload], unit)} | ${fmt(results.gocryptfs[workload], unit)} | ${fmt(results.cryptmount[workload], unit)} | **${ratio.toFixed(2)}×** |`,
+  );
 }
 const node = process.version;
 const gocryptfsVersion = sh("gocryptfs -version").split("\n")[0];

@@ -15,7 +15,11 @@ const built = join(dir, "build", "Release", "argon2.node");
 function works() {
   const probe = spawnSync(
     process.execPath,
-    ["-e", "require(process.argv[1]).hash('probe',{raw:true,memoryCost:1024,timeCost:1}).then(()=>process.exit(0),()=>process.exit(1))", dir],
+    [
+      "-e",
+      "require(process.argv[1]).hash('probe',{raw:true,memoryCost:1024,timeCost:1}).then(()=>process.exit(0),()=>process.exit(1))",
+      dir,
+    ],
     { stdio: "ignore" },
   );
   return probe.status === 0;
@@ -24,7 +28,13 @@ function works() {
 if (existsSync(built) && works()) process.exit(0);
 
 function nodeGyp() {
-  const npmDir = dirname(dirname(require.resolve("npm/package.json", { paths: [dirname(process.execPath) + "/../lib/node_modules"] })));
+  const npmDir = dirname(
+    dirname(
+      require.resolve("npm/package.json", {
+        paths: [dirname(process.execPath) + "/../lib/node_modules"],
+      }),
+    ),
+  );
   return join(npmDir, "npm", "node_modules", "node-gyp", "bin", "node-gyp.js");
 }
 
@@ -35,7 +45,8 @@ try {
   gyp = undefined;
 }
 try {
-  if (gyp && existsSync(gyp)) execFileSync(process.execPath, [gyp, "rebuild"], { cwd: dir, stdio: "inherit" });
+  if (gyp && existsSync(gyp))
+    execFileSync(process.execPath, [gyp, "rebuild"], { cwd: dir, stdio: "inherit" });
   else execFileSync("npx", ["--yes", "node-gyp", "rebuild"], { cwd: dir, stdio: "inherit" });
 } catch {
   console.error("cryptmount: building the argon2 addon failed (needs python3, make and g++)");

@@ -12,7 +12,14 @@ export interface LogOptions {
   readonly json?: boolean;
 }
 
-const LEVEL_NAMES: Record<number, string> = { 10: "trace", 20: "debug", 30: "info", 40: "warn", 50: "error", 60: "fatal" };
+const LEVEL_NAMES: Record<number, string> = {
+  10: "trace",
+  20: "debug",
+  30: "info",
+  40: "warn",
+  50: "error",
+  60: "fatal",
+};
 
 /** One readable line per record for people at a terminal: "warn: message key=value". */
 function humanLine(json: string): string {
@@ -37,6 +44,7 @@ export function createLogger(options: LogOptions = {}): Logger {
   const level = options.level ?? "warn";
   const base = { base: undefined, level };
   if (options.file) return pino(base, createWriteStream(options.file, { flags: "a", mode: 0o600 }));
-  if (options.json || !process.stderr.isTTY) return pino(base, pino.destination({ fd: 2, sync: true }));
+  if (options.json || !process.stderr.isTTY)
+    return pino(base, pino.destination({ fd: 2, sync: true }));
   return pino(base, { write: (line: string) => process.stderr.write(humanLine(line)) });
 }

@@ -20,7 +20,8 @@ export interface InitCommandOptions extends CommonOptions {
 
 export async function initCommand(lower: string, opts: InitCommandOptions): Promise<number> {
   const slots: SlotRequest[] = [];
-  if (opts.keyfile) slots.push({ secret: await readSecret({ keyfile: opts.keyfile }), label: "key file" });
+  if (opts.keyfile)
+    slots.push({ secret: await readSecret({ keyfile: opts.keyfile }), label: "key file" });
   if (!opts.keyfile || opts.passfile || opts.extpass) {
     const passphrase = await readNewPassphrase({
       ...(opts.passfile ? { passfile: opts.passfile } : {}),
@@ -48,17 +49,30 @@ export async function initCommand(lower: string, opts: InitCommandOptions): Prom
 }
 
 /** Unmounts with fusermount (works for the owner) and waits for the server to exit. */
-export async function umountCommand(mountpointArg: string, opts: { lazy?: boolean }): Promise<number> {
+export async function umountCommand(
+  mountpointArg: string,
+  opts: { lazy?: boolean },
+): Promise<number> {
   const mountpoint = await realpath(mountpointArg).catch(() => mountpointArg);
-  const mounted = (await currentMounts()).some((m) => m.mountpoint === mountpoint && m.fstype.startsWith("fuse"));
-  if (!mounted) throw new UserError(`${mountpoint}: not a mounted cryptmount volume`, EXIT.mountPoint);
+  const mounted = (await currentMounts()).some(
+    (m) => m.mountpoint === mountpoint && m.fstype.startsWith("fuse"),
+  );
+  if (!mounted)
+    throw new UserError(`${mountpoint}: not a mounted cryptmount volume`, EXIT.mountPoint);
   const record = (await listRecords()).find((r) => r.mountpoint === mountpoint);
   try {
     await run("fusermount", [opts.lazy ? "-uz" : "-u", mountpoint]);
   } catch (err) {
     const stderr = String((err as { stderr?: string }).stderr ?? "").trim();
-    if (/busy/i.test(stderr)) throw new UserError(`${mountpoint}: target is busy (use --lazy to detach anyway)`, EXIT.failure);
-    throw new UserError(`${mountpoint}: unmount failed: ${stderr || (err as Error).message}`, EXIT.failure);
+    if (/busy/i.test(stderr))
+      throw new UserError(
+        `${mountpoint}: target is busy (use --lazy to detach anyway)`,
+        EXIT.failure,
+      );
+    throw new UserError(
+      `${mountpoint}: unmount failed: ${stderr || (err as Error).message}`,
+      EXIT.failure,
+    );
   }
   if (record) {
     for (let i = 0; i < 100; i++) {
@@ -99,7 +113,9 @@ export async function infoCommand(lower: string, opts: { json?: boolean }): Prom
     `config:        ${summary.configSource}`,
     "key slots:",
     ...summary.slots.map((s) => {
-      const kdf = s.kdf ? ` argon2id m=${s.kdf.memoryKiB}KiB t=${s.kdf.iterations} p=${s.kdf.parallelism}` : "";
+      const kdf = s.kdf
+        ? ` argon2id m=${s.kdf.memoryKiB}KiB t=${s.kdf.iterations} p=${s.kdf.parallelism}`
+        : "";
       return `  ${String(s.id).padStart(2)}  ${s.kind.padEnd(10)} ${s.label ?? ""}${kdf}`;
     }),
   ];
@@ -109,7 +125,9 @@ export async function infoCommand(lower: string, opts: { json?: boolean }): Prom
 
 export async function statusCommand(opts: { json?: boolean }): Promise<number> {
   const mounts = await currentMounts();
-  const records = (await listRecords()).filter((r) => mounts.some((m) => m.mountpoint === r.mountpoint));
+  const records = (await listRecords()).filter((r) =>
+    mounts.some((m) => m.mountpoint === r.mountpoint),
+  );
   if (opts.json) {
     process.stdout.write(JSON.stringify(records, null, 2) + "\n");
     return EXIT.ok;
@@ -119,8 +137,12 @@ export async function statusCommand(opts: { json?: boolean }): Promise<number> {
     return EXIT.ok;
   }
   for (const r of records) {
-    const flags = [r.readOnly ? "ro" : "rw", r.allowOther ? "allow_other" : ""].filter(Boolean).join(",");
-    process.stdout.write(`${r.mountpoint}  from ${r.lower}  key=${r.keySource}  ${flags}  since ${r.since}  pid ${r.pid}\n`);
+    const flags = [r.readOnly ? "ro" : "rw", r.allowOther ? "allow_other" : ""]
+      .filter(Boolean)
+      .join(",");
+    process.stdout.write(
+      `${r.mountpoint}  from ${r.lower}  key=${r.keySource}  ${flags}  since ${r.since}  pid ${r.pid}\n`,
+    );
   }
   return EXIT.ok;
 }

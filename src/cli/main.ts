@@ -5,7 +5,19 @@ import { mountCommand, serveCommand } from "./mount-command.js";
 import { fsckCommand, passwdCommand, rekeyCommand } from "./volume-commands.js";
 import { collect, positiveInt } from "./options.js";
 
-const COMMANDS = new Set(["init", "mount", "umount", "unmount", "info", "status", "passwd", "rekey", "fsck", "help", "__serve"]);
+const COMMANDS = new Set([
+  "init",
+  "mount",
+  "umount",
+  "unmount",
+  "info",
+  "status",
+  "passwd",
+  "rekey",
+  "fsck",
+  "help",
+  "__serve",
+]);
 
 function keyOptions(command: Command): Command {
   return command
@@ -32,13 +44,18 @@ function act<A extends unknown[]>(command: (...args: A) => Promise<number>) {
 
 /** commander's "error: ...\n(Did you mean ...?)" as one "cryptmount: ..." line. */
 export function usageLine(message: string): string {
-  return `cryptmount: ${message.trim().replace(/^error: /, "").replace(/\s*\n\s*/g, " ")}\n`;
+  return `cryptmount: ${message
+    .trim()
+    .replace(/^error: /, "")
+    .replace(/\s*\n\s*/g, " ")}\n`;
 }
 
 export function buildProgram(): Command {
   const program = new Command("cryptmount")
     .description("Mount a directory whose files are kept encrypted at rest, file by file.")
-    .usage("[command] [options]\n       cryptmount LOWER MOUNTPOINT [options]   (same as: cryptmount mount)")
+    .usage(
+      "[command] [options]\n       cryptmount LOWER MOUNTPOINT [options]   (same as: cryptmount mount)",
+    )
     .version("0.1.0")
     .exitOverride()
     .showHelpAfterError(false)
@@ -61,13 +78,35 @@ Examples:
       .argument("<lower>", "directory that will hold the encrypted files")
       .option("--passfile <file>", "read the new passphrase from FILE instead of asking twice")
       .option("--extpass <command>", "read the new passphrase from COMMAND's output")
-      .option("--keyfile <file>", "add a key-file slot (with no passphrase unless --passfile/--extpass is given too)")
+      .option(
+        "--keyfile <file>",
+        "add a key-file slot (with no passphrase unless --passfile/--extpass is given too)",
+      )
       .option("--no-recovery", "do not create a recovery key")
-      .option("--block-size <bytes>", "content block size, a power of two from 4096 to 1048576", positiveInt("--block-size"))
-      .option("--kdf-memory <KiB>", "Argon2id memory in KiB (default 262144)", positiveInt("--kdf-memory"))
-      .option("--kdf-iterations <n>", "Argon2id passes (default 4)", positiveInt("--kdf-iterations"))
-      .option("--kdf-parallelism <n>", "Argon2id lanes (default 1)", positiveInt("--kdf-parallelism"))
-      .addHelpText("after", "\nExample:\n  cryptmount init /data/lower\n  cryptmount init --passfile /etc/cryptmount/data.pass /data/lower"),
+      .option(
+        "--block-size <bytes>",
+        "content block size, a power of two from 4096 to 1048576",
+        positiveInt("--block-size"),
+      )
+      .option(
+        "--kdf-memory <KiB>",
+        "Argon2id memory in KiB (default 262144)",
+        positiveInt("--kdf-memory"),
+      )
+      .option(
+        "--kdf-iterations <n>",
+        "Argon2id passes (default 4)",
+        positiveInt("--kdf-iterations"),
+      )
+      .option(
+        "--kdf-parallelism <n>",
+        "Argon2id lanes (default 1)",
+        positiveInt("--kdf-parallelism"),
+      )
+      .addHelpText(
+        "after",
+        "\nExample:\n  cryptmount init /data/lower\n  cryptmount init --passfile /etc/cryptmount/data.pass /data/lower",
+      ),
   ).action(act((lower: string, opts) => initCommand(lower, opts)));
 
   logOptions(
@@ -78,11 +117,21 @@ Examples:
         .argument("<lower>", "the volume's directory")
         .argument("<mountpoint>", "an empty directory")
         .option("-f, --foreground", "stay in the foreground until unmounted")
-        .option("-o, --options <opts>", "mount options: ro, allow_other, passfile=F, keyfile=F, nonempty (repeatable)", collect)
+        .option(
+          "-o, --options <opts>",
+          "mount options: ro, allow_other, passfile=F, keyfile=F, nonempty (repeatable)",
+          collect,
+        )
         .option("--ro, --read-only", "mount read-only")
-        .option("--allow-other", "let other users access the mount (needs user_allow_other or root)")
+        .option(
+          "--allow-other",
+          "let other users access the mount (needs user_allow_other or root)",
+        )
         .option("--nonempty", "allow a non-empty mount point")
-        .addHelpText("after", "\nExample:\n  cryptmount mount --passfile /etc/cryptmount/data.pass /data/lower /data/clear"),
+        .addHelpText(
+          "after",
+          "\nExample:\n  cryptmount mount --passfile /etc/cryptmount/data.pass /data/lower /data/clear",
+        ),
     ),
   ).action(act((lower: string, mountpoint: string, opts) => mountCommand(lower, mountpoint, opts)));
 
@@ -104,7 +153,9 @@ Examples:
 
   program
     .command("status")
-    .description("list mounted volumes: where, from which lower directory, which key source, since when")
+    .description(
+      "list mounted volumes: where, from which lower directory, which key source, since when",
+    )
     .option("--json", "machine-readable output")
     .action(act((opts) => statusCommand(opts)));
 
@@ -112,7 +163,9 @@ Examples:
     keyOptions(
       program
         .command("passwd")
-        .description("change, add or remove key slots (passphrase, key file, recovery key); data is not touched")
+        .description(
+          "change, add or remove key slots (passphrase, key file, recovery key); data is not touched",
+        )
         .argument("<lower>")
         .option("--new-passfile <file>", "read the new passphrase from FILE")
         .option("--new-extpass <command>", "read the new passphrase from COMMAND's output")
@@ -120,10 +173,26 @@ Examples:
         .option("--add-passphrase", "add a passphrase slot instead of changing one")
         .option("--add-keyfile <file>", "add a key-file slot")
         .option("--new-recovery-key", "replace the recovery key (prints the new one once)")
-        .option("--remove-slot <id>", "remove a key slot (never the last one)", positiveInt("--remove-slot"))
-        .option("--kdf-memory <KiB>", "Argon2id memory for the new passphrase", positiveInt("--kdf-memory"))
-        .option("--kdf-iterations <n>", "Argon2id passes for the new passphrase", positiveInt("--kdf-iterations"))
-        .option("--kdf-parallelism <n>", "Argon2id lanes for the new passphrase", positiveInt("--kdf-parallelism"))
+        .option(
+          "--remove-slot <id>",
+          "remove a key slot (never the last one)",
+          positiveInt("--remove-slot"),
+        )
+        .option(
+          "--kdf-memory <KiB>",
+          "Argon2id memory for the new passphrase",
+          positiveInt("--kdf-memory"),
+        )
+        .option(
+          "--kdf-iterations <n>",
+          "Argon2id passes for the new passphrase",
+          positiveInt("--kdf-iterations"),
+        )
+        .option(
+          "--kdf-parallelism <n>",
+          "Argon2id lanes for the new passphrase",
+          positiveInt("--kdf-parallelism"),
+        )
         .addHelpText(
           "after",
           `
@@ -141,9 +210,14 @@ Examples:
     keyOptions(
       program
         .command("rekey")
-        .description("rotate the mount key: rewrap every file header, no data rewrite; safe to interrupt and rerun")
+        .description(
+          "rotate the mount key: rewrap every file header, no data rewrite; safe to interrupt and rerun",
+        )
         .argument("<lower>")
-        .addHelpText("after", "\nExample:\n  cryptmount rekey --passfile /etc/cryptmount/data.pass /data/lower"),
+        .addHelpText(
+          "after",
+          "\nExample:\n  cryptmount rekey --passfile /etc/cryptmount/data.pass /data/lower",
+        ),
     ),
   ).action(act((lower: string, opts) => rekeyCommand(lower, opts)));
 
@@ -151,11 +225,19 @@ Examples:
     keyOptions(
       program
         .command("fsck")
-        .description("verify every header, block, name, directory ID and symlink; exit 7 when problems are found")
+        .description(
+          "verify every header, block, name, directory ID and symlink; exit 7 when problems are found",
+        )
         .argument("<lower>")
-        .option("--repair", "fix what is safe to fix (orphan sidecars, leftover temp files); never deletes user data")
+        .option(
+          "--repair",
+          "fix what is safe to fix (orphan sidecars, leftover temp files); never deletes user data",
+        )
         .option("--json", "print a JSON report")
-        .addHelpText("after", "\nExample:\n  cryptmount fsck --passfile /etc/cryptmount/data.pass --json /data/lower"),
+        .addHelpText(
+          "after",
+          "\nExample:\n  cryptmount fsck --passfile /etc/cryptmount/data.pass --json /data/lower",
+        ),
     ),
   ).action(act((lower: string, opts) => fsckCommand(lower, opts)));
 
@@ -166,7 +248,8 @@ Examples:
 /** mount.fuse and people call "cryptmount LOWER MOUNTPOINT [-o ...]": route that to "mount". */
 export function normalizeArgv(args: readonly string[]): string[] {
   const first = args[0];
-  if (first !== undefined && !first.startsWith("-") && !COMMANDS.has(first)) return ["mount", ...args];
+  if (first !== undefined && !first.startsWith("-") && !COMMANDS.has(first))
+    return ["mount", ...args];
   return [...args];
 }
 

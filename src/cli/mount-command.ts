@@ -50,14 +50,19 @@ function foldMountOptions(opts: MountCommandOptions): MountCommandOptions {
   };
 }
 
-export async function mountCommand(lowerArg: string, mountpointArg: string, raw: MountCommandOptions): Promise<number> {
+export async function mountCommand(
+  lowerArg: string,
+  mountpointArg: string,
+  raw: MountCommandOptions,
+): Promise<number> {
   const opts = foldMountOptions(raw);
   const { lower, mountpoint } = await preflight(lowerArg, mountpointArg, Boolean(opts.nonempty));
   const secret = await readSecret(opts);
   const unlocked = await unlockVolume(lower, secret);
   secret.bytes.fill(0);
   const log = loggerFor(opts);
-  if (unlocked.usedBackup) log.warn({ lower }, "primary volume config unreadable; using the backup copy");
+  if (unlocked.usedBackup)
+    log.warn({ lower }, "primary volume config unreadable; using the backup copy");
   const settings: MountSettings = {
     readOnly: Boolean(opts.readOnly),
     allowOther: Boolean(opts.allowOther),
@@ -66,7 +71,15 @@ export async function mountCommand(lowerArg: string, mountpointArg: string, raw:
     nonEmpty: Boolean(opts.nonempty),
   };
   if (opts.foreground) {
-    return serve(lower, mountpoint, unlocked.config, unlocked.keyring, settings, log, () => undefined);
+    return serve(
+      lower,
+      mountpoint,
+      unlocked.config,
+      unlocked.keyring,
+      settings,
+      log,
+      () => undefined,
+    );
   }
   unlocked.keyring.wipe();
   return daemonize({
@@ -93,9 +106,14 @@ function daemonize(message: ServeMessage): Promise<number> {
       child.disconnect();
       child.unref();
       if (reply.ready) resolve(EXIT.ok);
-      else reject(new UserError(reply.error ?? "mount failed", (reply.exitCode as never) ?? EXIT.failure));
+      else
+        reject(
+          new UserError(reply.error ?? "mount failed", (reply.exitCode as never) ?? EXIT.failure),
+        );
     });
-    child.once("exit", (code) => reject(new UserError(`mount server exited early (status ${code})`, EXIT.failure)));
+    child.once("exit", (code) =>
+      reject(new UserError(`mount server exited early (status ${code})`, EXIT.failure)),
+    );
     child.send(message);
     message.mountKeys.length = 0;
   });
@@ -106,17 +124,31 @@ export async function serveCommand(): Promise<number> {
   const message = await new Promise<ServeMessage>((resolve) => process.once("message", resolve));
   const reply = (m: object) => process.send?.(m);
   try {
-    const log = loggerFor({ ...message.logLevel, ...(message.logFile ? { logFile: message.logFile } : {}) }, true);
+    const log = loggerFor(
+      { ...message.logLevel, ...(message.logFile ? { logFile: message.logFile } : {}) },
+      true,
+    );
     const { config } = await loadConfig(message.lower);
-    const mountKeys = new Map(message.mountKeys.map(([epoch, key]) => [epoch, Buffer.from(key, "base64url")]));
+    const mountKeys = new Map(
+      message.mountKeys.map(([epoch, key]) => [epoch, Buffer.from(key, "base64url")]),
+    );
     const keyring = keyringFor(config, mountKeys);
     for (const key of mountKeys.values()) key.fill(0);
-    return await serve(message.lower, message.mountpoint, config, keyring, message.settings, log, () => {
-      reply({ ready: true });
-      process.disconnect?.();
-    });
+    return await serve(
+      message.lower,
+      message.mountpoint,
+      config,
+      keyring,
+      message.settings,
+      log,
+      () => {
+        reply({ ready: true });
+        process.disconnect?.();
+      },
+    );
   } catch (err) {
-    const user = err instanceof UserError ? err : new UserError((err as Error).message, EXIT.failure);
+    const user =
+      err instanceof UserError ? err : new UserError((err as Error).message, EXIT.failure);
     reply({ error: user.message, exitCode: user.exitCode });
     process.disconnect?.();
     return user.exitCode;

@@ -37,19 +37,27 @@ export function collect(value: string, previous: string[] = []): string[] {
 export function positiveInt(name: string) {
   return (value: string): number => {
     const n = Number(value);
-    if (!Number.isInteger(n) || n <= 0) throw new UserError(`${name} must be a positive integer`, EXIT.usage);
+    if (!Number.isInteger(n) || n <= 0)
+      throw new UserError(`${name} must be a positive integer`, EXIT.usage);
     return n;
   };
 }
 
-export function argon2FromOptions(options: { kdfMemory?: number; kdfIterations?: number; kdfParallelism?: number }): Argon2Params {
+export function argon2FromOptions(options: {
+  kdfMemory?: number;
+  kdfIterations?: number;
+  kdfParallelism?: number;
+}): Argon2Params {
   const params: Argon2Params = {
     algorithm: "argon2id",
     memoryKiB: options.kdfMemory ?? ARGON2_DEFAULT.memoryKiB,
     iterations: options.kdfIterations ?? ARGON2_DEFAULT.iterations,
     parallelism: options.kdfParallelism ?? ARGON2_DEFAULT.parallelism,
   };
-  if (params.memoryKiB < ARGON2_MINIMUM.memoryKiB || params.iterations < ARGON2_MINIMUM.iterations) {
+  if (
+    params.memoryKiB < ARGON2_MINIMUM.memoryKiB ||
+    params.iterations < ARGON2_MINIMUM.iterations
+  ) {
     throw new UserError(
       `Argon2 parameters below the minimum (memory ${ARGON2_MINIMUM.memoryKiB} KiB, ${ARGON2_MINIMUM.iterations} iterations)`,
       EXIT.usage,

@@ -2,7 +2,6 @@ import cliProgress from "cli-progress";
 
 import { noProgress, type Progress } from "../volume/progress.js";
 
-
 /** A bar on a terminal, nothing otherwise. */
 export function terminalProgress(label: string, unit = "files"): Progress {
   if (!process.stderr.isTTY) return noProgress;

@@ -11,7 +11,8 @@ async function unlock(lower: string, opts: CommonOptions): Promise<UnlockedVolum
   const secret = await readSecret(opts);
   try {
     const unlocked = await unlockVolume(lower, secret);
-    if (unlocked.usedBackup) loggerFor(opts).warn({ lower }, "primary volume config unreadable; using the backup copy");
+    if (unlocked.usedBackup)
+      loggerFor(opts).warn({ lower }, "primary volume config unreadable; using the backup copy");
     return unlocked;
   } finally {
     secret.bytes.fill(0);
@@ -48,7 +49,9 @@ export async function passwdCommand(lower: string, opts: PasswdOptions): Promise
     }
     if (opts.newRecoveryKey) {
       const key = await newRecoveryKey(unlocked);
-      process.stdout.write(`New recovery key (the old one no longer works; shown only now):\n\n    ${key}\n\n`);
+      process.stdout.write(
+        `New recovery key (the old one no longer works; shown only now):\n\n    ${key}\n\n`,
+      );
       return EXIT.ok;
     }
     const secret = await readNewPassphrase({
@@ -59,7 +62,9 @@ export async function passwdCommand(lower: string, opts: PasswdOptions): Promise
       ? await addSlot(unlocked, { secret, label: "passphrase", kdf })
       : await changePassphrase(unlocked, { secret, kdf }, opts.slot);
     secret.bytes.fill(0);
-    process.stdout.write(`${opts.addPassphrase ? "Added" : "Set"} passphrase in key slot ${slot.id}\n`);
+    process.stdout.write(
+      `${opts.addPassphrase ? "Added" : "Set"} passphrase in key slot ${slot.id}\n`,
+    );
     return EXIT.ok;
   } finally {
     unlocked.keyring.wipe();
@@ -78,7 +83,9 @@ export async function rekeyCommand(lower: string, opts: CommonOptions): Promise<
     );
     return EXIT.problemsFound;
   }
-  process.stdout.write(`Rekeyed ${lower}: epoch ${result.from} -> ${result.to}, ${result.rewrapped} of ${result.files} file headers rewrapped\n`);
+  process.stdout.write(
+    `Rekeyed ${lower}: epoch ${result.from} -> ${result.to}, ${result.rewrapped} of ${result.files} file headers rewrapped\n`,
+  );
   return EXIT.ok;
 }
 
@@ -97,7 +104,9 @@ export async function fsckCommand(lower: string, opts: FsckCommandOptions): Prom
     const report = await fsck.run();
     const errors = report.problems.filter((p) => p.severity === "error" && !p.repaired);
     if (opts.json) {
-      process.stdout.write(JSON.stringify({ clean: errors.length === 0, ...report }, null, 2) + "\n");
+      process.stdout.write(
+        JSON.stringify({ clean: errors.length === 0, ...report }, null, 2) + "\n",
+      );
     } else {
       for (const p of report.problems) {
         const where = p.path ?? `(lower) ${p.lower}`;

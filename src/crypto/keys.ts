@@ -38,7 +38,11 @@ export interface EpochKeys {
   readonly configMac: Buffer;
 }
 
-export function deriveEpochKeys(mountKey: Uint8Array, volumeId: Uint8Array, epoch: number): EpochKeys {
+export function deriveEpochKeys(
+  mountKey: Uint8Array,
+  volumeId: Uint8Array,
+  epoch: number,
+): EpochKeys {
   return {
     epoch,
     headerWrap: hkdf(mountKey, volumeId, LABELS.headerWrap, KEY_SIZE),

@@ -1,7 +1,13 @@
 import { createHmac } from "node:crypto";
 import { GCM_NONCE_SIZE, KEY_SIZE, gcmOpen, gcmSeal } from "../crypto/aead.js";
 import { constantTimeEqual, fromBase64Url, toBase64Url, u32be } from "../crypto/bytes.js";
-import { LABELS, MOUNT_KEY_SIZE, VOLUME_SECRET_SIZE, deriveEpochKeys, type EpochKeys } from "../crypto/keys.js";
+import {
+  LABELS,
+  MOUNT_KEY_SIZE,
+  VOLUME_SECRET_SIZE,
+  deriveEpochKeys,
+  type EpochKeys,
+} from "../crypto/keys.js";
 import { hkdf } from "../crypto/hkdf.js";
 import { randomPool } from "../crypto/random.js";
 import { FormatError } from "./errors.js";
@@ -15,7 +21,13 @@ import { FormatError } from "./errors.js";
  * or feature list cannot be altered unnoticed.
  */
 export const CONFIG_VERSION = 1;
-export const KNOWN_FEATURES = ["gcm-blocks", "final-block-flag", "siv-names", "long-names", "dir-id-sets"] as const;
+export const KNOWN_FEATURES = [
+  "gcm-blocks",
+  "final-block-flag",
+  "siv-names",
+  "long-names",
+  "dir-id-sets",
+] as const;
 export const DEFAULT_BLOCK_SIZE = 32 * 1024;
 
 export type SlotKind = "passphrase" | "keyfile" | "recovery" | "trustee";
@@ -29,9 +41,19 @@ export interface Argon2Params {
 }
 
 /** Below these a passphrase slot is refused on load (RFC 9106, second recommended option). */
-export const ARGON2_MINIMUM: Argon2Params = { algorithm: "argon2id", memoryKiB: 65536, iterations: 3, parallelism: 1 };
+export const ARGON2_MINIMUM: Argon2Params = {
+  algorithm: "argon2id",
+  memoryKiB: 65536,
+  iterations: 3,
+  parallelism: 1,
+};
 /** About one second on the reference machine (scripts/bench-kdf.mjs). */
-export const ARGON2_DEFAULT: Argon2Params = { algorithm: "argon2id", memoryKiB: 262144, iterations: 4, parallelism: 1 };
+export const ARGON2_DEFAULT: Argon2Params = {
+  algorithm: "argon2id",
+  memoryKiB: 262144,
+  iterations: 4,
+  parallelism: 1,
+};
 
 export interface KeySlot {
   readonly id: number;
@@ -89,16 +111,26 @@ export function parseConfig(text: string): VolumeConfig {
   const c = doc as Record<string, unknown>;
   if (c.format !== "cryptmount") invalid("not a cryptmount config");
   if (c.version !== CONFIG_VERSION) {
-    throw new FormatError("UNKNOWN_VERSION", `volume format version ${String(c.version)} is not supported (this build reads ${CONFIG_VERSION})`);
+    throw new FormatError(
+      "UNKNOWN_VERSION",
+      `volume format version ${String(c.version)} is not supported (this build reads ${CONFIG_VERSION})`,
+    );
   }
   b64(c.volumeId, "volume ID", 16);
   if (typeof c.created !== "string") invalid("bad creation time");
-  if (!Array.isArray(c.features) || !c.features.every((f) => typeof f === "string")) invalid("bad features");
-  const unknown = (c.features as string[]).filter((f) => !(KNOWN_FEATURES as readonly string[]).includes(f));
+  if (!Array.isArray(c.features) || !c.features.every((f) => typeof f === "string"))
+    invalid("bad features");
+  const unknown = (c.features as string[]).filter(
+    (f) => !(KNOWN_FEATURES as readonly string[]).includes(f),
+  );
   if (unknown.length > 0) {
-    throw new FormatError("UNKNOWN_FEATURE", `volume uses features this build does not know: ${unknown.join(", ")}`);
+    throw new FormatError(
+      "UNKNOWN_FEATURE",
+      `volume uses features this build does not know: ${unknown.join(", ")}`,
+    );
   }
-  if (!isInt(c.blockSize, 4096, 1 << 20) || (c.blockSize & (c.blockSize - 1)) !== 0) invalid("bad block size");
+  if (!isInt(c.blockSize, 4096, 1 << 20) || (c.blockSize & (c.blockSize - 1)) !== 0)
+    invalid("bad block size");
   if (!isInt(c.epoch, 1, 0xffffffff)) invalid("bad epoch");
   b64(c.volumeSecret, "volume secret");
   b64(c.keys, "mount-key bundle");
@@ -109,7 +141,8 @@ export function parseConfig(text: string): VolumeConfig {
     if (typeof s !== "object" || s === null) invalid("bad key slot");
     if (!isInt(slot.id, 0, 1_000_000) || ids.has(slot.id)) invalid("bad key slot id");
     ids.add(slot.id);
-    if (!SLOT_KINDS.includes(slot.kind as SlotKind)) invalid(`unknown key slot kind ${String(slot.kind)}`);
+    if (!SLOT_KINDS.includes(slot.kind as SlotKind))
+      invalid(`unknown key slot kind ${String(slot.kind)}`);
     if (slot.label !== undefined && typeof slot.label !== "string") invalid("bad key slot label");
     b64(slot.salt, "key slot salt", 16);
     b64(slot.wrapped, "key slot");
@@ -117,7 +150,8 @@ export function parseConfig(text: string): VolumeConfig {
   }
   if (c.rekey !== undefined) {
     const r = c.rekey as Record<string, unknown>;
-    if (!isInt(r?.from, 1, 0xffffffff) || r.to !== c.epoch || r.from >= c.epoch) invalid("bad rekey state");
+    if (!isInt(r?.from, 1, 0xffffffff) || r.to !== c.epoch || r.from >= c.epoch)
+      invalid("bad rekey state");
   }
   b64(c.mac, "MAC", 32);
   return c as unknown as VolumeConfig;
@@ -125,7 +159,13 @@ export function parseConfig(text: string): VolumeConfig {
 
 function checkArgon2(kdf: unknown): asserts kdf is Argon2Params {
   const k = kdf as Partial<Argon2Params> | undefined;
-  if (!k || k.algorithm !== "argon2id" || !isInt(k.memoryKiB, 1, 1 << 30) || !isInt(k.iterations, 1, 1000) || !isInt(k.parallelism, 1, 64)) {
+  if (
+    !k ||
+    k.algorithm !== "argon2id" ||
+    !isInt(k.memoryKiB, 1, 1 << 30) ||
+    !isInt(k.iterations, 1, 1000) ||
+    !isInt(k.parallelism, 1, 64)
+  ) {
     invalid("bad passphrase KDF parameters");
   }
   if (k.memoryKiB < ARGON2_MINIMUM.memoryKiB || k.iterations < ARGON2_MINIMUM.iterations) {
@@ -159,7 +199,10 @@ export function signConfig(keys: EpochKeys, config: UnsignedConfig): VolumeConfi
 
 export function verifyConfigMac(keys: EpochKeys, config: VolumeConfig): void {
   if (!constantTimeEqual(configMac(keys, config), b64(config.mac, "MAC", 32))) {
-    throw new FormatError("CONFIG_AUTH", "volume config failed authentication (altered or damaged)");
+    throw new FormatError(
+      "CONFIG_AUTH",
+      "volume config failed authentication (altered or damaged)",
+    );
   }
 }
 
@@ -178,7 +221,14 @@ export const SLOT_KEY_SIZE = 32;
 
 function slotAad(volumeId: string, slot: Omit<KeySlot, "wrapped">): Buffer {
   return Buffer.from(
-    canonicalJson({ purpose: "cryptmount v1 key slot", volumeId, id: slot.id, kind: slot.kind, salt: slot.salt, kdf: slot.kdf }),
+    canonicalJson({
+      purpose: "cryptmount v1 key slot",
+      volumeId,
+      id: slot.id,
+      kind: slot.kind,
+      salt: slot.salt,
+      kdf: slot.kdf,
+    }),
     "utf8",
   );
 }
@@ -199,7 +249,12 @@ export function decodeMountKeys(bytes: Buffer): Map<number, Buffer> {
   return keys;
 }
 
-export function sealSlot(volumeId: string, slot: Omit<KeySlot, "wrapped">, kek: Uint8Array, slotKey: Uint8Array): KeySlot {
+export function sealSlot(
+  volumeId: string,
+  slot: Omit<KeySlot, "wrapped">,
+  kek: Uint8Array,
+  slotKey: Uint8Array,
+): KeySlot {
   const sealed = gcmSeal(kek, randomPool.bytes(GCM_NONCE_SIZE), slotAad(volumeId, slot), slotKey);
   return { ...slot, wrapped: toBase64Url(sealed) };
 }
@@ -221,12 +276,20 @@ function bundleAad(volumeId: string): Buffer {
 
 export function sealMountKeys(volumeId: string, slotKey: Uint8Array, keys: MountKeys): string {
   const key = bundleKey(slotKey, volumeId);
-  const sealed = gcmSeal(key, randomPool.bytes(GCM_NONCE_SIZE), bundleAad(volumeId), encodeMountKeys(keys));
+  const sealed = gcmSeal(
+    key,
+    randomPool.bytes(GCM_NONCE_SIZE),
+    bundleAad(volumeId),
+    encodeMountKeys(keys),
+  );
   key.fill(0);
   return toBase64Url(sealed);
 }
 
-export function openMountKeys(config: Pick<VolumeConfig, "volumeId" | "keys">, slotKey: Uint8Array): Map<number, Buffer> {
+export function openMountKeys(
+  config: Pick<VolumeConfig, "volumeId" | "keys">,
+  slotKey: Uint8Array,
+): Map<number, Buffer> {
   const key = bundleKey(slotKey, config.volumeId);
   const plain = gcmOpen(key, bundleAad(config.volumeId), b64(config.keys, "mount-key bundle"));
   key.fill(0);
@@ -241,11 +304,22 @@ function secretAad(volumeId: string, epoch: number): Buffer {
 }
 
 export function sealVolumeSecret(volumeId: string, keys: EpochKeys, secret: Uint8Array): string {
-  return toBase64Url(gcmSeal(keys.configWrap, randomPool.bytes(GCM_NONCE_SIZE), secretAad(volumeId, keys.epoch), secret));
+  return toBase64Url(
+    gcmSeal(
+      keys.configWrap,
+      randomPool.bytes(GCM_NONCE_SIZE),
+      secretAad(volumeId, keys.epoch),
+      secret,
+    ),
+  );
 }
 
 export function openVolumeSecret(volumeId: string, keys: EpochKeys, sealed: string): Buffer {
-  const plain = gcmOpen(keys.configWrap, secretAad(volumeId, keys.epoch), b64(sealed, "volume secret"));
+  const plain = gcmOpen(
+    keys.configWrap,
+    secretAad(volumeId, keys.epoch),
+    b64(sealed, "volume secret"),
+  );
   if (!plain || plain.length !== VOLUME_SECRET_SIZE) {
     throw new FormatError("CONFIG_AUTH", "volume secret failed authentication");
   }
@@ -256,10 +330,14 @@ export function openVolumeSecret(volumeId: string, keys: EpochKeys, sealed: stri
  * Unlocks a parsed config with mount keys from a slot: verifies the MAC and
  * unwraps the volume secret. Shared by every unlock path.
  */
-export function unlockConfig(config: VolumeConfig, mountKeys: MountKeys): { volumeSecret: Buffer; current: EpochKeys } {
+export function unlockConfig(
+  config: VolumeConfig,
+  mountKeys: MountKeys,
+): { volumeSecret: Buffer; current: EpochKeys } {
   const volumeId = b64(config.volumeId, "volume ID", 16);
   const mk = mountKeys.get(config.epoch);
-  if (!mk) throw new FormatError("CONFIG_AUTH", `key slot lacks the mount key of epoch ${config.epoch}`);
+  if (!mk)
+    throw new FormatError("CONFIG_AUTH", `key slot lacks the mount key of epoch ${config.epoch}`);
   const current = deriveEpochKeys(mk, volumeId, config.epoch);
   verifyConfigMac(current, config);
   return { volumeSecret: openVolumeSecret(config.volumeId, current, config.volumeSecret), current };

@@ -52,7 +52,10 @@ export class ContentGeometry {
     // A non-final block is always full, so the last one holds 1..blockSize bytes (0 only when alone).
     const lastLen = size - (blocks - 1) * this.blockSize;
     if (lastLen < (blocks === 1 ? 0 : 1)) {
-      throw new FormatError("BAD_LENGTH", `lower file length ${lowerSize} is not a valid sealed length`);
+      throw new FormatError(
+        "BAD_LENGTH",
+        `lower file length ${lowerSize} is not a valid sealed length`,
+      );
     }
     return size;
   }
@@ -99,7 +102,14 @@ export function sealBlocks(
     const pinned = nonces?.[i];
     if (pinned) pinned.copy(nonce);
     else randomPool.fill(nonce, 0, GCM_NONCE_SIZE);
-    pos += gcmSealInto(file.fileKey, nonce, blockAad(file.fileId, firstIndex + i, final), chunk, out, pos);
+    pos += gcmSealInto(
+      file.fileKey,
+      nonce,
+      blockAad(file.fileId, firstIndex + i, final),
+      chunk,
+      out,
+      pos,
+    );
   }
   return out;
 }
@@ -123,7 +133,10 @@ export function openBlocks(
     const final = index === finalIndex;
     const plain = gcmOpen(file.fileKey, blockAad(file.fileId, index, final), piece);
     if (!plain) {
-      return { cleartext: Buffer.concat(parts), failure: { index, error: diagnose(file, index, final, piece) } };
+      return {
+        cleartext: Buffer.concat(parts),
+        failure: { index, error: diagnose(file, index, final, piece) },
+      };
     }
     parts.push(plain);
   }

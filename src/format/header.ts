@@ -48,7 +48,10 @@ function slotAad(prefix: Uint8Array, epoch: number): Buffer {
 function blockShift(blockSize: number): number {
   const shift = Math.log2(blockSize);
   if (!Number.isInteger(shift) || shift < 12 || shift > 20) {
-    throw new FormatError("CONFIG_INVALID", `block size ${blockSize} is not a power of two in 4 KiB..1 MiB`);
+    throw new FormatError(
+      "CONFIG_INVALID",
+      `block size ${blockSize} is not a power of two in 4 KiB..1 MiB`,
+    );
   }
   return shift;
 }
@@ -98,7 +101,10 @@ function isZero(bytes: Uint8Array): boolean {
 /** Checks everything outside the key slots; shared by the reader and fsck. */
 function parsePrefix(bytes: Uint8Array, expectedBlockSize: number): void {
   if (bytes.length < HEADER_SIZE) {
-    throw new FormatError("SHORT_HEADER", `file header is ${bytes.length} bytes, expected ${HEADER_SIZE}`);
+    throw new FormatError(
+      "SHORT_HEADER",
+      `file header is ${bytes.length} bytes, expected ${HEADER_SIZE}`,
+    );
   }
   if (!constantTimeEqual(bytes.subarray(0, 4), HEADER_MAGIC)) {
     throw new FormatError("BAD_MAGIC", "not a cryptmount file (bad magic)");
@@ -122,7 +128,11 @@ function parsePrefix(bytes: Uint8Array, expectedBlockSize: number): void {
  * Verifies and unwraps a header. Strict: every non-empty slot must
  * authenticate under a key the keyring holds, and both must agree.
  */
-export function openHeader(keyring: Keyring, bytes: Uint8Array, expectedBlockSize: number): FileHeader {
+export function openHeader(
+  keyring: Keyring,
+  bytes: Uint8Array,
+  expectedBlockSize: number,
+): FileHeader {
   parsePrefix(bytes, expectedBlockSize);
   const prefix = bytes.subarray(0, PREFIX_SIZE);
   const slotEpochs: (number | undefined)[] = [];
@@ -136,7 +146,10 @@ export function openHeader(keyring: Keyring, bytes: Uint8Array, expectedBlockSiz
     const epoch = Buffer.from(slot).readUInt32BE(0);
     const keys = keyring.epoch(epoch);
     if (!keys) {
-      throw new FormatError("UNKNOWN_EPOCH", `file key is wrapped under unknown key epoch ${epoch}`);
+      throw new FormatError(
+        "UNKNOWN_EPOCH",
+        `file key is wrapped under unknown key epoch ${epoch}`,
+      );
     }
     const unwrapped = gcmOpen(keys.headerWrap, slotAad(prefix, epoch), slot.subarray(4));
     if (!unwrapped) throw new FormatError("HEADER_AUTH", "file header failed authentication");
@@ -166,7 +179,11 @@ export interface HeaderPatch {
  * without a valid slot: first the new wrap into the slot not holding the
  * target, then zero every other slot. Empty when nothing is left to do.
  */
-export function planRewrap(keyring: Keyring, header: FileHeader, headerBytes: Uint8Array): HeaderPatch[] {
+export function planRewrap(
+  keyring: Keyring,
+  header: FileHeader,
+  headerBytes: Uint8Array,
+): HeaderPatch[] {
   const target = keyring.current;
   const epochs = header.slotEpochs;
   const targetSlot = epochs.findIndex((e) => e === target.epoch);
@@ -177,7 +194,14 @@ export function planRewrap(keyring: Keyring, header: FileHeader, headerBytes: Ui
     const empty = epochs.findIndex((e) => e === undefined);
     keep = empty >= 0 ? empty : (epochs[0] ?? 0) <= (epochs[1] ?? 0) ? 0 : 1;
     const scratch = Buffer.from(headerBytes.subarray(0, HEADER_SIZE));
-    writeSlot(scratch, keep as 0 | 1, target.epoch, target.headerWrap, header.fileKey, randomPool.bytes(GCM_NONCE_SIZE));
+    writeSlot(
+      scratch,
+      keep as 0 | 1,
+      target.epoch,
+      target.headerWrap,
+      header.fileKey,
+      randomPool.bytes(GCM_NONCE_SIZE),
+    );
     const at = SLOT_OFFSETS[keep as 0 | 1];
     patches.push({ offset: at, bytes: scratch.subarray(at, at + SLOT_SIZE) });
   }

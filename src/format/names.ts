@@ -31,7 +31,10 @@ export function validateName(name: string): Buffer {
   }
   const bytes = Buffer.from(name, "utf8");
   if (bytes.length > MAX_NAME_BYTES) {
-    throw new FormatError("NAME_TOO_LONG", `file name is ${bytes.length} bytes, at most ${MAX_NAME_BYTES}`);
+    throw new FormatError(
+      "NAME_TOO_LONG",
+      `file name is ${bytes.length} bytes, at most ${MAX_NAME_BYTES}`,
+    );
   }
   return bytes;
 }

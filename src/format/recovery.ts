@@ -33,11 +33,7 @@ export function formatRecoveryKey(key: Uint8Array): string {
 }
 
 export function parseRecoveryKey(text: string): Buffer {
-  const clean = text
-    .toUpperCase()
-    .replace(/[\s-]/g, "")
-    .replace(/O/g, "0")
-    .replace(/[IL]/g, "1");
+  const clean = text.toUpperCase().replace(/[\s-]/g, "").replace(/O/g, "0").replace(/[IL]/g, "1");
   const bad = () => new FormatError("RECOVERY_KEY_INVALID", "recovery key is malformed");
   if (clean.length !== 55) throw bad();
   const bytes: number[] = [];

@@ -18,9 +18,11 @@ export const LOWER_XATTR_PREFIX = "user.cm.";
 export const MAX_XATTR_NAME = 160;
 
 export function encryptXattrName(keys: VolumeKeys, name: string): string {
-  if (!name.startsWith(XATTR_PREFIX)) throw new FormatError("NAME_INVALID", "only user.* attributes are supported");
+  if (!name.startsWith(XATTR_PREFIX))
+    throw new FormatError("NAME_INVALID", "only user.* attributes are supported");
   const bare = Buffer.from(name.slice(XATTR_PREFIX.length), "utf8");
-  if (bare.length === 0 || bare.length > MAX_XATTR_NAME) throw new FormatError("NAME_TOO_LONG", "attribute name too long");
+  if (bare.length === 0 || bare.length > MAX_XATTR_NAME)
+    throw new FormatError("NAME_TOO_LONG", "attribute name too long");
   return LOWER_XATTR_PREFIX + toBase64Url(sivSeal(keys.xattrNames, [], bare));
 }
 
@@ -33,7 +35,12 @@ export function decryptXattrName(keys: VolumeKeys, lowerName: string): string | 
 }
 
 export function encryptXattrValue(keys: VolumeKeys, lowerName: string, value: Uint8Array): Buffer {
-  return gcmSeal(keys.xattrValues, randomPool.bytes(GCM_NONCE_SIZE), Buffer.from(lowerName, "utf8"), value);
+  return gcmSeal(
+    keys.xattrValues,
+    randomPool.bytes(GCM_NONCE_SIZE),
+    Buffer.from(lowerName, "utf8"),
+    value,
+  );
 }
 
 export function decryptXattrValue(keys: VolumeKeys, lowerName: string, stored: Uint8Array): Buffer {

@@ -22,7 +22,12 @@ import { ContentGeometry } from "../format/content.js";
 import { isFormatError } from "../format/errors.js";
 import { MAX_NAME_BYTES, classifyLowerEntry } from "../format/names.js";
 import { decryptSymlink, encryptSymlink, symlinkTargetLength } from "../format/symlink.js";
-import { decryptXattrName, decryptXattrValue, encryptXattrName, encryptXattrValue } from "../format/xattr.js";
+import {
+  decryptXattrName,
+  decryptXattrValue,
+  encryptXattrName,
+  encryptXattrValue,
+} from "../format/xattr.js";
 import * as xattr from "fs-xattr";
 import { FsError } from "./errors.js";
 import { Namespace } from "./namespace.js";
@@ -99,7 +104,10 @@ export class CryptFs implements FileSystem {
         return this.geometry.cleartextSize(Number(st.size));
       } catch (err) {
         if (!isFormatError(err)) throw err;
-        this.log.warn({ path, problem: err.message }, "file has an invalid length; reported as empty");
+        this.log.warn(
+          { path, problem: err.message },
+          "file has an invalid length; reported as empty",
+        );
         return 0;
       }
     }
@@ -218,21 +226,44 @@ export class CryptFs implements FileSystem {
       return this.open(path, (flags & ~constants.O_CREAT) | constants.O_RDWR);
     }
     await this.names.writeSidecar(located);
-    const handle = await open(located.lower, constants.O_CREAT | constants.O_EXCL | constants.O_RDWR, mode & 0o7777);
+    const handle = await open(
+      located.lower,
+      constants.O_CREAT | constants.O_EXCL | constants.O_RDWR,
+      mode & 0o7777,
+    );
     const st = await handle.stat();
-    const file = await OpenFile.initialize(handle, inodeKey(st), this.keyring, this.geometry, path, this.log);
+    const file = await OpenFile.initialize(
+      handle,
+      inodeKey(st),
+      this.keyring,
+      this.geometry,
+      path,
+      this.log,
+    );
     this.files.set(file.inode, file);
     return this.allocateHandle({ file, lower: located.lower, writable: true });
   }
 
-  async read(_path: string, fh: number, target: Buffer, length: number, position: number): Promise<number> {
+  async read(
+    _path: string,
+    fh: number,
+    target: Buffer,
+    length: number,
+    position: number,
+  ): Promise<number> {
     const { file } = this.handle(fh);
     const data = await file.mutex.run(() => file.read(position, length));
     data.copy(target, 0, 0, Math.min(length, data.length));
     return Math.min(length, data.length);
   }
 
-  async write(_path: string, fh: number, data: Buffer, length: number, position: number): Promise<number> {
+  async write(
+    _path: string,
+    fh: number,
+    data: Buffer,
+    length: number,
+    position: number,
+  ): Promise<number> {
     const handle = this.handle(fh);
     if (!handle.writable) throw new FsError("EBADF");
     const { file } = handle;
@@ -368,7 +399,8 @@ export class CryptFs implements FileSystem {
     try {
       return decryptSymlink(this.keyring.volume.symlinks, stored);
     } catch (err) {
-      if (isFormatError(err)) this.log.error({ path, problem: err.message }, "corrupt symlink: read refused");
+      if (isFormatError(err))
+        this.log.error({ path, problem: err.message }, "corrupt symlink: read refused");
       throw err;
     }
   }
@@ -398,7 +430,8 @@ export class CryptFs implements FileSystem {
     this.requireWritable();
     if (atime === "omit" && mtime === "omit") return;
     const { lower } = await this.names.locate(path);
-    const current = atime === "omit" || mtime === "omit" ? await lstat(lower, { bigint: true }) : undefined;
+    const current =
+      atime === "omit" || mtime === "omit" ? await lstat(lower, { bigint: true }) : undefined;
     const now = BigInt(Date.now()) * 1_000_000n;
     const pick = (spec: TimeSpec, keep: bigint | undefined): number => {
       const ns = spec === "now" ? now : spec === "omit" ? keep! : spec;
@@ -421,7 +454,8 @@ export class CryptFs implements FileSystem {
     try {
       return encryptXattrName(this.keyring.volume, name);
     } catch (err) {
-      if (isFormatError(err)) throw new FsError(err.code === "NAME_TOO_LONG" ? "ERANGE" : "EOPNOTSUPP");
+      if (isFormatError(err))
+        throw new FsError(err.code === "NAME_TOO_LONG" ? "ERANGE" : "EOPNOTSUPP");
       throw err;
     }
   }
@@ -435,7 +469,11 @@ export class CryptFs implements FileSystem {
       if (flags & XATTR_CREATE && exists) throw new FsError("EEXIST");
       if (flags & XATTR_REPLACE && !exists) throw new FsError("ENODATA");
     }
-    await xattr.setAttribute(lower, lowerName, encryptXattrValue(this.keyring.volume, lowerName, value));
+    await xattr.setAttribute(
+      lower,
+      lowerName,
+      encryptXattrValue(this.keyring.volume, lowerName, value),
+    );
   }
 
   async getxattr(path: string, name: string): Promise<Buffer | undefined> {
@@ -451,13 +489,15 @@ export class CryptFs implements FileSystem {
       stored = await xattr.getAttribute(lower, lowerName);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === "ENODATA" || code === "ENOATTR" || code === "ENOTSUP" || code === "EOPNOTSUPP") return undefined;
+      if (code === "ENODATA" || code === "ENOATTR" || code === "ENOTSUP" || code === "EOPNOTSUPP")
+        return undefined;
       throw err;
     }
     try {
       return decryptXattrValue(this.keyring.volume, lowerName, stored);
     } catch (err) {
-      if (isFormatError(err)) this.log.error({ path, attribute: name }, "corrupt extended attribute: read refused");
+      if (isFormatError(err))
+        this.log.error({ path, attribute: name }, "corrupt extended attribute: read refused");
       throw err;
     }
   }

@@ -42,12 +42,19 @@ function toTimeSpec(value: unknown): TimeSpec {
 
 export function buildOperations(fs: FileSystem, log: Logger): Operations {
   /** Runs an operation and replies with its value or a negative errno; never throws into the binding. */
-  function call<T>(name: string, path: string, reply: Reply, work: () => Promise<T>, ok: (value: T) => unknown[]): void {
+  function call<T>(
+    name: string,
+    path: string,
+    reply: Reply,
+    work: () => Promise<T>,
+    ok: (value: T) => unknown[],
+  ): void {
     work().then(
       (value) => reply(0, ...ok(value)),
       (err: unknown) => {
         const errno = toErrno(err);
-        if (errno === "EIO") log.debug({ op: name, path, err: (err as Error)?.message }, "operation failed");
+        if (errno === "EIO")
+          log.debug({ op: name, path, err: (err as Error)?.message }, "operation failed");
         reply(-errnoNumber(errno));
       },
     );
@@ -59,7 +66,8 @@ export function buildOperations(fs: FileSystem, log: Logger): Operations {
       (n) => reply(n),
       (err: unknown) => {
         const errno = toErrno(err);
-        if (errno === "EIO") log.debug({ op: name, path, err: (err as Error)?.message }, "operation failed");
+        if (errno === "EIO")
+          log.debug({ op: name, path, err: (err as Error)?.message }, "operation failed");
         reply(-errnoNumber(errno));
       },
     );
@@ -67,53 +75,135 @@ export function buildOperations(fs: FileSystem, log: Logger): Operations {
 
   const ops = {
     init: (reply: Reply) => reply(0),
-    getattr: (path: string, reply: Reply) => call("getattr", path, reply, () => fs.getattr(path), (a) => [toStat(a)]),
+    getattr: (path: string, reply: Reply) =>
+      call(
+        "getattr",
+        path,
+        reply,
+        () => fs.getattr(path),
+        (a) => [toStat(a)],
+      ),
     fgetattr: (path: string, fh: number, reply: Reply) =>
-      call("fgetattr", path, reply, () => fs.fgetattr(path, fh), (a) => [toStat(a)]),
-    readdir: (path: string, reply: Reply) => call("readdir", path, reply, () => fs.readdir(path), (names) => [names]),
-    access: (path: string, mode: number, reply: Reply) => call("access", path, reply, () => fs.access(path, mode), none),
-    statfs: (path: string, reply: Reply) => call("statfs", path, reply, () => fs.statfs(path), (s) => [s]),
-    open: (path: string, flags: number, reply: Reply) => call("open", path, reply, () => fs.open(path, flags), (fh) => [fh]),
+      call(
+        "fgetattr",
+        path,
+        reply,
+        () => fs.fgetattr(path, fh),
+        (a) => [toStat(a)],
+      ),
+    readdir: (path: string, reply: Reply) =>
+      call(
+        "readdir",
+        path,
+        reply,
+        () => fs.readdir(path),
+        (names) => [names],
+      ),
+    access: (path: string, mode: number, reply: Reply) =>
+      call("access", path, reply, () => fs.access(path, mode), none),
+    statfs: (path: string, reply: Reply) =>
+      call(
+        "statfs",
+        path,
+        reply,
+        () => fs.statfs(path),
+        (s) => [s],
+      ),
+    open: (path: string, flags: number, reply: Reply) =>
+      call(
+        "open",
+        path,
+        reply,
+        () => fs.open(path, flags),
+        (fh) => [fh],
+      ),
     opendir: (_path: string, _flags: number, reply: Reply) => reply(0, 0),
     releasedir: (_path: string, _fh: number, reply: Reply) => reply(0),
     create: (path: string, mode: number, flagsOrReply: number | Reply, maybeReply?: Reply) => {
       const reply = typeof flagsOrReply === "function" ? flagsOrReply : maybeReply!;
       const flags = typeof flagsOrReply === "number" ? flagsOrReply : 0;
-      call("create", path, reply, () => fs.create(path, mode, flags), (fh) => [fh]);
+      call(
+        "create",
+        path,
+        reply,
+        () => fs.create(path, mode, flags),
+        (fh) => [fh],
+      );
     },
     read: (path: string, fh: number, buf: Buffer, len: number, pos: number, reply: Reply) =>
       count("read", path, reply, () => fs.read(path, fh, buf, len, pos)),
     write: (path: string, fh: number, buf: Buffer, len: number, pos: number, reply: Reply) =>
       count("write", path, reply, () => fs.write(path, fh, buf, len, pos)),
-    flush: (path: string, fh: number, reply: Reply) => call("flush", path, reply, () => fs.flush(path, fh), none),
+    flush: (path: string, fh: number, reply: Reply) =>
+      call("flush", path, reply, () => fs.flush(path, fh), none),
     fsync: (path: string, fh: number, datasync: number | boolean, reply: Reply) =>
       call("fsync", path, reply, () => fs.fsync(path, fh, Boolean(datasync)), none),
-    release: (path: string, fh: number, reply: Reply) => call("release", path, reply, () => fs.release(path, fh), none),
-    truncate: (path: string, size: number, reply: Reply) => call("truncate", path, reply, () => fs.truncate(path, size), none),
+    release: (path: string, fh: number, reply: Reply) =>
+      call("release", path, reply, () => fs.release(path, fh), none),
+    truncate: (path: string, size: number, reply: Reply) =>
+      call("truncate", path, reply, () => fs.truncate(path, size), none),
     ftruncate: (path: string, fh: number, size: number, reply: Reply) =>
       call("ftruncate", path, reply, () => fs.ftruncate(path, fh, size), none),
-    unlink: (path: string, reply: Reply) => call("unlink", path, reply, () => fs.unlink(path), none),
-    mkdir: (path: string, mode: number, reply: Reply) => call("mkdir", path, reply, () => fs.mkdir(path, mode), none),
+    unlink: (path: string, reply: Reply) =>
+      call("unlink", path, reply, () => fs.unlink(path), none),
+    mkdir: (path: string, mode: number, reply: Reply) =>
+      call("mkdir", path, reply, () => fs.mkdir(path, mode), none),
     rmdir: (path: string, reply: Reply) => call("rmdir", path, reply, () => fs.rmdir(path), none),
-    rename: (from: string, to: string, reply: Reply) => call("rename", from, reply, () => fs.rename(from, to), none),
-    link: (existing: string, path: string, reply: Reply) => call("link", path, reply, () => fs.link(existing, path), none),
+    rename: (from: string, to: string, reply: Reply) =>
+      call("rename", from, reply, () => fs.rename(from, to), none),
+    link: (existing: string, path: string, reply: Reply) =>
+      call("link", path, reply, () => fs.link(existing, path), none),
     symlink: (target: string, path: string, reply: Reply) =>
       call("symlink", path, reply, () => fs.symlink(target, path), none),
-    readlink: (path: string, reply: Reply) => call("readlink", path, reply, () => fs.readlink(path), (t) => [t]),
+    readlink: (path: string, reply: Reply) =>
+      call(
+        "readlink",
+        path,
+        reply,
+        () => fs.readlink(path),
+        (t) => [t],
+      ),
     mknod: (path: string, mode: number, rdev: number, reply: Reply) =>
       call("mknod", path, reply, () => fs.mknod(path, mode, rdev), none),
-    chmod: (path: string, mode: number, reply: Reply) => call("chmod", path, reply, () => fs.chmod(path, mode), none),
+    chmod: (path: string, mode: number, reply: Reply) =>
+      call("chmod", path, reply, () => fs.chmod(path, mode), none),
     chown: (path: string, uid: number, gid: number, reply: Reply) =>
       call("chown", path, reply, () => fs.chown(path, uid, gid), none),
-    setxattr: (path: string, name: string, value: Buffer, _position: number, flags: number, reply: Reply) =>
+    setxattr: (
+      path: string,
+      name: string,
+      value: Buffer,
+      _position: number,
+      flags: number,
+      reply: Reply,
+    ) =>
       call("setxattr", path, reply, () => fs.setxattr(path, name, Buffer.from(value), flags), none),
     getxattr: (path: string, name: string, _position: number, reply: Reply) =>
-      call("getxattr", path, reply, () => fs.getxattr(path, name), (v) => [v ?? null]),
-    listxattr: (path: string, reply: Reply) => call("listxattr", path, reply, () => fs.listxattr(path), (names) => [names]),
+      call(
+        "getxattr",
+        path,
+        reply,
+        () => fs.getxattr(path, name),
+        (v) => [v ?? null],
+      ),
+    listxattr: (path: string, reply: Reply) =>
+      call(
+        "listxattr",
+        path,
+        reply,
+        () => fs.listxattr(path),
+        (names) => [names],
+      ),
     removexattr: (path: string, name: string, reply: Reply) =>
       call("removexattr", path, reply, () => fs.removexattr(path, name), none),
     utimens: (path: string, atime: unknown, mtime: unknown, reply: Reply) =>
-      call("utimens", path, reply, () => fs.utimens(path, toTimeSpec(atime), toTimeSpec(mtime)), none),
+      call(
+        "utimens",
+        path,
+        reply,
+        () => fs.utimens(path, toTimeSpec(atime), toTimeSpec(mtime)),
+        none,
+      ),
   };
   return ops as unknown as Operations;
 }
@@ -150,10 +240,14 @@ export class FuseMount {
   }
 
   mount(): Promise<void> {
-    return new Promise((resolve, reject) => this.fuse.mount((err) => (err ? reject(err) : resolve())));
+    return new Promise((resolve, reject) =>
+      this.fuse.mount((err) => (err ? reject(err) : resolve())),
+    );
   }
 
   unmount(): Promise<void> {
-    return new Promise((resolve, reject) => this.fuse.unmount((err) => (err ? reject(err) : resolve())));
+    return new Promise((resolve, reject) =>
+      this.fuse.unmount((err) => (err ? reject(err) : resolve())),
+    );
   }
 }

@@ -178,7 +178,12 @@ export class Namespace {
     return out;
   }
 
-  private async nameOf(lowerDir: string, entry: string, ids: Buffer[], cleartextDir: string): Promise<string | null> {
+  private async nameOf(
+    lowerDir: string,
+    entry: string,
+    ids: Buffer[],
+    cleartextDir: string,
+  ): Promise<string | null> {
     const kind = classifyLowerEntry(entry);
     let encoded: string;
     if (kind.kind === "name") encoded = kind.encoded;
@@ -187,11 +192,15 @@ export class Namespace {
         encoded = (await readFile(join(lowerDir, entry + SIDECAR_SUFFIX), "utf8")).trim();
         verifyLongName(entry, encoded);
       } catch (err) {
-        this.log.warn({ dir: cleartextDir, entry, err: describe(err) }, "long name unreadable; entry hidden");
+        this.log.warn(
+          { dir: cleartextDir, entry, err: describe(err) },
+          "long name unreadable; entry hidden",
+        );
         return null;
       }
     } else {
-      if (kind.kind === "foreign") this.log.debug({ dir: cleartextDir, entry }, "foreign lower entry hidden");
+      if (kind.kind === "foreign")
+        this.log.debug({ dir: cleartextDir, entry }, "foreign lower entry hidden");
       return null;
     }
     const cacheKey = ids.map((id) => id.toString("hex")).join(",") + "/" + encoded;
@@ -207,7 +216,8 @@ export class Namespace {
         if (!isFormatError(err)) throw err;
       }
     }
-    if (name === null) this.log.warn({ dir: cleartextDir, entry }, "name failed authentication; entry hidden");
+    if (name === null)
+      this.log.warn({ dir: cleartextDir, entry }, "name failed authentication; entry hidden");
     this.decrypted.set(cacheKey, name);
     return name;
   }

@@ -49,9 +49,23 @@ export class OpenFile implements FileCipher {
       const { size: lowerSize } = await handle.stat();
       const bytes = Buffer.alloc(HEADER_SIZE);
       await handle.read(bytes, 0, HEADER_SIZE, 0);
-      const header = openHeader(keyring, bytes.subarray(0, Math.min(lowerSize, HEADER_SIZE)), geometry.blockSize);
+      const header = openHeader(
+        keyring,
+        bytes.subarray(0, Math.min(lowerSize, HEADER_SIZE)),
+        geometry.blockSize,
+      );
       const size = geometry.cleartextSize(lowerSize);
-      return new OpenFile(inode, handle, writable, header.fileKey, header.fileId, geometry, size, displayPath, log);
+      return new OpenFile(
+        inode,
+        handle,
+        writable,
+        header.fileKey,
+        header.fileId,
+        geometry,
+        size,
+        displayPath,
+        log,
+      );
     } catch (err) {
       await handle.close();
       if (isFormatError(err)) {
@@ -72,7 +86,17 @@ export class OpenFile implements FileCipher {
     log: Logger,
   ): Promise<OpenFile> {
     const { bytes, header } = createHeader(keyring, { blockSize: geometry.blockSize });
-    const file = new OpenFile(inode, handle, true, header.fileKey, header.fileId, geometry, 0, displayPath, log);
+    const file = new OpenFile(
+      inode,
+      handle,
+      true,
+      header.fileKey,
+      header.fileId,
+      geometry,
+      0,
+      displayPath,
+      log,
+    );
     const empty = sealBlocks(file, 0, Buffer.alloc(0), true);
     await handle.write(Buffer.concat([bytes, empty]), 0, HEADER_SIZE + empty.length, 0);
     file.tail = { index: 0, data: Buffer.alloc(0) };
@@ -101,16 +125,27 @@ export class OpenFile implements FileCipher {
     const sealed = Buffer.allocUnsafe(end - start);
     const { bytesRead } = await this.handle.read(sealed, 0, sealed.length, start);
     const finalIndex = this.finalIndex();
-    const { cleartext, failure } = openBlocks(this, first, sealed.subarray(0, bytesRead), finalIndex);
+    const { cleartext, failure } = openBlocks(
+      this,
+      first,
+      sealed.subarray(0, bytesRead),
+      finalIndex,
+    );
     const expected = Math.ceil((end - start) / sealedBlockSize);
     if (failure || bytesRead < end - start) {
       const index = failure?.index ?? first + Math.floor(bytesRead / sealedBlockSize);
       const problem = failure?.error.message ?? "lower file shorter than expected";
-      this.log.error({ path: this.displayPath, block: index, problem }, "corrupt block: read refused");
+      this.log.error(
+        { path: this.displayPath, block: index, problem },
+        "corrupt block: read refused",
+      );
       throw Object.assign(new FsError("EIO", problem), { partial: cleartext, index });
     }
     if (last === finalIndex && expected > 0) {
-      this.tail = { index: last, data: Buffer.from(cleartext.subarray((last - first) * this.geometry.blockSize)) };
+      this.tail = {
+        index: last,
+        data: Buffer.from(cleartext.subarray((last - first) * this.geometry.blockSize)),
+      };
     }
     return cleartext;
   }
@@ -128,7 +163,11 @@ export class OpenFile implements FileCipher {
     } catch (err) {
       const partial = (err as { partial?: Buffer }).partial;
       const served = partial ? partial.length - (position - first * B) : 0;
-      if (partial && served > 0) return partial.subarray(position - first * B, position - first * B + Math.min(served, end - position));
+      if (partial && served > 0)
+        return partial.subarray(
+          position - first * B,
+          position - first * B + Math.min(served, end - position),
+        );
       throw err;
     }
     return clear.subarray(position - first * B, end - first * B);
@@ -168,7 +207,12 @@ export class OpenFile implements FileCipher {
     const at = this.geometry.blockOffset(first);
     let done = 0;
     while (done < sealed.length) {
-      const { bytesWritten } = await this.handle.write(sealed, done, sealed.length - done, at + done);
+      const { bytesWritten } = await this.handle.write(
+        sealed,
+        done,
+        sealed.length - done,
+        at + done,
+      );
       done += bytesWritten;
     }
     if (endsFinal) {
@@ -192,7 +236,10 @@ export class OpenFile implements FileCipher {
     const B = this.geometry.blockSize;
     const newFinal = this.finalIndex(target);
     const keep = target - newFinal * B;
-    const block = keep > 0 ? Buffer.from((await this.readBlocks(newFinal, newFinal)).subarray(0, keep)) : Buffer.alloc(0);
+    const block =
+      keep > 0
+        ? Buffer.from((await this.readBlocks(newFinal, newFinal)).subarray(0, keep))
+        : Buffer.alloc(0);
     // Cut first, then seal the new final block: a crash between leaves a detectably truncated file.
     await this.handle.truncate(this.geometry.blockOffset(newFinal));
     this.tail = undefined;

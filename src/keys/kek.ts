@@ -16,7 +16,11 @@ export type Secret =
 
 export const MIN_KEYFILE_BYTES = 32;
 
-export async function argon2Kek(passphrase: Buffer, salt: Buffer, params: Argon2Params): Promise<Buffer> {
+export async function argon2Kek(
+  passphrase: Buffer,
+  salt: Buffer,
+  params: Argon2Params,
+): Promise<Buffer> {
   return argon2.hash(passphrase, {
     type: argon2.argon2id,
     raw: true,
@@ -29,7 +33,10 @@ export async function argon2Kek(passphrase: Buffer, salt: Buffer, params: Argon2
 }
 
 /** The key-encryption key of `slot` for `secret`, or undefined when kinds differ. */
-export async function deriveKek(slot: Pick<KeySlot, "kind" | "salt" | "kdf">, secret: Secret): Promise<Buffer | undefined> {
+export async function deriveKek(
+  slot: Pick<KeySlot, "kind" | "salt" | "kdf">,
+  secret: Secret,
+): Promise<Buffer | undefined> {
   if (slot.kind !== (secret.kind as SlotKind)) return undefined;
   const salt = fromBase64Url(slot.salt)!;
   switch (secret.kind) {

@@ -27,7 +27,10 @@ async function readSecretFile(path: string, what: string): Promise<Buffer> {
     return await readFile(path);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    throw new UserError(`${path}: cannot read ${what} (${code === "ENOENT" ? "no such file" : code})`, EXIT.usage);
+    throw new UserError(
+      `${path}: cannot read ${what} (${code === "ENOENT" ? "no such file" : code})`,
+      EXIT.usage,
+    );
   }
 }
 
@@ -41,7 +44,8 @@ function runExtpass(command: string, prompt: string): Promise<Buffer> {
     child.stdout.on("data", (c: Buffer) => chunks.push(c));
     child.on("error", () => reject(new UserError("--extpass: cannot run the program", EXIT.usage)));
     child.on("close", (code) => {
-      if (code !== 0) return reject(new UserError(`--extpass program exited with status ${code}`, EXIT.wrongKey));
+      if (code !== 0)
+        return reject(new UserError(`--extpass program exited with status ${code}`, EXIT.wrongKey));
       resolve(firstLine(Buffer.concat(chunks)));
     });
   });
@@ -53,7 +57,10 @@ export async function promptHidden(prompt: string): Promise<Buffer> {
   try {
     fd = openSync("/dev/tty", "r+");
   } catch {
-    throw new UserError("no terminal to ask for a passphrase: use --passfile, --keyfile or --extpass", EXIT.usage);
+    throw new UserError(
+      "no terminal to ask for a passphrase: use --passfile, --keyfile or --extpass",
+      EXIT.usage,
+    );
   }
   const input = new ReadStream(fd);
   const output = new WriteStream(fd);
@@ -113,18 +120,26 @@ export async function readSecret(source: SecretSource, prompt = "Passphrase: "):
   if (source.keyfile) {
     const bytes = await readSecretFile(source.keyfile, "key file");
     if (bytes.length < MIN_KEYFILE_BYTES) {
-      throw new UserError(`${source.keyfile}: key file must hold at least ${MIN_KEYFILE_BYTES} bytes`, EXIT.usage);
+      throw new UserError(
+        `${source.keyfile}: key file must hold at least ${MIN_KEYFILE_BYTES} bytes`,
+        EXIT.usage,
+      );
     }
     return { kind: "keyfile", bytes };
   }
-  if (source.passfile) return toSecret(kind, firstLine(await readSecretFile(source.passfile, "passphrase file")));
+  if (source.passfile)
+    return toSecret(kind, firstLine(await readSecretFile(source.passfile, "passphrase file")));
   if (source.extpass) return toSecret(kind, await runExtpass(source.extpass, prompt));
-  if (process.stdin.isTTY) return toSecret(kind, await promptHidden(source.recovery ? "Recovery key: " : prompt));
+  if (process.stdin.isTTY)
+    return toSecret(kind, await promptHidden(source.recovery ? "Recovery key: " : prompt));
   return toSecret(kind, await readStdin());
 }
 
 /** A new passphrase: asked twice on a terminal, read once from a file or stdin. */
-export async function readNewPassphrase(source: { passfile?: string; extpass?: string }): Promise<Secret> {
+export async function readNewPassphrase(source: {
+  passfile?: string;
+  extpass?: string;
+}): Promise<Secret> {
   if (source.passfile || source.extpass || !process.stdin.isTTY) {
     return readSecret(source, "New passphrase: ");
   }

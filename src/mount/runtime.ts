@@ -25,7 +25,10 @@ export function runtimeDir(): string {
 }
 
 function recordPath(mountpoint: string): string {
-  return join(runtimeDir(), createHash("sha256").update(mountpoint).digest("hex").slice(0, 16) + ".json");
+  return join(
+    runtimeDir(),
+    createHash("sha256").update(mountpoint).digest("hex").slice(0, 16) + ".json",
+  );
 }
 
 export async function writeRecord(record: MountRecord): Promise<void> {

@@ -19,7 +19,11 @@ export interface MountSettings {
 }
 
 /** Resolves and checks the two paths before anything is unlocked or mounted. */
-export async function preflight(lowerArg: string, mountpointArg: string, nonEmpty: boolean): Promise<{ lower: string; mountpoint: string }> {
+export async function preflight(
+  lowerArg: string,
+  mountpointArg: string,
+  nonEmpty: boolean,
+): Promise<{ lower: string; mountpoint: string }> {
   const lower = await realpath(lowerArg).catch(() => {
     throw new UserError(`${lowerArg}: no such directory`, EXIT.notAVolume);
   });
@@ -27,18 +31,26 @@ export async function preflight(lowerArg: string, mountpointArg: string, nonEmpt
     throw new UserError(`${mountpointArg}: mount point does not exist`, EXIT.mountPoint);
   });
   const st = await stat(mountpoint);
-  if (!st.isDirectory()) throw new UserError(`${mountpoint}: mount point is not a directory`, EXIT.mountPoint);
+  if (!st.isDirectory())
+    throw new UserError(`${mountpoint}: mount point is not a directory`, EXIT.mountPoint);
   const mounts = await currentMounts();
   if (mounts.some((m) => m.mountpoint === mountpoint)) {
     throw new UserError(`${mountpoint}: something is already mounted there`, EXIT.alreadyMounted);
   }
   const same = mounts.find((m) => m.fstype === FSTYPE && m.source === fsnameFor(lower));
-  if (same) throw new UserError(`${lower}: volume is already mounted at ${same.mountpoint}`, EXIT.alreadyMounted);
+  if (same)
+    throw new UserError(
+      `${lower}: volume is already mounted at ${same.mountpoint}`,
+      EXIT.alreadyMounted,
+    );
   if (!nonEmpty && (await readdir(mountpoint)).length > 0) {
     throw new UserError(`${mountpoint}: mount point is not empty`, EXIT.mountPoint);
   }
   if (mountpoint === lower || mountpoint.startsWith(lower + "/")) {
-    throw new UserError(`${mountpoint}: mount point must not be inside the volume`, EXIT.mountPoint);
+    throw new UserError(
+      `${mountpoint}: mount point must not be inside the volume`,
+      EXIT.mountPoint,
+    );
   }
   return { lower, mountpoint };
 }
@@ -73,18 +85,23 @@ export async function serve(
     await removeRecord(mountpoint);
     finished(code);
   };
-  const mount = new FuseMount(mountpoint, fs, {
-    allowOther: settings.allowOther,
-    readOnly: settings.readOnly,
-    debug: settings.debug,
-    fsname: fsnameFor(lower),
-    onExternalUnmount: () => {
-      if (stopping) return;
-      stopping = true;
-      log.info({ mountpoint }, "unmounted externally");
-      void finish(EXIT.ok);
+  const mount = new FuseMount(
+    mountpoint,
+    fs,
+    {
+      allowOther: settings.allowOther,
+      readOnly: settings.readOnly,
+      debug: settings.debug,
+      fsname: fsnameFor(lower),
+      onExternalUnmount: () => {
+        if (stopping) return;
+        stopping = true;
+        log.info({ mountpoint }, "unmounted externally");
+        void finish(EXIT.ok);
+      },
     },
-  }, log);
+    log,
+  );
 
   try {
     await mount.mount();
@@ -115,7 +132,8 @@ export async function serve(
       },
     );
   };
-  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) process.on(signal, () => stop(signal));
+  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const)
+    process.on(signal, () => stop(signal));
   onMounted();
   return done;
 }

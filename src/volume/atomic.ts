@@ -7,7 +7,11 @@ import { randomBytes } from "node:crypto";
  * old or the new content: write a temp file, fsync it, rename over, fsync the
  * directory.
  */
-export async function writeFileAtomic(path: string, data: string | Buffer, mode = 0o600): Promise<void> {
+export async function writeFileAtomic(
+  path: string,
+  data: string | Buffer,
+  mode = 0o600,
+): Promise<void> {
   const temp = `${path}.tmp-${randomBytes(6).toString("hex")}`;
   const handle = await open(temp, "wx", mode);
   try {

@@ -4,7 +4,12 @@ import type { Keyring } from "../crypto/keys.js";
 import { ContentGeometry, openBlocks } from "../format/content.js";
 import { isFormatError } from "../format/errors.js";
 import { HEADER_SIZE, openHeader } from "../format/header.js";
-import { SIDECAR_SUFFIX, classifyLowerEntry, decryptName, verifyLongName } from "../format/names.js";
+import {
+  SIDECAR_SUFFIX,
+  classifyLowerEntry,
+  decryptName,
+  verifyLongName,
+} from "../format/names.js";
 import { decryptSymlink } from "../format/symlink.js";
 import { noProgress, type Progress } from "./progress.js";
 
@@ -96,14 +101,24 @@ export class Fsck {
     problem.repaired = true;
   }
 
-  private async directory(lowerDir: string, clearDir: string, inheritedIds: Buffer[] | undefined): Promise<void> {
+  private async directory(
+    lowerDir: string,
+    clearDir: string,
+    inheritedIds: Buffer[] | undefined,
+  ): Promise<void> {
     this.report.directories++;
     const entries = await readdir(lowerDir);
-    const ids = inheritedIds ?? entries.flatMap((e) => {
-      const kind = classifyLowerEntry(e);
-      return kind.kind === "dir-id" ? [kind.id] : [];
-    }).sort(Buffer.compare);
-    const encrypted = entries.filter((e) => ["name", "long-name"].includes(classifyLowerEntry(e).kind));
+    const ids =
+      inheritedIds ??
+      entries
+        .flatMap((e) => {
+          const kind = classifyLowerEntry(e);
+          return kind.kind === "dir-id" ? [kind.id] : [];
+        })
+        .sort(Buffer.compare);
+    const encrypted = entries.filter((e) =>
+      ["name", "long-name"].includes(classifyLowerEntry(e).kind),
+    );
     if (ids.length === 0 && encrypted.length > 0) {
       this.add({
         severity: "error",
@@ -130,23 +145,43 @@ export class Fsck {
           continue;
         case "config": {
           if (lowerDir === this.root && /\.tmp-/.test(entry)) {
-            const p = this.add({ severity: "warning", code: "STALE_TEMP", lower, message: "leftover temporary config file" });
+            const p = this.add({
+              severity: "warning",
+              code: "STALE_TEMP",
+              lower,
+              message: "leftover temporary config file",
+            });
             await this.repair(p, () => unlink(lower));
           }
           continue;
         }
         case "sidecar": {
           if (!(await lstat(join(lowerDir, kind.entry)).catch(() => undefined))) {
-            const p = this.add({ severity: "warning", code: "ORPHAN_SIDECAR", lower, message: "long-name sidecar without its entry" });
+            const p = this.add({
+              severity: "warning",
+              code: "ORPHAN_SIDECAR",
+              lower,
+              message: "long-name sidecar without its entry",
+            });
             await this.repair(p, () => unlink(lower));
           }
           continue;
         }
         case "foreign":
-          this.add({ severity: "warning", code: "FOREIGN_ENTRY", lower, message: "entry is not part of the volume (e.g. a sync-conflict copy); left alone" });
+          this.add({
+            severity: "warning",
+            code: "FOREIGN_ENTRY",
+            lower,
+            message: "entry is not part of the volume (e.g. a sync-conflict copy); left alone",
+          });
           continue;
       }
-      const name = await this.nameOf(lowerDir, entry, kind.kind === "name" ? kind.encoded : undefined, ids);
+      const name = await this.nameOf(
+        lowerDir,
+        entry,
+        kind.kind === "name" ? kind.encoded : undefined,
+        ids,
+      );
       // An entry whose name is damaged is still checked, reported by its lower path.
       if (name === undefined) {
         await this.entry(lower, undefined);
@@ -155,14 +190,25 @@ export class Fsck {
       const clearPath = clearDir === "/" ? `/${name}` : `${clearDir}/${name}`;
       const twin = seen.get(name);
       if (twin) {
-        this.add({ severity: "warning", code: "DUPLICATE_NAME", path: clearPath, lower, message: `two entries decrypt to the same name (the other: ${relative(this.root, twin)})` });
+        this.add({
+          severity: "warning",
+          code: "DUPLICATE_NAME",
+          path: clearPath,
+          lower,
+          message: `two entries decrypt to the same name (the other: ${relative(this.root, twin)})`,
+        });
       }
       seen.set(name, lower);
       await this.entry(lower, clearPath);
     }
   }
 
-  private async nameOf(lowerDir: string, entry: string, encoded: string | undefined, ids: Buffer[]): Promise<string | undefined> {
+  private async nameOf(
+    lowerDir: string,
+    entry: string,
+    encoded: string | undefined,
+    ids: Buffer[],
+  ): Promise<string | undefined> {
     const lower = join(lowerDir, entry);
     if (encoded === undefined) {
       try {
@@ -170,7 +216,12 @@ export class Fsck {
         verifyLongName(entry, encoded);
       } catch (err) {
         const code = isFormatError(err) ? err.code : "LONG_NAME_MISSING";
-        this.add({ severity: "error", code, lower, message: isFormatError(err) ? err.message : "long-name sidecar is missing or unreadable" });
+        this.add({
+          severity: "error",
+          code,
+          lower,
+          message: isFormatError(err) ? err.message : "long-name sidecar is missing or unreadable",
+        });
         return undefined;
       }
     }
@@ -182,14 +233,20 @@ export class Fsck {
       }
     }
     if (ids.length > 0) {
-      this.add({ severity: "error", code: "NAME_AUTH", lower, message: "name failed authentication (damaged, or moved from another directory)" });
+      this.add({
+        severity: "error",
+        code: "NAME_AUTH",
+        lower,
+        message: "name failed authentication (damaged, or moved from another directory)",
+      });
     }
     return undefined;
   }
 
   private async entry(lower: string, path: string | undefined): Promise<void> {
     const st = await lstat(lower);
-    if (st.isDirectory()) return this.directory(lower, path ?? `(lower)/${relative(this.root, lower)}`, undefined);
+    if (st.isDirectory())
+      return this.directory(lower, path ?? `(lower)/${relative(this.root, lower)}`, undefined);
     if (st.isSymbolicLink()) {
       this.report.symlinks++;
       try {
@@ -205,7 +262,13 @@ export class Fsck {
       this.progress.tick();
       return;
     }
-    this.add({ severity: "warning", code: "SPECIAL_FILE", path, lower, message: "device, FIFO or socket in the lower directory" });
+    this.add({
+      severity: "warning",
+      code: "SPECIAL_FILE",
+      path,
+      lower,
+      message: "device, FIFO or socket in the lower directory",
+    });
   }
 
   private async file(lower: string, path: string | undefined, lowerSize: number): Promise<void> {
@@ -219,12 +282,26 @@ export class Fsck {
         header = openHeader(this.keyring, head.subarray(0, bytesRead), this.geometry.blockSize);
       } catch (err) {
         if (!isFormatError(err)) throw err;
-        this.add({ severity: "error", code: err.code, path, lower, message: `header: ${err.message}` });
+        this.add({
+          severity: "error",
+          code: err.code,
+          path,
+          lower,
+          message: `header: ${err.message}`,
+        });
         return;
       }
-      const stale = header.slotEpochs.filter((e) => e !== undefined && e !== this.keyring.currentEpoch);
+      const stale = header.slotEpochs.filter(
+        (e) => e !== undefined && e !== this.keyring.currentEpoch,
+      );
       if (stale.length > 0) {
-        this.add({ severity: "warning", code: "STALE_EPOCH", path, lower, message: `file key still wrapped under epoch ${stale.join(", ")} (run cryptmount rekey to finish)` });
+        this.add({
+          severity: "warning",
+          code: "STALE_EPOCH",
+          path,
+          lower,
+          message: `file key still wrapped under epoch ${stale.join(", ")} (run cryptmount rekey to finish)`,
+        });
       }
       let size: number;
       try {
@@ -248,7 +325,14 @@ export class Fsck {
           const offset = (at - first) * this.geometry.sealedBlockSize;
           const { failure } = openBlocks(cipher, at, chunk.subarray(offset, got), finalIndex);
           if (!failure) break;
-          this.add({ severity: "error", code: failure.error.code, path, lower, block: failure.index, message: failure.error.message });
+          this.add({
+            severity: "error",
+            code: failure.error.code,
+            path,
+            lower,
+            block: failure.index,
+            message: failure.error.message,
+          });
           at = failure.index + 1;
         }
       }

@@ -2,7 +2,12 @@ import { open, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { Keyring, MOUNT_KEY_SIZE, deriveEpochKeys } from "../crypto/keys.js";
 import { randomPool } from "../crypto/random.js";
-import { sealMountKeys, sealVolumeSecret, unlockConfig, type VolumeConfig } from "../format/config.js";
+import {
+  sealMountKeys,
+  sealVolumeSecret,
+  unlockConfig,
+  type VolumeConfig,
+} from "../format/config.js";
 import { isFormatError } from "../format/errors.js";
 import { HEADER_SIZE, openHeader, planRewrap } from "../format/header.js";
 import { classifyLowerEntry } from "../format/names.js";
@@ -64,10 +69,16 @@ async function rewrapFile(path: string, keyring: Keyring, blockSize: number): Pr
   }
 }
 
-export async function rekey(unlocked: UnlockedVolume, progress: Progress = noProgress): Promise<RekeyResult> {
+export async function rekey(
+  unlocked: UnlockedVolume,
+  progress: Progress = noProgress,
+): Promise<RekeyResult> {
   const { lower } = unlocked;
   if ((await currentMounts()).some((m) => m.fstype === FSTYPE && m.source === fsnameFor(lower))) {
-    throw new UserError(`${lower}: volume is mounted; unmount it before rekey`, EXIT.alreadyMounted);
+    throw new UserError(
+      `${lower}: volume is mounted; unmount it before rekey`,
+      EXIT.alreadyMounted,
+    );
   }
   let config: VolumeConfig = unlocked.config;
   const mountKeys = new Map(unlocked.mountKeys);
@@ -120,7 +131,10 @@ export async function rekey(unlocked: UnlockedVolume, progress: Progress = noPro
   }
   const finalKeys = new Map([[to, mountKeys.get(to)!]]);
   const { rekey: _done, ...rest } = config;
-  config = resign({ ...rest, keys: sealMountKeys(config.volumeId, unlocked.slotKey, finalKeys) }, finalKeys);
+  config = resign(
+    { ...rest, keys: sealMountKeys(config.volumeId, unlocked.slotKey, finalKeys) },
+    finalKeys,
+  );
   await saveConfig(lower, config);
   volumeSecret.fill(0);
   for (const key of mountKeys.values()) key.fill(0);

@@ -2,7 +2,14 @@ import type { KeySlot, VolumeConfig } from "../format/config.js";
 import { RECOVERY_KEY_SIZE, formatRecoveryKey } from "../format/recovery.js";
 import { randomPool } from "../crypto/random.js";
 import { EXIT, UserError } from "./errors.js";
-import { makeSlot, nextSlotId, resign, saveConfig, type SlotRequest, type UnlockedVolume } from "./volume.js";
+import {
+  makeSlot,
+  nextSlotId,
+  resign,
+  saveConfig,
+  type SlotRequest,
+  type UnlockedVolume,
+} from "./volume.js";
 
 /**
  * Key-slot management (cryptmount passwd): every change rewrites only the
@@ -15,18 +22,31 @@ async function commit(unlocked: UnlockedVolume, slots: KeySlot[]): Promise<Volum
 }
 
 /** Replaces `slotId` (default: the slot that unlocked, when it is a passphrase) with a new passphrase slot. */
-export async function changePassphrase(unlocked: UnlockedVolume, request: SlotRequest, slotId?: number): Promise<KeySlot> {
+export async function changePassphrase(
+  unlocked: UnlockedVolume,
+  request: SlotRequest,
+  slotId?: number,
+): Promise<KeySlot> {
   const slots = [...unlocked.config.slots];
   const targetId =
-    slotId ?? (unlocked.slot.kind === "passphrase" ? unlocked.slot.id : slots.find((s) => s.kind === "passphrase")?.id);
+    slotId ??
+    (unlocked.slot.kind === "passphrase"
+      ? unlocked.slot.id
+      : slots.find((s) => s.kind === "passphrase")?.id);
   const index = targetId === undefined ? -1 : slots.findIndex((s) => s.id === targetId);
-  if (targetId !== undefined && index < 0) throw new UserError(`no key slot ${targetId}`, EXIT.usage);
+  if (targetId !== undefined && index < 0)
+    throw new UserError(`no key slot ${targetId}`, EXIT.usage);
   if (index >= 0 && slots[index]!.kind !== "passphrase") {
     throw new UserError(`key slot ${targetId} is not a passphrase slot`, EXIT.usage);
   }
   const label = index >= 0 ? (slots[index]!.label ?? "passphrase") : "passphrase";
   const id = index >= 0 ? targetId! : nextSlotId(slots);
-  const slot = await makeSlot(unlocked.config.volumeId, id, { label, ...request }, unlocked.slotKey);
+  const slot = await makeSlot(
+    unlocked.config.volumeId,
+    id,
+    { label, ...request },
+    unlocked.slotKey,
+  );
   if (index >= 0) slots[index] = slot;
   else slots.push(slot);
   await commit(unlocked, slots);
@@ -35,15 +55,25 @@ export async function changePassphrase(unlocked: UnlockedVolume, request: SlotRe
 
 export async function addSlot(unlocked: UnlockedVolume, request: SlotRequest): Promise<KeySlot> {
   const slots = [...unlocked.config.slots];
-  const slot = await makeSlot(unlocked.config.volumeId, nextSlotId(slots), request, unlocked.slotKey);
+  const slot = await makeSlot(
+    unlocked.config.volumeId,
+    nextSlotId(slots),
+    request,
+    unlocked.slotKey,
+  );
   await commit(unlocked, [...slots, slot]);
   return slot;
 }
 
 export async function removeSlot(unlocked: UnlockedVolume, id: number): Promise<void> {
   const slots = unlocked.config.slots.filter((s) => s.id !== id);
-  if (slots.length === unlocked.config.slots.length) throw new UserError(`no key slot ${id}`, EXIT.usage);
-  if (slots.length === 0) throw new UserError("refusing to remove the last key slot: the volume would be lost", EXIT.usage);
+  if (slots.length === unlocked.config.slots.length)
+    throw new UserError(`no key slot ${id}`, EXIT.usage);
+  if (slots.length === 0)
+    throw new UserError(
+      "refusing to remove the last key slot: the volume would be lost",
+      EXIT.usage,
+    );
   await commit(unlocked, slots);
 }
 

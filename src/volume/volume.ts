@@ -51,16 +51,20 @@ async function requireDirectory(lower: string): Promise<void> {
 function describe(lower: string, err: unknown): UserError {
   if (isFormatError(err)) return new UserError(`${lower}: ${err.message}`, EXIT.notAVolume);
   const code = (err as NodeJS.ErrnoException).code;
-  if (code === "EACCES") return new UserError(`${lower}: permission denied reading the volume config`, EXIT.io);
+  if (code === "EACCES")
+    return new UserError(`${lower}: permission denied reading the volume config`, EXIT.io);
   return new UserError(`${lower}: cannot read the volume config (${code ?? "error"})`, EXIT.io);
 }
 
 export async function loadConfig(lower: string): Promise<LoadedConfig> {
   await requireDirectory(lower);
-  const primary = await readFile(join(lower, CONFIG_FILE), "utf8").catch((e: NodeJS.ErrnoException) => e);
+  const primary = await readFile(join(lower, CONFIG_FILE), "utf8").catch(
+    (e: NodeJS.ErrnoException) => e,
+  );
   if (primary instanceof Error && primary.code === "ENOENT") {
     const backupExists = await stat(join(lower, CONFIG_BACKUP)).catch(() => undefined);
-    if (!backupExists) throw new UserError(`${lower}: not a cryptmount volume (no ${CONFIG_FILE})`, EXIT.notAVolume);
+    if (!backupExists)
+      throw new UserError(`${lower}: not a cryptmount volume (no ${CONFIG_FILE})`, EXIT.notAVolume);
   }
   let firstError: unknown = primary instanceof Error ? primary : undefined;
   if (!(primary instanceof Error)) {
@@ -89,7 +93,12 @@ export async function saveConfig(lower: string, config: VolumeConfig): Promise<v
     // A full disk or read-only lower is the user's to fix, not an internal error.
     const e = err as NodeJS.ErrnoException;
     if (typeof e?.code !== "string") throw err;
-    const reason = e.code === "ENOSPC" ? "no space left on device" : e.code === "EROFS" ? "read-only file system" : e.code;
+    const reason =
+      e.code === "ENOSPC"
+        ? "no space left on device"
+        : e.code === "EROFS"
+          ? "read-only file system"
+          : e.code;
     throw new UserError(`${lower}: cannot write the volume config (${reason})`, EXIT.failure);
   }
 }
@@ -106,7 +115,11 @@ export interface UnlockedVolume {
 }
 
 /** Tries the secret against every slot of its kind; a wrong secret is a UserError with EXIT.wrongKey. */
-export async function unlockWithSecret(lower: string, config: VolumeConfig, secret: Secret): Promise<UnlockedVolume> {
+export async function unlockWithSecret(
+  lower: string,
+  config: VolumeConfig,
+  secret: Secret,
+): Promise<UnlockedVolume> {
   const candidates = config.slots.filter((s) => s.kind === secret.kind);
   if (candidates.length === 0) {
     throw new UserError(`${lower}: the volume has no ${secret.kind} key slot`, EXIT.wrongKey);
@@ -123,7 +136,11 @@ export async function unlockWithSecret(lower: string, config: VolumeConfig, secr
       throw describe(lower, err);
     }
   }
-  const what = { passphrase: "wrong passphrase", keyfile: "wrong key file", recovery: "wrong recovery key" }[secret.kind];
+  const what = {
+    passphrase: "wrong passphrase",
+    keyfile: "wrong key file",
+    recovery: "wrong recovery key",
+  }[secret.kind];
   throw new UserError(`${lower}: ${what}`, EXIT.wrongKey);
 }
 
@@ -135,7 +152,10 @@ export function keyringFor(config: VolumeConfig, mountKeys: MountKeys): Keyring 
   return keyring;
 }
 
-export async function unlockVolume(lower: string, secret: Secret): Promise<UnlockedVolume & { usedBackup: boolean }> {
+export async function unlockVolume(
+  lower: string,
+  secret: Secret,
+): Promise<UnlockedVolume & { usedBackup: boolean }> {
   const { config, usedBackup } = await loadConfig(lower);
   return { ...(await unlockWithSecret(lower, config, secret)), usedBackup };
 }
@@ -152,7 +172,12 @@ export function nextSlotId(slots: readonly KeySlot[]): number {
   return slots.reduce((max, s) => Math.max(max, s.id), 0) + 1;
 }
 
-export async function makeSlot(volumeId: string, id: number, request: SlotRequest, slotKey: Uint8Array): Promise<KeySlot> {
+export async function makeSlot(
+  volumeId: string,
+  id: number,
+  request: SlotRequest,
+  slotKey: Uint8Array,
+): Promise<KeySlot> {
   const kind: SlotKind = request.secret.kind;
   const base = {
     id,
@@ -174,7 +199,10 @@ export async function makeSlot(volumeId: string, id: number, request: SlotReques
 export function resign(config: UnsignedConfig, mountKeys: MountKeys): VolumeConfig {
   const mk = mountKeys.get(config.epoch);
   if (!mk) throw new FormatError("CONFIG_AUTH", "missing mount key for the current epoch");
-  return signConfig(deriveEpochKeys(mk, Buffer.from(config.volumeId, "base64url"), config.epoch), config);
+  return signConfig(
+    deriveEpochKeys(mk, Buffer.from(config.volumeId, "base64url"), config.epoch),
+    config,
+  );
 }
 
 export interface InitOptions {
@@ -184,7 +212,10 @@ export interface InitOptions {
   readonly recovery?: boolean;
 }
 
-export async function initVolume(lower: string, options: InitOptions): Promise<{ config: VolumeConfig; recoveryKey?: string }> {
+export async function initVolume(
+  lower: string,
+  options: InitOptions,
+): Promise<{ config: VolumeConfig; recoveryKey?: string }> {
   await mkdir(lower, { recursive: true });
   await requireDirectory(lower);
   const existing = await readdir(lower);
@@ -209,7 +240,8 @@ export async function initVolume(lower: string, options: InitOptions): Promise<{
     requests.push({ secret: { kind: "recovery", bytes: key }, label: "recovery key" });
   }
   const slots: KeySlot[] = [];
-  for (const request of requests) slots.push(await makeSlot(volumeId, slots.length + 1, request, slotKey));
+  for (const request of requests)
+    slots.push(await makeSlot(volumeId, slots.length + 1, request, slotKey));
 
   const config = signConfig(epochKeys, {
     format: "cryptmount",
