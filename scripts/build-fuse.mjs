@@ -36,7 +36,7 @@ import { fileURLToPath } from "node:url";
 
 const FUSE_NATIVE_VERSION = "2.2.6";
 // Must match CRYPTMOUNT_PATCH_LEVEL in the patched fuse-native.c.
-const PATCH_LEVEL = 1;
+const PATCH_LEVEL = 2;
 const MARKER = "CRYPTMOUNT_PATCH_LEVEL";
 const STRIP = 3; // a/node_modules/fuse-native/<file>
 

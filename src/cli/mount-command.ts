@@ -95,8 +95,10 @@ export async function mountCommand(
 /** Starts the server in the background and returns once the mount is live. */
 function daemonize(message: ServeMessage): Promise<number> {
   const script = fileURLToPath(new URL("./main.js", import.meta.url));
-  // After detaching, the server must not write to the user's terminal.
-  const stderr = process.stderr.isTTY ? "ignore" : "inherit";
+  // A detached server keeps whatever it inherits open: never the user's terminal,
+  // never a pipe a caller waits on (`out=$(cryptmount mount ...)` would hang).
+  // Only the systemd journal is kept; otherwise logs go to --log-file.
+  const stderr = process.env.JOURNAL_STREAM && !process.stderr.isTTY ? "inherit" : "ignore";
   const child = spawn(process.execPath, [script, "__serve"], {
     detached: true,
     stdio: [openSync("/dev/null", "r"), "ignore", stderr, "ipc"],

@@ -47,6 +47,8 @@ export const ARGON2_MINIMUM: Argon2Params = {
   iterations: 3,
   parallelism: 1,
 };
+/** Read before the config is authenticated, so bounded: a tampered config must not exhaust memory. */
+export const ARGON2_MAX_MEMORY_KIB = 4 * 1024 * 1024;
 /** About one second on the reference machine (scripts/bench-kdf.mjs). */
 export const ARGON2_DEFAULT: Argon2Params = {
   algorithm: "argon2id",
@@ -162,7 +164,7 @@ function checkArgon2(kdf: unknown): asserts kdf is Argon2Params {
   if (
     !k ||
     k.algorithm !== "argon2id" ||
-    !isInt(k.memoryKiB, 1, 1 << 30) ||
+    !isInt(k.memoryKiB, 1, ARGON2_MAX_MEMORY_KIB) ||
     !isInt(k.iterations, 1, 1000) ||
     !isInt(k.parallelism, 1, 64)
   ) {

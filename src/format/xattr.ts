@@ -21,7 +21,8 @@ export function encryptXattrName(keys: VolumeKeys, name: string): string {
   if (!name.startsWith(XATTR_PREFIX))
     throw new FormatError("NAME_INVALID", "only user.* attributes are supported");
   const bare = Buffer.from(name.slice(XATTR_PREFIX.length), "utf8");
-  if (bare.length === 0 || bare.length > MAX_XATTR_NAME)
+  if (bare.length === 0) throw new FormatError("NAME_INVALID", "empty attribute name");
+  if (bare.length > MAX_XATTR_NAME)
     throw new FormatError("NAME_TOO_LONG", "attribute name too long");
   return LOWER_XATTR_PREFIX + toBase64Url(sivSeal(keys.xattrNames, [], bare));
 }

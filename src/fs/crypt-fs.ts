@@ -357,7 +357,10 @@ export class CryptFs implements FileSystem {
   async rename(from: string, to: string): Promise<void> {
     this.requireWritable();
     const source = await this.names.locate(from);
-    const target = await this.names.locate(to);
+    const existing = await this.names.locate(to);
+    const target = (await lstat(existing.lower).catch(() => undefined))
+      ? existing
+      : await this.locateNew(to);
     if (source.lower === target.lower) return;
     const sourceStat = await lstat(source.lower);
     const targetStat = await lstat(target.lower).catch(() => undefined);

@@ -136,7 +136,8 @@ export function buildOperations(fs: FileSystem, log: Logger): Operations {
       count("write", path, reply, () => fs.write(path, fh, buf, len, pos)),
     flush: (path: string, fh: number, reply: Reply) =>
       call("flush", path, reply, () => fs.flush(path, fh), none),
-    fsync: (path: string, fh: number, datasync: number | boolean, reply: Reply) =>
+    // fuse-native calls fsync(path, datasync, fh, cb): datasync comes before the handle.
+    fsync: (path: string, datasync: number | boolean, fh: number, reply: Reply) =>
       call("fsync", path, reply, () => fs.fsync(path, fh, Boolean(datasync)), none),
     release: (path: string, fh: number, reply: Reply) =>
       call("release", path, reply, () => fs.release(path, fh), none),

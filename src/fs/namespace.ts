@@ -26,6 +26,9 @@ export interface Located {
   readonly longName?: string;
 }
 
+/** A lower name no entry can have (no format entry is named so): lookups in ID-less directories miss. */
+const NO_ENTRY = "cm.none";
+
 /** Small LRU over Map insertion order. */
 class Lru<K, V> {
   private readonly map = new Map<K, V>();
@@ -135,7 +138,10 @@ export class Namespace {
       if ((err as NodeJS.ErrnoException).code === "ENOTDIR") throw new FsError("ENOTDIR");
       throw err;
     }
-    const candidates = (ids.length > 0 ? ids : [this.keyring.volume.rootDirId]).map((id) => {
+    // A directory without an ID holds no readable names: nothing can be found in it.
+    if (ids.length === 0)
+      return { lower: join(parentLower, NO_ENTRY), parentLower, entry: NO_ENTRY };
+    const candidates = ids.map((id) => {
       const found = lowerEntryFor(this.encrypt(id, name));
       return { ...found, lower: join(parentLower, found.entry), parentLower };
     });
@@ -207,7 +213,7 @@ export class Namespace {
     const cached = this.decrypted.get(cacheKey);
     if (cached !== undefined) return cached;
     let name: string | null = null;
-    for (const id of ids.length > 0 ? ids : [this.keyring.volume.rootDirId]) {
+    for (const id of ids) {
       try {
         name = decryptName(this.keyring.volume.names, id, encoded);
         this.encrypted.set(id.toString("hex") + "/" + name, encoded);
@@ -216,8 +222,10 @@ export class Namespace {
         if (!isFormatError(err)) throw err;
       }
     }
-    if (name === null)
-      this.log.warn({ dir: cleartextDir, entry }, "name failed authentication; entry hidden");
+    if (name === null) {
+      const why = ids.length === 0 ? "directory ID missing" : "name failed authentication";
+      this.log.warn({ dir: cleartextDir, entry }, `${why}; entry hidden`);
+    }
     this.decrypted.set(cacheKey, name);
     return name;
   }

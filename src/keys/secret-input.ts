@@ -73,8 +73,12 @@ export async function promptHidden(prompt: string): Promise<Buffer> {
         for (const byte of data) {
           if (byte === 0x0d || byte === 0x0a) return resolve(Buffer.from(chars));
           if (byte === 0x03) return reject(new UserError("interrupted", EXIT.interrupted));
-          if (byte === 0x7f || byte === 0x08) chars.pop();
-          else chars.push(byte);
+          if (byte === 0x7f || byte === 0x08) {
+            // Erase one character: UTF-8 continuation bytes, then the lead byte.
+            while (chars.length > 0 && ((chars[chars.length - 1] ?? 0) & 0xc0) === 0x80)
+              chars.pop();
+            chars.pop();
+          } else chars.push(byte);
         }
       });
     });

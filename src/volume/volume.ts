@@ -126,14 +126,15 @@ export async function unlockWithSecret(
   }
   for (const slot of candidates) {
     const kek = await deriveKek(slot, secret);
-    const slotKey = kek && openSlot(config.volumeId, slot, kek);
-    kek?.fill(0);
-    if (!slotKey) continue;
     try {
+      const slotKey = kek && openSlot(config.volumeId, slot, kek);
+      if (!slotKey) continue;
       const mountKeys = openMountKeys(config, slotKey);
       return { lower, config, slot, slotKey, mountKeys, keyring: keyringFor(config, mountKeys) };
     } catch (err) {
       throw describe(lower, err);
+    } finally {
+      kek?.fill(0);
     }
   }
   const what = {

@@ -11,8 +11,12 @@
 //   }
 //
 // Events are written to stdout as JSON lines: ready, create, open, write,
-// utimens, external-unmount, unmounted, error. Signals: SIGTERM/SIGINT
+// utimens, mkdir, external-unmount, unmounted, error. Signals: SIGTERM/SIGINT
 // unmount through fuse.unmount() and let the process end on its own.
+//
+// create and mkdir report the caller (Fuse.context() and fuse.context() at
+// the start of the handler, `ctx` / `own`) and what Fuse.context() says after
+// an await (`later`, expected null).
 
 import { Buffer } from "node:buffer";
 import console from "node:console";
@@ -202,6 +206,8 @@ const ops = {
     cb(0, fh);
   },
   create(path, mode, flags, cb) {
+    const ctx = Fuse.context();
+    const own = fuse.context();
     if (typeof flags !== "number" || typeof cb !== "function") {
       emit("error", { message: "create called without flags" });
       return (typeof cb === "function" ? cb : flags)(Fuse.EIO);
@@ -210,7 +216,7 @@ const ops = {
     if (!nodes.has(parentOf(path))) return cb(Fuse.ENOENT);
     if (!nodes.has(path)) nodes.set(path, makeNode(S_IFREG | (mode & 0o7777)));
     const fh = allocHandle(path);
-    emit("create", { path, mode, flags, fh });
+    emit("create", { path, mode, flags, fh, ctx, own });
     cb(0, fh);
   },
   release(path, fh, cb) {
@@ -275,7 +281,12 @@ const ops = {
     if (!nodes.delete(path)) return cb(Fuse.ENOENT);
     cb(0);
   },
-  mkdir(path, mode, cb) {
+  async mkdir(path, mode, cb) {
+    const ctx = Fuse.context();
+    const own = fuse.context();
+    await Promise.resolve();
+    const later = Fuse.context();
+    emit("mkdir", { path, mode, ctx, own, later });
     if (nodes.has(path)) return cb(Fuse.EEXIST);
     nodes.set(path, makeNode(S_IFDIR | (mode & 0o7777)));
     cb(0);
@@ -324,5 +335,9 @@ fuse.mount((err) => {
     process.exitCode = 1;
     return;
   }
-  emit("ready", { pid: process.pid, patchLevel: Fuse.CRYPTMOUNT_PATCH_LEVEL });
+  emit("ready", {
+    pid: process.pid,
+    patchLevel: Fuse.CRYPTMOUNT_PATCH_LEVEL,
+    context: Fuse.context(), // outside any handler: null
+  });
 });

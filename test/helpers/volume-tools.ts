@@ -7,12 +7,13 @@
 // Reading the *lower* directory from the test process is fine: it is a plain
 // directory, not a FUSE mount.
 
+import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { closeSync, openSync, readFileSync, readSync, readdirSync, statSync } from "node:fs";
-import { open, readFile, writeFile } from "node:fs/promises";
+import { open, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { expect } from "vitest";
-import { HEADER_SIZE, isMounted, pyOk, run, type RunResult, type Sandbox } from "./volume.js";
+import { CLI, HEADER_SIZE, isMounted, pyOk, run, type RunResult, type Sandbox } from "./volume.js";
 
 export const CONFIG = "cryptmount.conf";
 export const CONFIG_BAK = "cryptmount.conf.bak";
@@ -40,6 +41,134 @@ export function prng(seed: number): () => number {
 /** An integer in [min, max] from `rand`. */
 export function randInt(rand: () => number, min: number, max: number): number {
   return min + Math.floor(rand() * (max - min + 1));
+}
+
+// ---------------------------------------------------------------------------
+// Running commands that may leave a background server behind
+//
+// A background mount server inherits the caller's standard error (it logs
+// there when it is not a terminal, docs/cryptmount.1.md). A runner that waits
+// for the pipes to close (volume.ts run()) would then wait until the volume
+// is unmounted, so here the output goes to files and we wait for the exit only.
+
+export interface ExitRunOptions {
+  env?: Record<string, string | undefined>;
+  input?: string;
+  timeoutMs?: number;
+}
+
+export interface StartedExit {
+  proc: ChildProcess;
+  done: Promise<RunResult>;
+}
+
+let outputCounter = 0;
+
+export function startToExit(sb: Sandbox, cmd: string, args: readonly string[], options: ExitRunOptions = {}): StartedExit {
+  const base = join(sb.dir, `out-${process.pid}-${++outputCounter}`);
+  const outFd = openSync(base + ".stdout", "w");
+  const errFd = openSync(base + ".stderr", "w");
+  const proc = spawn(cmd, args, {
+    env: { ...process.env, LC_ALL: "C", LANG: "C", TZ: "UTC", ...sb.env, ...options.env },
+    stdio: [options.input === undefined ? "ignore" : "pipe", outFd, errFd],
+  });
+  closeSync(outFd);
+  closeSync(errFd);
+  if (options.input !== undefined) {
+    proc.stdin!.on("error", () => undefined);
+    proc.stdin!.end(options.input);
+  }
+  const timeoutMs = options.timeoutMs ?? 120_000;
+  const done = new Promise<RunResult>((resolve) => {
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      proc.kill("SIGKILL");
+    }, timeoutMs);
+    const finish = async (code: number | null, signal: NodeJS.Signals | null) => {
+      clearTimeout(timer);
+      const stdoutBytes = await readFile(base + ".stdout").catch(() => Buffer.alloc(0));
+      let stderr = await readFile(base + ".stderr", "utf8").catch(() => "");
+      if (timedOut) stderr += `\n[test harness: killed after ${timeoutMs} ms]\n`;
+      // The server may still hold the files open; unlinking them is fine.
+      await rm(base + ".stdout", { force: true });
+      await rm(base + ".stderr", { force: true });
+      resolve({ code, signal, stdout: stdoutBytes.toString("utf8"), stderr, stdoutBytes });
+    };
+    proc.on("error", (e) => {
+      clearTimeout(timer);
+      resolve({ code: 127, signal: null, stdout: "", stderr: String(e), stdoutBytes: Buffer.alloc(0) });
+    });
+    proc.on("exit", (code, signal) => void finish(code, signal));
+  });
+  return { proc, done };
+}
+
+/** Runs a program with the sandbox's environment and waits for its exit (not for its pipes). */
+export function runToExit(sb: Sandbox, cmd: string, args: readonly string[], options: ExitRunOptions = {}): Promise<RunResult> {
+  return startToExit(sb, cmd, args, options).done;
+}
+
+/** The cryptmount CLI, waited for until it exits. */
+export function cli(sb: Sandbox, args: readonly string[], options: ExitRunOptions = {}): Promise<RunResult> {
+  return runToExit(sb, process.execPath, [CLI, ...args], options);
+}
+
+export async function cliOk(sb: Sandbox, args: readonly string[], options: ExitRunOptions = {}): Promise<string> {
+  const r = await cli(sb, args, options);
+  if (r.code !== 0) throw new Error(`cryptmount ${args.join(" ")} failed (exit ${r.code}, signal ${r.signal}): ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+export interface LiveMount {
+  readonly lower: string;
+  readonly mountpoint: string;
+  readonly pid: number;
+}
+
+/**
+ * Mounts with "cryptmount mount" (background server) at a fresh mount point
+ * inside the sandbox (so sb.unmountAll() takes it down whatever happens).
+ */
+export async function mountVolume(
+  sb: Sandbox,
+  lower: string,
+  options: { mountpoint?: string; args?: readonly string[]; key?: readonly string[] } = {},
+): Promise<LiveMount> {
+  const mountpoint = options.mountpoint ?? (await sb.mkdir("mnt"));
+  const key = options.key ?? ["--passfile", sb.passfile];
+  const r = await cli(sb, ["mount", ...key, ...(options.args ?? []), lower, mountpoint], { timeoutMs: 60_000 });
+  if (r.code !== 0) throw new Error(`mount ${lower} failed (exit ${r.code}): ${r.stderr.trim()}`);
+  if (!isMounted(mountpoint)) throw new Error(`${mountpoint}: mount reported success but is not mounted`);
+  const pid = sb.serverPid(mountpoint);
+  if (pid === undefined) throw new Error(`${mountpoint}: no runtime record for the server`);
+  return { lower, mountpoint, pid };
+}
+
+/** "cryptmount umount" and wait for the server to be gone. */
+export async function unmountVolume(sb: Sandbox, m: LiveMount): Promise<void> {
+  const r = await cli(sb, ["umount", m.mountpoint], { timeoutMs: 30_000 });
+  if (r.code !== 0) throw new Error(`umount ${m.mountpoint} failed (exit ${r.code}): ${r.stderr.trim()}`);
+  if (isMounted(m.mountpoint)) throw new Error(`${m.mountpoint}: still mounted after umount`);
+  const deadline = Date.now() + 15_000;
+  while (serverAlive(m.pid)) {
+    if (Date.now() > deadline) throw new Error(`server ${m.pid} did not exit after umount`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+function serverAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch {
+    return false;
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -76,7 +205,7 @@ export async function secretFile(sb: Sandbox, name: string, content: string | Bu
 /** Creates a volume like Sandbox.createVolume but also returns init's stdout (recovery key). */
 export async function initVolume(sb: Sandbox, extra: readonly string[] = [], passfile = sb.passfile): Promise<{ lower: string; stdout: string }> {
   const lower = sb.path("lower");
-  const stdout = await sb.cliOk(["init", "--passfile", passfile, ...MIN_KDF, ...extra, lower]);
+  const stdout = await cliOk(sb, ["init", "--passfile", passfile, ...MIN_KDF, ...extra, lower]);
   return { lower, stdout };
 }
 
@@ -112,9 +241,10 @@ export async function writeFiles(root: string, seed: string, dirs: number, perDi
 }
 
 const CHECKSUMMER = String.raw`
-import hashlib, json, os, sys
+import errno, hashlib, json, os, sys
 root = sys.argv[1]
-only = set(json.loads(sys.argv[2])) if len(sys.argv) > 2 else None
+only = set(json.loads(sys.argv[2])) if len(sys.argv) > 2 and sys.argv[2] != "-" else None
+tolerant = len(sys.argv) > 3 and sys.argv[3] == "tolerant"
 out = {}
 for dp, dn, fn in os.walk(root):
     dn.sort()
@@ -126,14 +256,23 @@ for dp, dn, fn in os.walk(root):
         if os.path.islink(p):
             out[rel] = "link:" + os.readlink(p)
             continue
-        with open(p, "rb") as fh:
-            out[rel] = hashlib.sha256(fh.read()).hexdigest()
+        try:
+            with open(p, "rb") as fh:
+                out[rel] = hashlib.sha256(fh.read()).hexdigest()
+        except OSError as e:
+            if not tolerant:
+                raise
+            out[rel] = "error:" + errno.errorcode.get(e.errno, str(e.errno))
 json.dump(out, sys.stdout)
 `;
 
-/** sha256 of every regular file below `root` (a mount point), read by a python3 process. */
-export async function checksumTree(root: string, only?: readonly string[]): Promise<Manifest> {
-  const args = only ? [root, JSON.stringify(only)] : [root];
+/**
+ * sha256 of every regular file below `root` (a mount point), read by a
+ * python3 process. `tolerant`: a file that fails to read maps to
+ * "error:EIO" (or its errno) instead of failing the whole run.
+ */
+export async function checksumTree(root: string, only?: readonly string[], tolerant = false): Promise<Manifest> {
+  const args = [root, only ? JSON.stringify(only) : "-", ...(tolerant ? ["tolerant"] : [])];
   return JSON.parse(await pyOk(CHECKSUMMER, args, { timeoutMs: 600_000 })) as Manifest;
 }
 
@@ -320,7 +459,7 @@ export interface InfoJson {
 }
 
 export async function info(sb: Sandbox, lower: string): Promise<InfoJson> {
-  return JSON.parse(await sb.cliOk(["info", "--json", lower])) as InfoJson;
+  return JSON.parse(await cliOk(sb, ["info", "--json", lower])) as InfoJson;
 }
 
 // ---------------------------------------------------------------------------
@@ -346,7 +485,7 @@ export interface FsckJson {
 }
 
 export async function fsck(sb: Sandbox, lower: string, extra: readonly string[] = []): Promise<{ code: number | null; report: FsckJson; stderr: string }> {
-  const r = await sb.cli(["fsck", "--passfile", sb.passfile, "--json", ...extra, lower], { timeoutMs: 300_000 });
+  const r = await cli(sb, ["fsck", "--passfile", sb.passfile, "--json", ...extra, lower], { timeoutMs: 300_000 });
   let report: FsckJson;
   try {
     report = JSON.parse(r.stdout) as FsckJson;

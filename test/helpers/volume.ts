@@ -119,7 +119,23 @@ export function start(cmd: string, args: readonly string[], options: RunOptions 
       err.push(Buffer.from(String(e)));
       finish(127, null);
     });
-    proc.on("close", finish);
+    // Not "close": `cryptmount mount` leaves a background server that
+    // inherits its stderr, so the pipe stays open long after the command
+    // exits. Wait for its output to drain, briefly, then stop listening.
+    proc.on("exit", (code, signal) => {
+      const drained = (s: NodeJS.ReadableStream | null) =>
+        new Promise<void>((r) => {
+          if (!s || (s as { readableEnded?: boolean }).readableEnded) return r();
+          s.once("end", () => r());
+          s.once("close", () => r());
+        });
+      const grace = sleep(300);
+      void Promise.race([Promise.all([drained(proc.stdout), drained(proc.stderr)]), grace]).then(() => {
+        proc.stdout?.destroy();
+        proc.stderr?.destroy();
+        finish(code, signal);
+      });
+    });
   });
   return { proc, done };
 }

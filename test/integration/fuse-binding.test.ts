@@ -6,17 +6,30 @@
 // process must never access a FUSE mount it serves itself synchronously.
 //
 // Needs /dev/fuse and fusermount. Without /dev/fuse the suite is skipped,
-// unless CRYPTMOUNT_REQUIRE_FUSE=1 (then it fails).
+// unless CRYPTMOUNT_REQUIRE_FUSE=1 (then it fails). The caller-context test
+// also needs root (it mounts with allow_other and acts as uid 65534 through
+// setpriv). The Fuse.utimensat tests only need the patched build.
 
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes, createHash } from "node:crypto";
-import { accessSync, constants, readFileSync } from "node:fs";
+import {
+  accessSync,
+  constants,
+  lstatSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { mkdtemp, rm, rmdir, writeFile } from "node:fs/promises";
 import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
+import { constants as osConstants, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterEach, describe, expect, it } from "vitest";
+import Fuse from "fuse-native";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, "..", "..");
@@ -37,6 +50,8 @@ function fuseAvailable(): boolean {
   }
 }
 const haveFuse = fuseAvailable() || process.env.CRYPTMOUNT_REQUIRE_FUSE === "1";
+const isRoot = process.getuid?.() === 0;
+const NOBODY = 65534;
 
 // ---------------------------------------------------------------------------
 // Running programs (always asynchronously: the server's stdout is read by
@@ -75,6 +90,25 @@ async function run(cmd: string, args: string[], timeoutMs?: number): Promise<str
 }
 
 const py = (code: string, ...args: string[]) => run("python3", ["-c", code, ...args]);
+
+// Like runResult, but also reports the child's pid.
+function runWithPid(
+  cmd: string,
+  args: string[],
+  timeoutMs = 30_000,
+): Promise<RunResult & { pid: number }> {
+  return new Promise((resolvePromise) => {
+    const child = execFile(
+      cmd,
+      args,
+      { timeout: timeoutMs, env: { ...process.env, LC_ALL: "C" } },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === "number" ? err.code : 1) : 0;
+        resolvePromise({ code, stdout: String(stdout), stderr: String(stderr), pid: child.pid! });
+      },
+    );
+  });
+}
 
 // ---------------------------------------------------------------------------
 // Servers
@@ -217,8 +251,72 @@ describe.skipIf(!haveFuse)("patched fuse-native binding", () => {
     expect(gypBuild.resolve(fuseDir)).toBe(join(fuseDir, "build", "Release", "fuse.node"));
 
     const s = await startServer();
-    expect(eventsOf(s, "ready")[0]?.patchLevel).toBe(1);
+    expect(eventsOf(s, "ready")[0]?.patchLevel).toBe(2);
+    expect(Fuse.CRYPTMOUNT_PATCH_LEVEL).toBe(2);
   });
+
+  it.skipIf(!isRoot)(
+    "Fuse.context() is the caller of the request (uid, gid, pid, umask) while the handler runs synchronously",
+    async () => {
+      const s = await startServer({ extraOptions: ["allow_other"] });
+      // Outside of any handler there is no context.
+      expect(eventsOf(s, "ready")[0]?.context).toBeNull();
+
+      // As uid/gid 65534 (no supplementary groups), with umask 027. Plain sh
+      // (nobody may not be able to run every python3 on PATH): `exec mkdir`
+      // keeps the pid we spawned; `: >` is a create made by sh itself, which
+      // then prints its pid, uid and gid.
+      const asNobody = (script: string, ...args: string[]) =>
+        runWithPid("setpriv", [
+          `--reuid=${NOBODY}`,
+          `--regid=${NOBODY}`,
+          "--clear-groups",
+          "/bin/sh",
+          "-c",
+          script,
+          "sh",
+          ...args,
+        ]);
+      const mk = await asNobody('umask 027 && exec mkdir "$1"', join(s.mnt, "nobody-dir"));
+      expect(mk.stderr).toBe("");
+      expect(mk.code).toBe(0);
+      const cr = await asNobody(
+        'umask 027 && : > "$1" && echo $$ $(id -u) $(id -g)',
+        join(s.mnt, "nobody-file"),
+      );
+      expect(cr.stderr).toBe("");
+      expect(cr.code).toBe(0);
+      expect(cr.stdout.trim()).toBe(`${cr.pid} ${NOBODY} ${NOBODY}`);
+
+      const nobody = { uid: NOBODY, gid: NOBODY, umask: 0o027 };
+      const mkdirs = eventsOf(s, "mkdir").filter((e) => e.path === "/nobody-dir");
+      expect(mkdirs).toHaveLength(1);
+      // fuse.context() (the instance method) agrees; after an await: null.
+      const mkCaller = { ...nobody, pid: mk.pid };
+      expect(mkdirs[0]).toMatchObject({ ctx: mkCaller, own: mkCaller, later: null });
+      const creates = eventsOf(s, "create").filter((e) => e.path === "/nobody-file");
+      expect(creates).toHaveLength(1);
+      const crCaller = { ...nobody, pid: cr.pid };
+      expect(creates[0]).toMatchObject({ ctx: crCaller, own: crCaller });
+
+      // A request from another process gets that process's context.
+      const rootChild = await runWithPid("/bin/sh", [
+        "-c",
+        'umask 022 && exec mkdir "$1"',
+        "sh",
+        join(s.mnt, "root-dir"),
+      ]);
+      expect(rootChild.code).toBe(0);
+      const rootMkdir = eventsOf(s, "mkdir").find((e) => e.path === "/root-dir");
+      expect(rootMkdir?.ctx).toEqual({
+        uid: process.getuid!(),
+        gid: process.getgid!(),
+        pid: rootChild.pid,
+        umask: 0o022,
+      });
+      noErrors(s);
+    },
+  );
 
   it("utimens keeps atime and mtime apart, with nanoseconds", async () => {
     const s = await startServer();
@@ -425,5 +523,122 @@ describe.skipIf(!haveFuse)("patched fuse-native binding", () => {
     expect(eventsOf(s, "unmounted")).toHaveLength(1);
     expect(eventsOf(s, "external-unmount")).toHaveLength(0);
     expect(isMounted(s.mnt)).toBe(false);
+  });
+});
+
+// Fuse.utimensat: a plain synchronous utimensat(2) with nanosecond times, for
+// lower (non-FUSE) paths. No mount involved.
+describe("Fuse.utimensat", () => {
+  let dir = "";
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "cryptmount-utimensat-"));
+  });
+  afterAll(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const times = (p: string, follow = true) => {
+    const st = follow ? statSync(p, { bigint: true }) : lstatSync(p, { bigint: true });
+    return [st.atimeNs, st.mtimeNs];
+  };
+
+  it("sets atime and mtime to the nanosecond, before the epoch and beyond 32-bit seconds", () => {
+    const f = join(dir, "exact");
+    writeFileSync(f, "x");
+    Fuse.utimensat(f, 1234567890123456789n, 1300000000987654321n);
+    expect(times(f)).toEqual([1234567890123456789n, 1300000000987654321n]);
+
+    Fuse.utimensat(f, -1500000001n, 7258118400000000001n);
+    expect(times(f)).toEqual([-1500000001n, 7258118400000000001n]);
+
+    // A Buffer path works too.
+    Fuse.utimensat(Buffer.from(f), 1n, 999999999n);
+    expect(times(f)).toEqual([1n, 999999999n]);
+  });
+
+  it("'omit' keeps a time as it is", () => {
+    const f = join(dir, "omit");
+    writeFileSync(f, "x");
+    Fuse.utimensat(f, 1000000000111111111n, 1100000000222222222n);
+    Fuse.utimensat(f, "omit", 1200000000333333333n);
+    expect(times(f)).toEqual([1000000000111111111n, 1200000000333333333n]);
+    Fuse.utimensat(f, 1300000000444444444n, "omit");
+    expect(times(f)).toEqual([1300000000444444444n, 1200000000333333333n]);
+    Fuse.utimensat(f, "omit", "omit");
+    expect(times(f)).toEqual([1300000000444444444n, 1200000000333333333n]);
+  });
+
+  it("'now' sets the current time", () => {
+    const f = join(dir, "now");
+    writeFileSync(f, "x");
+    Fuse.utimensat(f, 1000000000000000000n, 1000000000000000000n);
+    // The kernel's clock for file times is coarse: allow a second of slack.
+    const before = BigInt(Date.now() - 1000) * 1_000_000n;
+    Fuse.utimensat(f, "now", "omit");
+    const after = BigInt(Date.now() + 1000) * 1_000_000n;
+    const [atime, mtime] = times(f);
+    expect(atime! >= before && atime! <= after).toBe(true);
+    expect(mtime).toBe(1000000000000000000n);
+
+    Fuse.utimensat(f, "omit", "now");
+    const [atime2, mtime2] = times(f);
+    expect(atime2).toBe(atime);
+    expect(mtime2! >= before && mtime2! <= after).toBe(true);
+  });
+
+  it("noFollow changes a symlink itself, not its target", () => {
+    const target = join(dir, "target");
+    const link = join(dir, "link");
+    writeFileSync(target, "x");
+    symlinkSync("target", link);
+    Fuse.utimensat(target, 1000000000000000001n, 1000000000000000002n);
+
+    Fuse.utimensat(link, 1500000000000000003n, 1500000000000000004n, true);
+    expect(times(link, false)).toEqual([1500000000000000003n, 1500000000000000004n]);
+    expect(times(target)).toEqual([1000000000000000001n, 1000000000000000002n]);
+
+    // Without noFollow the target changes.
+    Fuse.utimensat(link, 1600000000000000005n, 1600000000000000006n);
+    expect(times(target)).toEqual([1600000000000000005n, 1600000000000000006n]);
+    // (following the link may update its atime, but not its mtime)
+    expect(times(link, false)[1]).toBe(1500000000000000004n);
+  });
+
+  it("throws errors shaped like node's fs errors", () => {
+    const missing = join(dir, "missing", "file");
+    let caught: unknown;
+    try {
+      Fuse.utimensat(missing, 1n, 1n);
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(Error);
+    expect(caught).toMatchObject({
+      code: "ENOENT",
+      errno: -osConstants.errno.ENOENT,
+      syscall: "utimensat",
+      path: missing,
+    });
+    expect((caught as Error).message).toBe(
+      `ENOENT: no such file or directory, utimensat '${missing}'`,
+    );
+
+    const f = join(dir, "notdir");
+    writeFileSync(f, "x");
+    expect(() => Fuse.utimensat(join(f, "x"), "now", "now")).toThrow(
+      expect.objectContaining({ code: "ENOTDIR", errno: -osConstants.errno.ENOTDIR }),
+    );
+  });
+
+  it("rejects bad arguments with a TypeError", () => {
+    const f = join(dir, "args");
+    writeFileSync(f, "x");
+    const bad = [
+      () => Fuse.utimensat(f, 1 as unknown as bigint, "now"),
+      () => Fuse.utimensat(f, "now", "later" as unknown as "now"),
+      () => Fuse.utimensat(`${f}\0`, "now", "now"),
+      () => Fuse.utimensat(42 as unknown as string, "now", "now"),
+    ];
+    for (const call of bad) expect(call).toThrow(TypeError);
   });
 });

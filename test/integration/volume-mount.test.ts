@@ -7,7 +7,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ROOT, Sandbox, haveFuse, isMounted, mountEntry, q, run, sh, waitForExit } from "../helpers/volume.js";
-import { checksumTree, writeNamed } from "../helpers/volume-tools.js";
+import { checksumTree, cliOk, mountVolume, runToExit, unmountVolume, writeNamed } from "../helpers/volume-tools.js";
 
 let sb: Sandbox;
 let lower: string;
@@ -21,9 +21,9 @@ describe.skipIf(!canMount)("mount(8), fstab and umount(8)", () => {
   beforeAll(async () => {
     sb = await Sandbox.create("vmount");
     lower = await sb.createVolume();
-    const m = await sb.mount(lower);
+    const m = await mountVolume(sb, lower);
     await writeNamed(m.mountpoint, files);
-    await sb.unmount(m);
+    await unmountVolume(sb, m);
   });
   afterEach(async () => {
     await sb.unmountAll();
@@ -32,8 +32,11 @@ describe.skipIf(!canMount)("mount(8), fstab and umount(8)", () => {
     await sb?.cleanup();
   });
 
-  /** mount(8)/umount(8) with the sandbox's runtime dir, so the server's record lands there. */
-  const mount = (args: string[]) => run("mount", args, { env: sb.env, timeoutMs: 30_000 });
+  /**
+   * mount(8)/umount(8) with the sandbox's runtime dir, so the server's record
+   * lands there. The server inherits mount's stderr: wait for the exit only.
+   */
+  const mount = (args: string[]) => runToExit(sb, "mount", args, { timeoutMs: 30_000 });
   const umount = (mnt: string) => run("umount", [mnt], { env: sb.env, timeoutMs: 30_000 });
 
   async function expectContent(mnt: string): Promise<void> {
@@ -67,11 +70,11 @@ describe.skipIf(!canMount)("mount(8), fstab and umount(8)", () => {
     await umountAndWait(mnt);
 
     // Remount with the CLI: the file written through mount(8) is there.
-    const m = await sb.mount(lower);
+    const m = await mountVolume(sb, lower);
     const sums = await checksumTree(m.mountpoint);
     expect(Object.keys(sums)).toContain("new.txt");
     await sh(`rm ${q(join(m.mountpoint, "new.txt"))}`);
-    await sb.unmount(m);
+    await unmountVolume(sb, m);
   });
 
   it("mount -t fuse.cryptmount with a wrong passphrase fails and leaves nothing mounted", async () => {
@@ -173,7 +176,7 @@ describe.skipIf(!canMount)("mount(8), fstab and umount(8)", () => {
     // Already mounted: mount -a again does nothing and succeeds.
     const again = await mount(["-a", "-T", fstab]);
     expect(again.code, again.stderr).toBe(0);
-    const status = JSON.parse(await sb.cliOk(["status", "--json"])) as { mountpoint: string }[];
+    const status = JSON.parse(await cliOk(sb, ["status", "--json"])) as { mountpoint: string }[];
     expect(status.map((s) => s.mountpoint).sort()).toEqual([auto, manual].sort());
     await umountAndWait(auto);
     await umountAndWait(manual);

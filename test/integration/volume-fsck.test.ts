@@ -1,0 +1,279 @@
+// cryptmount fsck: reports nothing on a clean volume and finds each injected
+// fault with the right code, cleartext path (or lower path when the name is
+// damaged) and block index; --repair fixes only what is safe.
+//
+// One pristine volume (block size 4096) is built once; every test injects
+// its fault into a copy of the lower directory (cp -a keeps the same keys).
+
+import { readdir, rename, rm, truncate, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { HEADER_SIZE, Sandbox, haveFuse, newLowerEntries, pyOk, q, runOk, seededBytes, sh } from "../helpers/volume.js";
+import {
+  BLOCK_OVERHEAD,
+  checksumTree,
+  cli,
+  fsck,
+  flipBit,
+  initVolume,
+  lowerSnapshot,
+  mountVolume,
+  sha256Hex,
+  swapRanges,
+  tamperName,
+  unmountVolume,
+  writeNamed,
+  type FsckProblem,
+} from "../helpers/volume-tools.js";
+
+const BS = 4096;
+const SEALED = BS + BLOCK_OVERHEAD;
+const blockAt = (index: number) => HEADER_SIZE + index * SEALED;
+const LONG = "L".repeat(200) + ".txt";
+
+/** Cleartext files of the pristine volume. */
+const FILES: Record<string, Buffer> = {
+  "docs/report.txt": seededBytes("report", 3 * BS + 100), // blocks 0..3
+  "docs/header.txt": seededBytes("header", 1000),
+  "docs/victim.txt": seededBytes("victim", 10),
+  "sub/a.txt": seededBytes("sub-a", 5000),
+  "sub/b.txt": seededBytes("sub-b", 0),
+  "trunc.bin": seededBytes("trunc", 4 * BS), // exactly 4 full blocks
+  "swap.bin": seededBytes("swap", 3 * BS + 50),
+  [`long/${LONG}`]: seededBytes("long", 300),
+  "empty.txt": Buffer.alloc(0),
+};
+
+let sb: Sandbox;
+let pristine: string;
+/** Cleartext path -> lower path (relative) of every file. */
+const lowerOf = new Map<string, string>();
+let pristineSnapshot: Record<string, string>;
+
+describe.skipIf(!haveFuse)("fsck", () => {
+  beforeAll(async () => {
+    sb = await Sandbox.create("vfsck");
+    pristine = (await initVolume(sb, ["--block-size", String(BS), "--no-recovery"])).lower;
+    const m = await mountVolume(sb, pristine);
+    for (const [path, data] of Object.entries(FILES)) {
+      const created = await newLowerEntries(pristine, () => writeNamed(m.mountpoint, { [path]: data }));
+      // The content file is the deepest new entry that is not a dir ID or a sidecar.
+      const file = created.filter((p) => !/(^|\/)cm\.d\./.test(p) && !p.endsWith(".n")).sort((a, b) => b.split("/").length - a.split("/").length)[0];
+      expect(file, path).toBeDefined();
+      lowerOf.set(path, file!);
+    }
+    const sums = await checksumTree(m.mountpoint);
+    expect(sums).toEqual(Object.fromEntries(Object.entries(FILES).map(([p, d]) => [p, sha256Hex(d)])));
+    await unmountVolume(sb, m);
+    pristineSnapshot = lowerSnapshot(pristine);
+  });
+  afterEach(async () => {
+    await sb.unmountAll();
+  });
+  afterAll(async () => {
+    await sb?.cleanup();
+  });
+
+  /** A copy of the pristine volume to damage. */
+  async function copy(): Promise<string> {
+    const dir = sb.path("damaged");
+    await runOk("cp", ["-a", pristine, dir]);
+    return dir;
+  }
+
+  const lowerPath = (volume: string, clear: string) => join(volume, lowerOf.get(clear)!);
+  const dirOf = (p: string) => p.slice(0, p.lastIndexOf("/"));
+
+  async function expectProblems(volume: string, expected: Partial<FsckProblem>[], exitCode = 7): Promise<FsckProblem[]> {
+    const { code, report, stderr } = await fsck(sb, volume);
+    expect(code, stderr + JSON.stringify(report.problems, null, 2)).toBe(exitCode);
+    expect(report.clean).toBe(exitCode === 0);
+    expect(report.problems).toHaveLength(expected.length);
+    for (const e of expected) expect(report.problems).toContainEqual(expect.objectContaining(e));
+    return report.problems;
+  }
+
+  it("a clean volume: exit 0, no problems, every file counted", async () => {
+    const { code, report } = await fsck(sb, pristine);
+    expect(code).toBe(0);
+    expect(report.clean).toBe(true);
+    expect(report.problems).toEqual([]);
+    expect(report.files).toBe(Object.keys(FILES).length);
+    expect(report.directories).toBe(4); // root, docs, sub, long
+    expect(report.bytes).toBe(Object.values(FILES).reduce((n, d) => n + d.length, 0));
+    // The text report says so too.
+    const text = await cli(sb, ["fsck", "--passfile", sb.passfile, pristine]);
+    expect(text.code).toBe(0);
+    expect(text.stdout.trim().split("\n")).toHaveLength(1);
+    expect(text.stdout).toMatch(/9 files, 4 directories, 0 symlinks, \d+ bytes checked: clean/);
+    // fsck without --repair never writes.
+    expect(lowerSnapshot(pristine)).toEqual(pristineSnapshot);
+  });
+
+  it("a bit flip in a content block: BLOCK_AUTH with the block index and cleartext path", async () => {
+    const v = await copy();
+    await flipBit(lowerPath(v, "docs/report.txt"), blockAt(1) + 12 + 100, 3);
+    await expectProblems(v, [
+      { severity: "error", code: "BLOCK_AUTH", path: "/docs/report.txt", lower: lowerOf.get("docs/report.txt")!, block: 1 },
+    ]);
+    const text = await cli(sb, ["fsck", "--passfile", sb.passfile, v]);
+    expect(text.code).toBe(7);
+    expect(text.stdout).toMatch(/^error: \/docs\/report\.txt block 1: .*\[BLOCK_AUTH\]$/m);
+  });
+
+  // BUG (src/fs/open-file.ts, OpenFile.read): a read whose range spans a
+  // corrupt block returns the intact prefix as a short read. Without
+  // direct_io the kernel takes a short read as end of file and shrinks the
+  // cached size, so the kernel's readahead of block 0 makes the file look
+  // 4096 bytes long: block 1 then reads as EOF (not EIO), `cat` prints the
+  // first block and exits 0, and `stat` shows the shrunken size. The man
+  // page promises EIO for the bad block and the other blocks intact.
+  // Suggested fix: fail the whole request with EIO when it overlaps a bad
+  // block; the kernel then retries the pages one by one (read_folio), so the
+  // good blocks still read.
+  it.fails("through a mount, a corrupt block reads as EIO, the others read, and the size does not shrink", async () => {
+    const v = await copy();
+    await flipBit(lowerPath(v, "docs/report.txt"), blockAt(1) + 12 + 100, 3);
+    const m = await mountVolume(sb, v);
+    const file = join(m.mountpoint, "docs/report.txt");
+    const out = await pyOk(
+      String.raw`
+import errno, json, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+res = []
+for i in range(4):
+    try:
+        res.append(os.pread(fd, 4096, i * 4096).hex())
+    except OSError as e:
+        res.append(errno.errorcode[e.errno])
+print(json.dumps({"blocks": res, "size": os.fstat(fd).st_size}))
+`,
+      [file],
+    );
+    const { blocks, size } = JSON.parse(out) as { blocks: string[]; size: number };
+    const original = FILES["docs/report.txt"]!;
+    const cat = await sh(`cat ${q(file)} > /dev/null`);
+    await unmountVolume(sb, m);
+    expect(blocks[0]).toBe(original.subarray(0, BS).toString("hex"));
+    expect(blocks[2]).toBe(original.subarray(2 * BS, 3 * BS).toString("hex"));
+    expect(blocks[3]).toBe(original.subarray(3 * BS).toString("hex"));
+    expect(size).toBe(original.length);
+    expect(cat.code).not.toBe(0);
+    expect(cat.stderr).toMatch(/Input\/output error/);
+    expect(blocks[1]).toBe("EIO");
+  });
+
+  it("a bit flip in a file header: HEADER_AUTH", async () => {
+    const v = await copy();
+    await flipBit(lowerPath(v, "docs/header.txt"), 24 + 4 + 12 + 5); // inside slot A's wrapped key
+    await expectProblems(v, [{ severity: "error", code: "HEADER_AUTH", path: "/docs/header.txt", lower: lowerOf.get("docs/header.txt")! }]);
+    // A flip in the file ID (authenticated as associated data) is caught too.
+    const w = await copy();
+    await flipBit(lowerPath(w, "docs/header.txt"), 8 + 3);
+    await expectProblems(w, [{ severity: "error", code: "HEADER_AUTH", path: "/docs/header.txt" }]);
+  });
+
+  it("a damaged encrypted name: NAME_AUTH with the lower path (no cleartext path)", async () => {
+    const v = await copy();
+    const lower = lowerOf.get("docs/victim.txt")!;
+    const base = lower.slice(lower.lastIndexOf("/") + 1);
+    const tampered = `${dirOf(lower)}/${tamperName(base)}`;
+    await rename(join(v, lower), join(v, tampered));
+    const [problem] = await expectProblems(v, [{ severity: "error", code: "NAME_AUTH", lower: tampered }]);
+    expect(problem!.path).toBeUndefined();
+    const text = await cli(sb, ["fsck", "--passfile", sb.passfile, v]);
+    expect(text.stdout).toContain(`(lower) ${tampered}`);
+  });
+
+  it("a deleted directory ID entry (cm.d.*): MISSING_DIR_ID for that directory", async () => {
+    const v = await copy();
+    const subLower = dirOf(lowerOf.get("sub/a.txt")!);
+    const ids = (await readdir(join(v, subLower))).filter((n) => n.startsWith("cm.d."));
+    expect(ids).toHaveLength(1);
+    await rm(join(v, subLower, ids[0]!));
+    await expectProblems(v, [{ severity: "error", code: "MISSING_DIR_ID", path: "/sub", lower: subLower }]);
+  });
+
+  it("a file truncated at a block boundary: TRUNCATED at the new last block", async () => {
+    const v = await copy();
+    await truncate(lowerPath(v, "trunc.bin"), blockAt(2)); // keep blocks 0 and 1 of 4
+    await expectProblems(v, [{ severity: "error", code: "TRUNCATED", path: "/trunc.bin", lower: lowerOf.get("trunc.bin")!, block: 1 }]);
+    // Down to the header alone: no final block at all.
+    const w = await copy();
+    await truncate(lowerPath(w, "trunc.bin"), HEADER_SIZE);
+    await expectProblems(w, [{ severity: "error", code: "TRUNCATED", path: "/trunc.bin" }]);
+  });
+
+  it("two blocks swapped within a file: BLOCK_AUTH for both", async () => {
+    const v = await copy();
+    await swapRanges(lowerPath(v, "swap.bin"), blockAt(0), blockAt(1), SEALED);
+    await expectProblems(v, [
+      { severity: "error", code: "BLOCK_AUTH", path: "/swap.bin", block: 0 },
+      { severity: "error", code: "BLOCK_AUTH", path: "/swap.bin", block: 1 },
+    ]);
+  });
+
+  it("a deleted long-name sidecar: LONG_NAME_MISSING for the hashed entry", async () => {
+    const v = await copy();
+    const entry = lowerOf.get(`long/${LONG}`)!;
+    expect(entry).toMatch(/\/cm\.L\.[A-Za-z0-9_-]{43}$/);
+    await rm(join(v, entry + ".n"));
+    const [problem] = await expectProblems(v, [{ severity: "error", code: "LONG_NAME_MISSING", lower: entry }]);
+    expect(problem!.path).toBeUndefined();
+  });
+
+  it("an orphan sidecar: warning ORPHAN_SIDECAR (exit 0), removed by --repair, user data untouched", async () => {
+    const v = await copy();
+    const entry = lowerOf.get(`long/${LONG}`)!;
+    const orphan = `${dirOf(entry)}/cm.L.${"A".repeat(43)}.n`;
+    await writeFile(join(v, orphan), "orphan sidecar of an entry that is gone\n");
+    await expectProblems(v, [{ severity: "warning", code: "ORPHAN_SIDECAR", lower: orphan }], 0);
+
+    const { code, report } = await fsck(sb, v, ["--repair"]);
+    expect(code).toBe(0);
+    expect(report.problems).toEqual([expect.objectContaining({ code: "ORPHAN_SIDECAR", repaired: true })]);
+    expect(lowerSnapshot(v)).toEqual(pristineSnapshot);
+    await expectProblems(v, [], 0);
+  });
+
+  it("every fault at once: each is reported; --repair fixes only the orphan and deletes no user data", async () => {
+    const v = await copy();
+    await flipBit(lowerPath(v, "docs/report.txt"), blockAt(2) + 40);
+    await flipBit(lowerPath(v, "docs/header.txt"), 24 + 4 + 30);
+    const victim = lowerOf.get("docs/victim.txt")!;
+    const tampered = `${dirOf(victim)}/${tamperName(victim.slice(victim.lastIndexOf("/") + 1))}`;
+    await rename(join(v, victim), join(v, tampered));
+    const subLower = dirOf(lowerOf.get("sub/a.txt")!);
+    for (const n of (await readdir(join(v, subLower))).filter((x) => x.startsWith("cm.d."))) await rm(join(v, subLower, n));
+    await truncate(lowerPath(v, "trunc.bin"), blockAt(3));
+    await swapRanges(lowerPath(v, "swap.bin"), blockAt(1), blockAt(2), SEALED);
+    const longEntry = lowerOf.get(`long/${LONG}`)!;
+    await rm(join(v, longEntry + ".n"));
+    const orphan = `${dirOf(longEntry)}/cm.L.${"B".repeat(43)}.n`;
+    await writeFile(join(v, orphan), "orphan\n");
+
+    const expected: Partial<FsckProblem>[] = [
+      { code: "BLOCK_AUTH", path: "/docs/report.txt", block: 2 },
+      { code: "HEADER_AUTH", path: "/docs/header.txt" },
+      { code: "NAME_AUTH", lower: tampered },
+      { code: "MISSING_DIR_ID", path: "/sub" },
+      { code: "TRUNCATED", path: "/trunc.bin", block: 2 },
+      { code: "BLOCK_AUTH", path: "/swap.bin", block: 1 },
+      { code: "BLOCK_AUTH", path: "/swap.bin", block: 2 },
+      { code: "LONG_NAME_MISSING", lower: longEntry },
+      { severity: "warning", code: "ORPHAN_SIDECAR", lower: orphan },
+    ];
+    await expectProblems(v, expected);
+
+    const before = lowerSnapshot(v);
+    const { code, report } = await fsck(sb, v, ["--repair"]);
+    expect(code).toBe(7);
+    const repaired = report.problems.filter((p) => p.repaired);
+    expect(repaired.map((p) => p.code)).toEqual(["ORPHAN_SIDECAR"]);
+    const after = lowerSnapshot(v);
+    const { [orphan]: removed, ...rest } = before;
+    expect(removed).toBeDefined();
+    expect(after).toEqual(rest);
+    await expectProblems(v, expected.slice(0, -1));
+  });
+});
