@@ -214,6 +214,10 @@ Examples:
           "rotate the mount key: rewrap every file header, no data rewrite; safe to interrupt and rerun",
         )
         .argument("<lower>")
+        .option(
+          "--revoke-others",
+          "also replace the slot key: keep only the slot that unlocked and a new recovery key (cuts off every other secret, even from old config copies)",
+        )
         .addHelpText(
           "after",
           "\nExample:\n  cryptmount rekey --passfile /etc/cryptmount/data.pass /data/lower",

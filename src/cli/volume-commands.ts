@@ -71,10 +71,30 @@ export async function passwdCommand(lower: string, opts: PasswdOptions): Promise
   }
 }
 
-export async function rekeyCommand(lower: string, opts: CommonOptions): Promise<number> {
-  const unlocked = await unlock(lower, opts);
-  unlocked.keyring.wipe();
-  const result = await rekey(unlocked, terminalProgress("rekey"));
+export interface RekeyCommandOptions extends CommonOptions {
+  revokeOthers?: boolean;
+}
+
+export async function rekeyCommand(lower: string, opts: RekeyCommandOptions): Promise<number> {
+  const secret = await readSecret(opts);
+  let result;
+  try {
+    const unlocked = await unlockVolume(lower, secret);
+    unlocked.keyring.wipe();
+    result = await rekey(
+      unlocked,
+      terminalProgress("rekey"),
+      opts.revokeOthers ? { revokeWith: secret } : {},
+    );
+  } finally {
+    secret.bytes.fill(0);
+  }
+  if (result.recoveryKey) {
+    process.stdout.write(
+      "Every other key slot was revoked. New recovery key (the old one no longer works; shown only now):\n\n" +
+        `    ${result.recoveryKey}\n\n`,
+    );
+  }
   if (result.problems.length > 0) {
     for (const p of result.problems) process.stderr.write(`cryptmount: ${p.lower}: ${p.message}\n`);
     process.stderr.write(

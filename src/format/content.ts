@@ -10,9 +10,11 @@ import { HEADER_SIZE } from "./header.js";
  *
  *   AAD = file ID (16) | block index (u64 BE) | final flag (1 byte, 1 on the last block)
  *
- * Every file, even an empty one, ends with exactly one final block (an empty
- * file is header + one sealed empty block), so truncation or extension at a
- * block boundary fails authentication.
+ * Every file ends with exactly one final block holding `size mod blockSize`
+ * bytes, empty when the size is a multiple of the block size (an empty file
+ * is header + one sealed empty block). Full blocks are never final, so an
+ * append seals only new blocks, and truncation or extension at a block
+ * boundary fails authentication or leaves an impossible length.
  */
 export const BLOCK_OVERHEAD = GCM_OVERHEAD;
 const AAD_SIZE = 16 + 8 + 1;
@@ -29,9 +31,14 @@ export class ContentGeometry {
     return HEADER_SIZE + index * this.sealedBlockSize;
   }
 
-  /** Number of blocks a file of `size` cleartext bytes has (at least one). */
+  /** Index of the final block of a file of `size` bytes (it holds size mod blockSize bytes). */
+  finalIndex(size: number): number {
+    return Math.floor(size / this.blockSize);
+  }
+
+  /** Number of blocks a file of `size` cleartext bytes has: the full ones plus the final one. */
   blockCount(size: number): number {
-    return size === 0 ? 1 : Math.ceil(size / this.blockSize);
+    return this.finalIndex(size) + 1;
   }
 
   lowerSize(size: number): number {
@@ -40,24 +47,22 @@ export class ContentGeometry {
 
   /** Cleartext size for a lower file size; refuses lengths no valid file has. */
   cleartextSize(lowerSize: number): number {
+    if (lowerSize < HEADER_SIZE) {
+      throw new FormatError("SHORT_HEADER", "file is shorter than its header");
+    }
     const body = lowerSize - HEADER_SIZE;
-    if (body < BLOCK_OVERHEAD) {
+    const full = Math.floor(body / this.sealedBlockSize);
+    const rest = body - full * this.sealedBlockSize;
+    if (rest < BLOCK_OVERHEAD) {
+      // A length that ends on a block boundary, or inside a nonce/tag, lost its final block.
       throw new FormatError(
-        lowerSize < HEADER_SIZE ? "SHORT_HEADER" : "TRUNCATED",
-        lowerSize < HEADER_SIZE ? "file is shorter than its header" : "file has no final block",
+        rest === 0 ? "TRUNCATED" : "BAD_LENGTH",
+        rest === 0
+          ? "file truncated: no final block"
+          : `lower file length ${lowerSize} is not a valid sealed length`,
       );
     }
-    const blocks = Math.ceil(body / this.sealedBlockSize);
-    const size = body - blocks * BLOCK_OVERHEAD;
-    // A non-final block is always full, so the last one holds 1..blockSize bytes (0 only when alone).
-    const lastLen = size - (blocks - 1) * this.blockSize;
-    if (lastLen < (blocks === 1 ? 0 : 1)) {
-      throw new FormatError(
-        "BAD_LENGTH",
-        `lower file length ${lowerSize} is not a valid sealed length`,
-      );
-    }
-    return size;
+    return full * this.blockSize + rest - BLOCK_OVERHEAD;
   }
 }
 
@@ -77,28 +82,30 @@ export interface FileCipher {
 
 /**
  * Seals consecutive cleartext blocks starting at `firstIndex` into one
- * buffer, ready for a single positional write. All blocks but the last must
- * be full; the last is final when `lastIsFinal`. `nonces` pins nonces for
- * known-answer tests.
+ * buffer, ready for a single positional write. Full blocks are sealed as
+ * non-final. When `endsFile`, what remains after the full blocks (possibly
+ * nothing) is sealed as the final block; otherwise the cleartext must be a
+ * whole number of blocks. `nonces` pins nonces for known-answer tests.
  */
 export function sealBlocks(
   file: FileCipher,
   firstIndex: number,
   cleartext: Uint8Array,
-  lastIsFinal: boolean,
+  endsFile: boolean,
   nonces?: readonly Buffer[],
 ): Buffer {
   const { blockSize } = file.geometry;
-  const count = Math.max(1, Math.ceil(cleartext.length / blockSize));
+  const full = Math.floor(cleartext.length / blockSize);
+  if (!endsFile && full * blockSize !== cleartext.length) {
+    throw new RangeError("only the final block of a file may be partial");
+  }
+  const count = full + (endsFile ? 1 : 0);
   const out = Buffer.allocUnsafe(cleartext.length + count * BLOCK_OVERHEAD);
   const nonce = Buffer.allocUnsafe(GCM_NONCE_SIZE);
   let pos = 0;
   for (let i = 0; i < count; i++) {
     const chunk = cleartext.subarray(i * blockSize, (i + 1) * blockSize);
-    const final = lastIsFinal && i === count - 1;
-    if (chunk.length < blockSize && !final) {
-      throw new RangeError("only the final block of a file may be partial");
-    }
+    const final = i === full;
     const pinned = nonces?.[i];
     if (pinned) pinned.copy(nonce);
     else randomPool.fill(nonce, 0, GCM_NONCE_SIZE);

@@ -364,6 +364,10 @@ export class CryptFs implements FileSystem {
     if (source.lower === target.lower) return;
     const sourceStat = await lstat(source.lower);
     const targetStat = await lstat(target.lower).catch(() => undefined);
+    // Two names of one inode (hard links): rename(2) does nothing, so the
+    // source keeps its name and must keep its long-name sidecar too.
+    if (targetStat && targetStat.dev === sourceStat.dev && targetStat.ino === sourceStat.ino)
+      return;
     if (targetStat?.isDirectory()) {
       if (!sourceStat.isDirectory()) throw new FsError("EISDIR");
       await this.emptyForRemoval(target.lower);

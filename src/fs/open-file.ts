@@ -113,7 +113,7 @@ export class OpenFile implements FileCipher {
   }
 
   private finalIndex(size = this.size): number {
-    return this.geometry.blockCount(size) - 1;
+    return this.geometry.finalIndex(size);
   }
 
   /** Cleartext of blocks [first, last], verified; throws EIO naming the bad block. */
@@ -131,7 +131,6 @@ export class OpenFile implements FileCipher {
       sealed.subarray(0, bytesRead),
       finalIndex,
     );
-    const expected = Math.ceil((end - start) / sealedBlockSize);
     if (failure || bytesRead < end - start) {
       const index = failure?.index ?? first + Math.floor(bytesRead / sealedBlockSize);
       const problem = failure?.error.message ?? "lower file shorter than expected";
@@ -141,7 +140,7 @@ export class OpenFile implements FileCipher {
       );
       throw Object.assign(new FsError("EIO", problem), { partial: cleartext, index });
     }
-    if (last === finalIndex && expected > 0) {
+    if (last === finalIndex) {
       this.tail = {
         index: last,
         data: Buffer.from(cleartext.subarray((last - first) * this.geometry.blockSize)),
@@ -150,27 +149,30 @@ export class OpenFile implements FileCipher {
     return cleartext;
   }
 
-  /** Reads up to `length` bytes at `position`; a corrupt block ends the read early or fails it with EIO. */
+  /**
+   * Reads up to `length` bytes at `position`. A read that reaches the end of
+   * the file also verifies the final block, so a cut-off file never reads as
+   * a shorter valid one. A corrupt block ends the read early, or fails it
+   * with EIO when it is the first block asked for.
+   */
   async read(position: number, length: number): Promise<Buffer> {
     const end = Math.min(this.size, position + length);
     if (position >= end) return Buffer.alloc(0);
     const B = this.geometry.blockSize;
     const first = Math.floor(position / B);
-    const last = Math.floor((end - 1) / B);
+    const last = end === this.size ? this.finalIndex() : Math.floor((end - 1) / B);
+    const skip = position - first * B;
     let clear: Buffer;
     try {
       clear = await this.readBlocks(first, last);
     } catch (err) {
       const partial = (err as { partial?: Buffer }).partial;
-      const served = partial ? partial.length - (position - first * B) : 0;
-      if (partial && served > 0)
-        return partial.subarray(
-          position - first * B,
-          position - first * B + Math.min(served, end - position),
-        );
+      if (partial && partial.length > skip) {
+        return partial.subarray(skip, Math.min(partial.length, end - first * B));
+      }
       throw err;
     }
-    return clear.subarray(position - first * B, end - first * B);
+    return clear.subarray(skip, end - first * B);
   }
 
   /** Writes `data` at `position`, growing the file (zero-filled) if needed. */
@@ -180,30 +182,29 @@ export class OpenFile implements FileCipher {
     const oldSize = this.size;
     const end = position + data.length;
     const newSize = Math.max(oldSize, end);
-    const oldFinal = this.finalIndex(oldSize);
     const newFinal = this.finalIndex(newSize);
-    let first = Math.floor(position / B);
-    const last = Math.floor((end - 1) / B);
-    // The old final block loses its final flag when the file grows past it.
-    if (newFinal > oldFinal && oldFinal < first) first = oldFinal;
+    const first = Math.floor(position / B);
+    // A write that reaches the final block reseals it (and everything after `first`);
+    // one that stays before it touches only full, non-final blocks.
+    const throughFinal = end >= newFinal * B;
     const rangeStart = first * B;
-    const rangeEnd = Math.min(newSize, (last + 1) * B);
+    const rangeEnd = throughFinal ? newSize : Math.ceil(end / B) * B;
     const plain = Buffer.alloc(rangeEnd - rangeStart);
-    // Keep existing bytes the write does not cover: at most the first and last block.
-    if (rangeStart < position && rangeStart < oldSize) {
-      (await this.readBlocks(first, first)).copy(plain, 0);
-    }
-    const lastStart = last * B;
-    if (end < Math.min(oldSize, rangeEnd) && (last !== first || rangeStart >= position)) {
-      (await this.readBlocks(last, last)).copy(plain, lastStart - rangeStart);
+    // Keep the existing bytes the write does not cover: the head of the first block...
+    if (rangeStart < position) (await this.readBlocks(first, first)).copy(plain, 0);
+    // ...and the rest of the block the write ends in.
+    const keepTo = Math.min(oldSize, rangeEnd);
+    const endBlock = Math.floor(end / B);
+    if (end < keepTo && !(endBlock === first && rangeStart < position)) {
+      (await this.readBlocks(endBlock, endBlock)).copy(plain, endBlock * B - rangeStart);
     }
     data.copy(plain, position - rangeStart);
-    await this.writePlain(first, plain, last === newFinal);
+    await this.writePlain(first, plain, throughFinal);
     this.size = newSize;
   }
 
-  private async writePlain(first: number, plain: Buffer, endsFinal: boolean): Promise<void> {
-    const sealed = sealBlocks(this, first, plain, endsFinal);
+  private async writePlain(first: number, plain: Buffer, endsFile: boolean): Promise<void> {
+    const sealed = sealBlocks(this, first, plain, endsFile);
     const at = this.geometry.blockOffset(first);
     let done = 0;
     while (done < sealed.length) {
@@ -215,10 +216,12 @@ export class OpenFile implements FileCipher {
       );
       done += bytesWritten;
     }
-    if (endsFinal) {
-      const B = this.geometry.blockSize;
-      const lastIndex = first + Math.max(0, Math.ceil(plain.length / B) - 1);
-      this.tail = { index: lastIndex, data: Buffer.from(plain.subarray((lastIndex - first) * B)) };
+    if (endsFile) {
+      const full = Math.floor(plain.length / this.geometry.blockSize);
+      this.tail = {
+        index: first + full,
+        data: Buffer.from(plain.subarray(full * this.geometry.blockSize)),
+      };
     }
   }
 
@@ -233,9 +236,8 @@ export class OpenFile implements FileCipher {
   async truncate(target: number): Promise<void> {
     if (target === this.size) return;
     if (target > this.size) return this.extend(target);
-    const B = this.geometry.blockSize;
     const newFinal = this.finalIndex(target);
-    const keep = target - newFinal * B;
+    const keep = target - newFinal * this.geometry.blockSize;
     const block =
       keep > 0
         ? Buffer.from((await this.readBlocks(newFinal, newFinal)).subarray(0, keep))

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { Keyring, MOUNT_KEY_SIZE, deriveEpochKeys } from "../crypto/keys.js";
 import { randomPool } from "../crypto/random.js";
 import {
+  SLOT_KEY_SIZE,
   sealMountKeys,
   sealVolumeSecret,
   unlockConfig,
@@ -15,7 +16,9 @@ import { currentMounts, FSTYPE } from "../mount/mountinfo.js";
 import { fsnameFor } from "../mount/serve.js";
 import { EXIT, UserError } from "./errors.js";
 import { noProgress, type Progress } from "./progress.js";
-import { resign, saveConfig, type UnlockedVolume } from "./volume.js";
+import { makeSlot, nextSlotId, resign, saveConfig, type UnlockedVolume } from "./volume.js";
+import { RECOVERY_KEY_SIZE, formatRecoveryKey } from "../format/recovery.js";
+import type { Secret } from "../keys/kek.js";
 
 /**
  * Rekey: rotates the mount key by rewrapping every file header; file data is
@@ -34,6 +37,8 @@ export interface RekeyResult {
   readonly files: number;
   readonly rewrapped: number;
   readonly problems: { lower: string; message: string }[];
+  /** With revokeWith: the new recovery key, to show once. */
+  readonly recoveryKey?: string;
 }
 
 /** Regular files of the volume (lower paths), the format's own entries excluded. */
@@ -69,9 +74,20 @@ async function rewrapFile(path: string, keyring: Keyring, blockSize: number): Pr
   }
 }
 
+export interface RekeyOptions {
+  /**
+   * Revoke every other secret too: replace the slot key, keep only the slot
+   * this secret opens (rewrapped) and a new recovery key. Without it, the
+   * slots stay and anyone holding a slot secret, or an old copy of the config
+   * plus a removed slot's secret, can still unwrap the new mount key.
+   */
+  readonly revokeWith?: Secret;
+}
+
 export async function rekey(
   unlocked: UnlockedVolume,
   progress: Progress = noProgress,
+  options: RekeyOptions = {},
 ): Promise<RekeyResult> {
   const { lower } = unlocked;
   if ((await currentMounts()).some((m) => m.fstype === FSTYPE && m.source === fsnameFor(lower))) {
@@ -85,18 +101,46 @@ export async function rekey(
   const volumeId = Buffer.from(config.volumeId, "base64url");
   const { volumeSecret } = unlockConfig(config, mountKeys);
 
+  let slotKey = unlocked.slotKey;
+  let recoveryKey: string | undefined;
   if (!config.rekey) {
     const from = config.epoch;
     const to = from + 1;
     mountKeys.set(to, randomPool.bytes(MOUNT_KEY_SIZE));
     const next = deriveEpochKeys(mountKeys.get(to)!, volumeId, to);
+    let slots = config.slots;
+    if (options.revokeWith) {
+      // One atomic config write moves to the new slot key, the new bundle and the new slot list.
+      slotKey = randomPool.bytes(SLOT_KEY_SIZE);
+      const recovery = randomPool.bytes(RECOVERY_KEY_SIZE);
+      recoveryKey = formatRecoveryKey(recovery);
+      const kept = await makeSlot(
+        config.volumeId,
+        unlocked.slot.id,
+        {
+          secret: options.revokeWith,
+          ...(unlocked.slot.label ? { label: unlocked.slot.label } : {}),
+          ...(unlocked.slot.kdf ? { kdf: unlocked.slot.kdf } : {}),
+        },
+        slotKey,
+      );
+      const fresh = await makeSlot(
+        config.volumeId,
+        nextSlotId(config.slots),
+        { secret: { kind: "recovery", bytes: recovery }, label: "recovery key" },
+        slotKey,
+      );
+      recovery.fill(0);
+      slots = [kept, fresh];
+    }
     config = resign(
       {
         ...config,
         epoch: to,
         rekey: { from, to },
+        slots,
         volumeSecret: sealVolumeSecret(config.volumeId, next, volumeSecret),
-        keys: sealMountKeys(config.volumeId, unlocked.slotKey, mountKeys),
+        keys: sealMountKeys(config.volumeId, slotKey, mountKeys),
       },
       mountKeys,
     );
@@ -127,16 +171,27 @@ export async function rekey(
   if (problems.length > 0) {
     // Keep the old key: these files still need it. Rerun after fsck/repair.
     volumeSecret.fill(0);
-    return { from, to, files: files.length, rewrapped, problems };
+    return {
+      from,
+      to,
+      files: files.length,
+      rewrapped,
+      problems,
+      ...(recoveryKey ? { recoveryKey } : {}),
+    };
   }
   const finalKeys = new Map([[to, mountKeys.get(to)!]]);
   const { rekey: _done, ...rest } = config;
-  config = resign(
-    { ...rest, keys: sealMountKeys(config.volumeId, unlocked.slotKey, finalKeys) },
-    finalKeys,
-  );
+  config = resign({ ...rest, keys: sealMountKeys(config.volumeId, slotKey, finalKeys) }, finalKeys);
   await saveConfig(lower, config);
   volumeSecret.fill(0);
   for (const key of mountKeys.values()) key.fill(0);
-  return { from, to, files: files.length, rewrapped, problems };
+  return {
+    from,
+    to,
+    files: files.length,
+    rewrapped,
+    problems,
+    ...(recoveryKey ? { recoveryKey } : {}),
+  };
 }

@@ -217,6 +217,21 @@ export async function initVolume(
   lower: string,
   options: InitOptions,
 ): Promise<{ config: VolumeConfig; recoveryKey?: string }> {
+  // Refuse bad input before anything is created.
+  const blockSize = options.blockSize ?? DEFAULT_BLOCK_SIZE;
+  if (
+    !Number.isInteger(blockSize) ||
+    blockSize < 4096 ||
+    blockSize > 1 << 20 ||
+    (blockSize & (blockSize - 1)) !== 0
+  ) {
+    throw new UserError(
+      `block size ${blockSize} is not a power of two from 4096 to 1048576`,
+      EXIT.usage,
+    );
+  }
+  const found = await stat(lower).catch(() => undefined);
+  if (found && !found.isDirectory()) throw new UserError(`${lower}: not a directory`, EXIT.failure);
   await mkdir(lower, { recursive: true });
   await requireDirectory(lower);
   const existing = await readdir(lower);
@@ -250,7 +265,7 @@ export async function initVolume(
     volumeId,
     created: new Date().toISOString(),
     features: [...KNOWN_FEATURES],
-    blockSize: options.blockSize ?? DEFAULT_BLOCK_SIZE,
+    blockSize,
     epoch,
     volumeSecret: sealVolumeSecret(volumeId, epochKeys, volumeSecret),
     keys: sealMountKeys(volumeId, slotKey, mountKeys),
