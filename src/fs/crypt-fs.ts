@@ -23,6 +23,7 @@ import { isFormatError } from "../format/errors.js";
 import { MAX_NAME_BYTES, classifyLowerEntry } from "../format/names.js";
 import { decryptSymlink, encryptSymlink, symlinkTargetLength } from "../format/symlink.js";
 import {
+  XATTR_PREFIX,
   decryptXattrName,
   decryptXattrValue,
   encryptXattrName,
@@ -38,10 +39,13 @@ interface Handle {
   readonly file: OpenFile;
   readonly lower: string;
   readonly writable: boolean;
+  /** The lower stat taken at create, used once by the fgetattr that follows. */
+  fresh?: BigIntStats;
 }
 
 const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
+const CREATE_FLAGS = constants.O_CREAT | constants.O_EXCL | constants.O_RDWR;
 const ACCESS_MODE = constants.O_RDONLY | constants.O_WRONLY | constants.O_RDWR;
 
 function inodeKey(st: { dev: bigint | number; ino: bigint | number }): string {
@@ -124,7 +128,9 @@ export class CryptFs implements FileSystem {
   async fgetattr(path: string, fh: number): Promise<Attr> {
     const handle = this.handles.get(fh);
     if (!handle) return this.getattr(path);
-    const st = await lstat(handle.lower, { bigint: true }).catch(() => undefined);
+    const fresh = handle.fresh;
+    handle.fresh = undefined;
+    const st = fresh ?? (await lstat(handle.lower, { bigint: true }).catch(() => undefined));
     if (!st) return this.getattr(path);
     return this.toAttr(st, handle.file.size);
   }
@@ -209,7 +215,7 @@ export class CryptFs implements FileSystem {
     const file = await this.acquire(lower, path, writable);
     const fh = this.allocateHandle({ file, lower, writable });
     if (flags & constants.O_TRUNC && writable) {
-      await file.mutex.run(() => file.truncate(0));
+      await file.lock.write(() => file.truncate(0));
     }
     return fh;
   }
@@ -218,20 +224,24 @@ export class CryptFs implements FileSystem {
     this.requireWritable();
     const { parent, name } = cleartextParent(path);
     const parentLoc = await this.names.locate(parent);
-    const located = await this.names.forNew(parentLoc.lower, name);
     const exclusive = (flags & constants.O_EXCL) !== 0;
-    const existing = await lstat(located.lower).catch(() => undefined);
-    if (existing) {
-      if (exclusive) throw new FsError("EEXIST");
-      return this.open(path, (flags & ~constants.O_CREAT) | constants.O_RDWR);
+    // In a merged directory the name may exist under another of its IDs.
+    if ((await this.names.idsOf(parentLoc.lower)).length > 1) {
+      const existing = await this.names.child(parentLoc.lower, name);
+      if (await lstat(existing.lower).catch(() => undefined))
+        return this.openExisting(path, flags, exclusive);
     }
+    const located = await this.names.forNew(parentLoc.lower, name);
     await this.names.writeSidecar(located);
-    const handle = await open(
-      located.lower,
-      constants.O_CREAT | constants.O_EXCL | constants.O_RDWR,
-      mode & 0o7777,
-    );
-    const st = await handle.stat();
+    let handle;
+    try {
+      handle = await open(located.lower, CREATE_FLAGS, mode & 0o7777);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "EEXIST")
+        return this.openExisting(path, flags, exclusive);
+      throw err;
+    }
+    const st = await handle.stat({ bigint: true });
     const file = await OpenFile.initialize(
       handle,
       inodeKey(st),
@@ -241,7 +251,13 @@ export class CryptFs implements FileSystem {
       this.log,
     );
     this.files.set(file.inode, file);
-    return this.allocateHandle({ file, lower: located.lower, writable: true });
+    // The kernel asks for the new file's attributes right away: answer from this stat.
+    return this.allocateHandle({ file, lower: located.lower, writable: true, fresh: st });
+  }
+
+  private openExisting(path: string, flags: number, exclusive: boolean): Promise<number> {
+    if (exclusive) throw new FsError("EEXIST");
+    return this.open(path, (flags & ~constants.O_CREAT) | constants.O_RDWR);
   }
 
   async read(
@@ -252,7 +268,7 @@ export class CryptFs implements FileSystem {
     position: number,
   ): Promise<number> {
     const { file } = this.handle(fh);
-    const data = await file.mutex.run(() => file.read(position, length));
+    const data = await file.lock.read(() => file.read(position, length));
     data.copy(target, 0, 0, Math.min(length, data.length));
     return Math.min(length, data.length);
   }
@@ -267,7 +283,7 @@ export class CryptFs implements FileSystem {
     const handle = this.handle(fh);
     if (!handle.writable) throw new FsError("EBADF");
     const { file } = handle;
-    await file.mutex.run(() => file.write(position, data.subarray(0, length)));
+    await file.lock.write(() => file.write(position, data.subarray(0, length)));
     return length;
   }
 
@@ -277,7 +293,7 @@ export class CryptFs implements FileSystem {
 
   async fsync(_path: string, fh: number, dataOnly: boolean): Promise<void> {
     const { file } = this.handle(fh);
-    await file.mutex.run(() => file.sync(dataOnly));
+    await file.lock.write(() => file.sync(dataOnly));
   }
 
   async release(_path: string, fh: number): Promise<void> {
@@ -287,7 +303,7 @@ export class CryptFs implements FileSystem {
     const { file } = handle;
     if (--file.references === 0) {
       this.files.delete(file.inode);
-      await file.mutex.run(() => file.close());
+      await file.lock.write(() => file.close());
     }
   }
 
@@ -297,11 +313,11 @@ export class CryptFs implements FileSystem {
     const file = await this.acquire(lower, path, true);
     file.references++;
     try {
-      await file.mutex.run(() => file.truncate(size));
+      await file.lock.write(() => file.truncate(size));
     } finally {
       if (--file.references === 0) {
         this.files.delete(file.inode);
-        await file.mutex.run(() => file.close());
+        await file.lock.write(() => file.close());
       }
     }
   }
@@ -309,7 +325,7 @@ export class CryptFs implements FileSystem {
   async ftruncate(_path: string, fh: number, size: number): Promise<void> {
     this.requireWritable();
     const { file } = this.handle(fh);
-    await file.mutex.run(() => file.truncate(size));
+    await file.lock.write(() => file.truncate(size));
   }
 
   // --- namespace -------------------------------------------------------------
@@ -484,13 +500,10 @@ export class CryptFs implements FileSystem {
   }
 
   async getxattr(path: string, name: string): Promise<Buffer | undefined> {
+    // The kernel asks for security.capability on every write: answer without work.
+    if (!name.startsWith(XATTR_PREFIX) || name.length === XATTR_PREFIX.length) return undefined;
     const { lower } = await this.names.locate(path);
-    let lowerName: string;
-    try {
-      lowerName = encryptXattrName(this.keyring.volume, name);
-    } catch {
-      return undefined;
-    }
+    const lowerName = this.xattrName(name);
     let stored: Buffer;
     try {
       stored = await xattr.getAttribute(lower, lowerName);
@@ -532,7 +545,7 @@ export class CryptFs implements FileSystem {
     const open = [...this.files.values()];
     this.files.clear();
     this.handles.clear();
-    for (const file of open) await file.mutex.run(() => file.close()).catch(() => undefined);
+    for (const file of open) await file.lock.write(() => file.close()).catch(() => undefined);
     this.keyring.wipe();
   }
 }

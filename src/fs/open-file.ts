@@ -6,7 +6,7 @@ import { ContentGeometry, openBlocks, sealBlocks, type FileCipher } from "../for
 import { HEADER_SIZE, createHeader, openHeader } from "../format/header.js";
 import { isFormatError } from "../format/errors.js";
 import { FsError } from "./errors.js";
-import { Mutex } from "./mutex.js";
+import { RwLock } from "./mutex.js";
 
 /** Zero-filling grows files in pieces of this size, to bound memory. */
 const EXTEND_CHUNK = 1 << 20;
@@ -18,7 +18,8 @@ const EXTEND_CHUNK = 1 << 20;
  * final block's cleartext so appends need not read it back.
  */
 export class OpenFile implements FileCipher {
-  readonly mutex = new Mutex();
+  /** Reads overlap; writes, truncates, syncs and close run alone. */
+  readonly lock = new RwLock();
   references = 0;
   private tail: { index: number; data: Buffer } | undefined;
 
