@@ -121,8 +121,9 @@ const spec = {
     ]);
     return Buffer.concat([prefix, slotA, Buffer.alloc(64)]);
   },
+  /** Full blocks (never final), then the final block with the remaining n mod B bytes (maybe none). */
   blocks(fileKey, fileId, blockSize, plaintext, nonces) {
-    const count = Math.max(1, Math.ceil(plaintext.length / blockSize));
+    const count = Math.floor(plaintext.length / blockSize) + 1;
     const out = [];
     for (let i = 0; i < count; i++) {
       const aad = Buffer.concat([fileId, u64(i), Buffer.from([i === count - 1 ? 1 : 0])]);
@@ -131,6 +132,19 @@ const spec = {
       );
     }
     return Buffer.concat(out);
+  },
+  blockCount: (n, blockSize) => Math.floor(n / blockSize) + 1,
+  lowerSize: (n, blockSize) => 152 + n + 28 * spec.blockCount(n, blockSize),
+  /** Cleartext size of a lower length, or the error code that refuses it. */
+  cleartextSize(lower, blockSize) {
+    if (lower < 152) return "SHORT_HEADER";
+    const body = lower - 152;
+    const sealed = blockSize + 28;
+    const full = Math.floor(body / sealed);
+    const rest = body - full * sealed;
+    if (rest === 0) return "TRUNCATED";
+    if (rest < 28) return "BAD_LENGTH";
+    return full * blockSize + rest - 28;
   },
   name(nameKey, dirId, name) {
     const bytes = Buffer.from(name, "utf8");
@@ -260,15 +274,21 @@ async function makeVectors() {
     { name: "empty file", plaintext: Buffer.alloc(0) },
     { name: "one partial final block", plaintext: Buffer.from("hello, world\n", "utf8") },
     { name: "one full block then a partial final block", plaintext: pattern(blockSize + 100) },
+    { name: "one full block then an empty final block", plaintext: pattern(blockSize, 3) },
   ];
   const geometry = new content.ContentGeometry(blockSize);
   const cipher = { fileKey: inputs.fileKey, fileId: inputs.fileId, geometry };
   const contentVectors = contentCases.map(({ name, plaintext }, c) => {
-    const count = geometry.blockCount(plaintext.length);
+    const count = spec.blockCount(plaintext.length, blockSize);
     const nonces = Array.from({ length: count }, (_, i) => seq(0x80 + 0x10 * c + i, 12));
     const blocks = spec.blocks(inputs.fileKey, inputs.fileId, blockSize, plaintext, nonces);
     same(`content (${name})`, blocks, content.sealBlocks(cipher, 0, plaintext, true, nonces));
     const lower = Buffer.concat([headerBytes, blocks]);
+    same(
+      `lower size (${name})`,
+      String(lower.length),
+      String(spec.lowerSize(plaintext.length, blockSize)),
+    );
     same(
       `lower size (${name})`,
       String(lower.length),
@@ -282,6 +302,42 @@ async function makeVectors() {
       lower: b64(lower),
     };
   });
+
+  // Size arithmetic: every lower length up to five blocks, spec against code; a few go in the file.
+  const codeSize = (lower) => {
+    try {
+      return geometry.cleartextSize(lower);
+    } catch (err) {
+      return err.code;
+    }
+  };
+  const S = blockSize + 28;
+  for (let lower = 0; lower <= 152 + 5 * S + 1; lower++) {
+    same(
+      `cleartext size of lower length ${lower}`,
+      String(spec.cleartextSize(lower, blockSize)),
+      String(codeSize(lower)),
+    );
+  }
+  const sizeVectors = [
+    0,
+    151,
+    152,
+    153,
+    179,
+    180,
+    181,
+    152 + S - 1,
+    152 + S,
+    152 + S + 1,
+    152 + S + 27,
+    152 + S + 28,
+    152 + S + 29,
+    152 + 2 * S - 1,
+    152 + 2 * S,
+    152 + 2 * S + 28,
+    152 + 3 * S + 28,
+  ].map((lower) => ({ lower, cleartext: spec.cleartextSize(lower, blockSize) }));
 
   // Names.
   const longUnicode = "é".repeat(127) + "x"; // 255 UTF-8 bytes
@@ -504,6 +560,10 @@ async function makeVectors() {
     },
     header: { hex: hex(headerBytes) },
     content: contentVectors,
+    sizes: {
+      note: "cleartext size of a lower file length with the block size above, or the error code refusing it",
+      cases: sizeVectors,
+    },
     names: nameVectors,
     dirIdEntry: { dirId: hex(inputs.dirId), entry: dirIdEntry },
     symlink: { target: symlinkTarget, nonce: hex(symlinkNonce), stored },
@@ -688,7 +748,7 @@ async function makeVolume(force) {
   expected.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   const doc = {
     about:
-      "Cleartext tree of test/fixtures/volume-v1, written once by scripts/make-fixture.mjs with the v1 code. test/unit/fixture-volume.test.ts must keep reading it.",
+      "Cleartext tree of test/fixtures/volume-v1, written by scripts/make-fixture.mjs with the v1 code (regenerated once before release, when the final-block rule changed). test/unit/fixture-volume.test.ts must keep reading it.",
     passphrase: PASSPHRASE,
     recoveryKey,
     blockSize,

@@ -33,7 +33,19 @@ import * as xattr from "fs-xattr";
 import { FsError } from "./errors.js";
 import { Namespace } from "./namespace.js";
 import { OpenFile } from "./open-file.js";
-import type { Attr, FileSystem, FsStats, TimeSpec } from "./types.js";
+import type { Attr, Caller, FileSystem, FsStats, TimeSpec } from "./types.js";
+
+/** Sets both timestamps of a lower path without following a symlink. */
+export type SetTimes = (lower: string, atimeNs: bigint, mtimeNs: bigint) => void | Promise<void>;
+
+export interface CryptFsOptions {
+  readonly readOnly?: boolean;
+  /** Exact (nanosecond) timestamps need a native utimensat; the fallback keeps microseconds. */
+  readonly setTimes?: SetTimes;
+}
+
+const setTimesMicroseconds: SetTimes = (lower, atimeNs, mtimeNs) =>
+  lutimes(lower, Number(atimeNs / 1000n) / 1e6, Number(mtimeNs / 1000n) / 1e6);
 
 interface Handle {
   readonly file: OpenFile;
@@ -45,7 +57,8 @@ interface Handle {
 
 const XATTR_CREATE = 1;
 const XATTR_REPLACE = 2;
-const CREATE_FLAGS = constants.O_CREAT | constants.O_EXCL | constants.O_RDWR;
+const S_ISGID = 0o2000;
+const CREATE_FLAGS = constants.O_CREAT | constants.O_EXCL | constants.O_RDWR | constants.O_NOATIME;
 const ACCESS_MODE = constants.O_RDONLY | constants.O_WRONLY | constants.O_RDWR;
 
 function inodeKey(st: { dev: bigint | number; ino: bigint | number }): string {
@@ -69,15 +82,22 @@ export class CryptFs implements FileSystem {
   private readonly handles = new Map<number, Handle>();
   private nextHandle = 1;
 
+  private readonly readOnly: boolean;
+  private readonly setTimes: SetTimes;
+  /** Only root can give new entries to their callers. */
+  private readonly chownNew = process.getuid?.() === 0;
+
   constructor(
     private readonly root: string,
     private readonly keyring: Keyring,
     blockSize: number,
     private readonly log: Logger,
-    private readonly readOnly = false,
+    options: CryptFsOptions = {},
   ) {
     this.names = new Namespace(root, keyring, log);
     this.geometry = new ContentGeometry(blockSize);
+    this.readOnly = options.readOnly ?? false;
+    this.setTimes = options.setTimes ?? setTimesMicroseconds;
   }
 
   // --- attributes ------------------------------------------------------------
@@ -220,7 +240,7 @@ export class CryptFs implements FileSystem {
     return fh;
   }
 
-  async create(path: string, mode: number, flags: number): Promise<number> {
+  async create(path: string, mode: number, flags: number, caller?: Caller): Promise<number> {
     this.requireWritable();
     const { parent, name } = cleartextParent(path);
     const parentLoc = await this.names.locate(parent);
@@ -241,6 +261,7 @@ export class CryptFs implements FileSystem {
         return this.openExisting(path, flags, exclusive);
       throw err;
     }
+    await this.own(located.lower, parentLoc.lower, caller);
     const st = await handle.stat({ bigint: true });
     const file = await OpenFile.initialize(
       handle,
@@ -343,12 +364,13 @@ export class CryptFs implements FileSystem {
     await this.names.removeSidecar(located);
   }
 
-  async mkdir(path: string, mode: number): Promise<void> {
+  async mkdir(path: string, mode: number, caller?: Caller): Promise<void> {
     this.requireWritable();
     const located = await this.locateNew(path);
     await this.names.writeSidecar(located);
     await mkdir(located.lower, mode & 0o7777);
     await this.names.createDirId(located.lower);
+    await this.own(located.lower, located.parentLower, caller);
   }
 
   /** Removes the ID entries of an empty lower directory; ENOTEMPTY when it holds user entries. */
@@ -409,11 +431,12 @@ export class CryptFs implements FileSystem {
     await link(source.lower, target.lower);
   }
 
-  async symlink(target: string, path: string): Promise<void> {
+  async symlink(target: string, path: string, caller?: Caller): Promise<void> {
     this.requireWritable();
     const located = await this.locateNew(path);
     await this.names.writeSidecar(located);
     await symlink(encryptSymlink(this.keyring.volume.symlinks, target), located.lower);
+    await this.own(located.lower, located.parentLower, caller);
   }
 
   async readlink(path: string): Promise<string> {
@@ -428,10 +451,10 @@ export class CryptFs implements FileSystem {
     }
   }
 
-  async mknod(path: string, mode: number): Promise<void> {
+  async mknod(path: string, mode: number, _rdev: number, caller?: Caller): Promise<void> {
     // Only regular files: device nodes, FIFOs and sockets have no encrypted form yet.
     if ((mode & constants.S_IFMT) !== constants.S_IFREG) throw new FsError("EPERM");
-    const fh = await this.create(path, mode, constants.O_EXCL | constants.O_WRONLY);
+    const fh = await this.create(path, mode, constants.O_EXCL | constants.O_WRONLY, caller);
     await this.release(path, fh);
   }
 
@@ -456,11 +479,17 @@ export class CryptFs implements FileSystem {
     const current =
       atime === "omit" || mtime === "omit" ? await lstat(lower, { bigint: true }) : undefined;
     const now = BigInt(Date.now()) * 1_000_000n;
-    const pick = (spec: TimeSpec, keep: bigint | undefined): number => {
-      const ns = spec === "now" ? now : spec === "omit" ? keep! : spec;
-      return Number(ns / 1000n) / 1e6;
-    };
-    await lutimes(lower, pick(atime, current?.atimeNs), pick(mtime, current?.mtimeNs));
+    const pick = (spec: TimeSpec, keep: bigint | undefined): bigint =>
+      spec === "now" ? now : spec === "omit" ? keep! : spec;
+    await this.setTimes(lower, pick(atime, current?.atimeNs), pick(mtime, current?.mtimeNs));
+  }
+
+  /** Gives a new lower entry to the caller (gid stays the parent's in a setgid directory). */
+  private async own(lower: string, parentLower: string, caller: Caller | undefined): Promise<void> {
+    if (!this.chownNew || !caller || (caller.uid === 0 && caller.gid === 0)) return;
+    const parent = await lstat(parentLower);
+    const gid = parent.mode & S_ISGID ? parent.gid : caller.gid;
+    await lchown(lower, caller.uid, gid);
   }
 
   // --- extended attributes (user.* only, encrypted) --------------------------

@@ -1,7 +1,8 @@
 import Fuse, { type FuseOptions, type Operations } from "fuse-native";
 import type { Logger } from "pino";
+import type { SetTimes } from "./crypt-fs.js";
 import { errnoNumber, toErrno } from "./errors.js";
-import type { Attr, FileSystem, TimeSpec } from "./types.js";
+import type { Attr, Caller, FileSystem, TimeSpec } from "./types.js";
 
 /**
  * Translates fuse-native's callback API to our FileSystem interface and
@@ -38,6 +39,12 @@ function toTimeSpec(value: unknown): TimeSpec {
   if (typeof value === "number") return BigInt(Math.round(value)) * 1_000_000n; // milliseconds (unpatched binding)
   if (value instanceof Date) return BigInt(value.getTime()) * 1_000_000n;
   return "omit";
+}
+
+/** The caller of the request being dispatched: valid only synchronously, before any await. */
+function caller(): Caller | undefined {
+  const context = Fuse.context();
+  return context ? { uid: context.uid, gid: context.gid } : undefined;
 }
 
 export function buildOperations(fs: FileSystem, log: Logger): Operations {
@@ -119,14 +126,13 @@ export function buildOperations(fs: FileSystem, log: Logger): Operations {
       ),
     opendir: (_path: string, _flags: number, reply: Reply) => reply(0, 0),
     releasedir: (_path: string, _fh: number, reply: Reply) => reply(0),
-    create: (path: string, mode: number, flagsOrReply: number | Reply, maybeReply?: Reply) => {
-      const reply = typeof flagsOrReply === "function" ? flagsOrReply : maybeReply!;
-      const flags = typeof flagsOrReply === "number" ? flagsOrReply : 0;
+    create: (path: string, mode: number, flags: number, reply: Reply) => {
+      const who = caller();
       call(
         "create",
         path,
         reply,
-        () => fs.create(path, mode, flags),
+        () => fs.create(path, mode, flags, who),
         (fh) => [fh],
       );
     },
@@ -148,14 +154,14 @@ export function buildOperations(fs: FileSystem, log: Logger): Operations {
     unlink: (path: string, reply: Reply) =>
       call("unlink", path, reply, () => fs.unlink(path), none),
     mkdir: (path: string, mode: number, reply: Reply) =>
-      call("mkdir", path, reply, () => fs.mkdir(path, mode), none),
+      call("mkdir", path, reply, () => fs.mkdir(path, mode, caller()), none),
     rmdir: (path: string, reply: Reply) => call("rmdir", path, reply, () => fs.rmdir(path), none),
     rename: (from: string, to: string, reply: Reply) =>
       call("rename", from, reply, () => fs.rename(from, to), none),
     link: (existing: string, path: string, reply: Reply) =>
       call("link", path, reply, () => fs.link(existing, path), none),
     symlink: (target: string, path: string, reply: Reply) =>
-      call("symlink", path, reply, () => fs.symlink(target, path), none),
+      call("symlink", path, reply, () => fs.symlink(target, path, caller()), none),
     readlink: (path: string, reply: Reply) =>
       call(
         "readlink",
@@ -165,7 +171,7 @@ export function buildOperations(fs: FileSystem, log: Logger): Operations {
         (t) => [t],
       ),
     mknod: (path: string, mode: number, rdev: number, reply: Reply) =>
-      call("mknod", path, reply, () => fs.mknod(path, mode, rdev), none),
+      call("mknod", path, reply, () => fs.mknod(path, mode, rdev, caller()), none),
     chmod: (path: string, mode: number, reply: Reply) =>
       call("chmod", path, reply, () => fs.chmod(path, mode), none),
     chown: (path: string, uid: number, gid: number, reply: Reply) =>
@@ -252,3 +258,7 @@ export class FuseMount {
     );
   }
 }
+
+/** Exact timestamps through the binding's utimensat (Node's utimes keeps only microseconds). */
+export const bindingSetTimes: SetTimes = (lower, atimeNs, mtimeNs) =>
+  Fuse.utimensat(lower, atimeNs, mtimeNs, true);

@@ -153,8 +153,12 @@ export class OpenFile implements FileCipher {
   /**
    * Reads up to `length` bytes at `position`. A read that reaches the end of
    * the file also verifies the final block, so a cut-off file never reads as
-   * a shorter valid one. A corrupt block ends the read early, or fails it
-   * with EIO when it is the first block asked for.
+   * a shorter valid one. A corrupt block anywhere in the range fails the
+   * whole read with EIO: never a short read, which the kernel's page cache
+   * takes for end of file (it would even shrink the cached size, and cat or
+   * cp would copy a truncated file without an error). Reads that stop
+   * before the bad block still succeed; the kernel retries a failed
+   * readahead page by page.
    */
   async read(position: number, length: number): Promise<Buffer> {
     const end = Math.min(this.size, position + length);
@@ -163,16 +167,7 @@ export class OpenFile implements FileCipher {
     const first = Math.floor(position / B);
     const last = end === this.size ? this.finalIndex() : Math.floor((end - 1) / B);
     const skip = position - first * B;
-    let clear: Buffer;
-    try {
-      clear = await this.readBlocks(first, last);
-    } catch (err) {
-      const partial = (err as { partial?: Buffer }).partial;
-      if (partial && partial.length > skip) {
-        return partial.subarray(skip, Math.min(partial.length, end - first * B));
-      }
-      throw err;
-    }
+    const clear = await this.readBlocks(first, last);
     return clear.subarray(skip, end - first * B);
   }
 
@@ -262,14 +257,21 @@ export class OpenFile implements FileCipher {
   }
 }
 
+/**
+ * Lower files are opened without updating their access time: reading a
+ * header is our business, not the user's (O_NOATIME needs ownership or
+ * root; without it we fall back to a plain open).
+ */
 async function openLower(lower: string, writable: boolean): Promise<FileHandle> {
-  if (!writable) {
+  const modes = writable ? [constants.O_RDWR] : [constants.O_RDWR, constants.O_RDONLY];
+  for (const [i, mode] of modes.entries()) {
     try {
-      return await open(lower, constants.O_RDWR);
+      return await open(lower, mode | constants.O_NOATIME);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EACCES") throw err;
-      return open(lower, constants.O_RDONLY);
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EPERM") return open(lower, mode);
+      if (code !== "EACCES" || i === modes.length - 1) throw err;
     }
   }
-  return open(lower, constants.O_RDWR);
+  throw new Error("unreachable");
 }

@@ -31,6 +31,12 @@ export interface FsStats {
   namemax: number;
 }
 
+/** Who asked: new entries belong to the caller, as on a local filesystem. */
+export interface Caller {
+  uid: number;
+  gid: number;
+}
+
 /** A timestamp from utimens: nanoseconds since the epoch, or the UTIME_NOW / UTIME_OMIT markers. */
 export type TimeSpec = bigint | "now" | "omit";
 
@@ -43,7 +49,7 @@ export interface FileSystem {
   statfs(path: string): Promise<FsStats>;
 
   open(path: string, flags: number): Promise<number>;
-  create(path: string, mode: number, flags: number): Promise<number>;
+  create(path: string, mode: number, flags: number, caller?: Caller): Promise<number>;
   read(path: string, fh: number, target: Buffer, length: number, position: number): Promise<number>;
   write(path: string, fh: number, data: Buffer, length: number, position: number): Promise<number>;
   flush(path: string, fh: number): Promise<void>;
@@ -53,13 +59,13 @@ export interface FileSystem {
   ftruncate(path: string, fh: number, size: number): Promise<void>;
 
   unlink(path: string): Promise<void>;
-  mkdir(path: string, mode: number): Promise<void>;
+  mkdir(path: string, mode: number, caller?: Caller): Promise<void>;
   rmdir(path: string): Promise<void>;
   rename(from: string, to: string): Promise<void>;
   link(existing: string, path: string): Promise<void>;
-  symlink(target: string, path: string): Promise<void>;
+  symlink(target: string, path: string, caller?: Caller): Promise<void>;
   readlink(path: string): Promise<string>;
-  mknod(path: string, mode: number, rdev: number): Promise<void>;
+  mknod(path: string, mode: number, rdev: number, caller?: Caller): Promise<void>;
 
   chmod(path: string, mode: number): Promise<void>;
   chown(path: string, uid: number, gid: number): Promise<void>;

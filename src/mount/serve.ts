@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import type { Keyring } from "../crypto/keys.js";
 import type { VolumeConfig } from "../format/config.js";
 import { CryptFs } from "../fs/crypt-fs.js";
-import { FuseMount } from "../fs/fuse-adapter.js";
+import { FuseMount, bindingSetTimes } from "../fs/fuse-adapter.js";
 import { EXIT, UserError } from "../volume/errors.js";
 import { FSTYPE, currentMounts } from "./mountinfo.js";
 import { removeRecord, writeRecord } from "./runtime.js";
@@ -75,7 +75,10 @@ export async function serve(
 ): Promise<number> {
   // Modes arrive with the caller's umask applied by the kernel; ours must not apply twice.
   process.umask(0);
-  const fs = new CryptFs(lower, keyring, config.blockSize, log, settings.readOnly);
+  const fs = new CryptFs(lower, keyring, config.blockSize, log, {
+    readOnly: settings.readOnly,
+    setTimes: bindingSetTimes,
+  });
   let finished: (code: number) => void = () => undefined;
   const done = new Promise<number>((resolve) => (finished = resolve));
   let stopping = false;

@@ -64,7 +64,12 @@ export interface StartedExit {
 
 let outputCounter = 0;
 
-export function startToExit(sb: Sandbox, cmd: string, args: readonly string[], options: ExitRunOptions = {}): StartedExit {
+export function startToExit(
+  sb: Sandbox,
+  cmd: string,
+  args: readonly string[],
+  options: ExitRunOptions = {},
+): StartedExit {
   const base = join(sb.dir, `out-${process.pid}-${++outputCounter}`);
   const outFd = openSync(base + ".stdout", "w");
   const errFd = openSync(base + ".stderr", "w");
@@ -97,7 +102,13 @@ export function startToExit(sb: Sandbox, cmd: string, args: readonly string[], o
     };
     proc.on("error", (e) => {
       clearTimeout(timer);
-      resolve({ code: 127, signal: null, stdout: "", stderr: String(e), stdoutBytes: Buffer.alloc(0) });
+      resolve({
+        code: 127,
+        signal: null,
+        stdout: "",
+        stderr: String(e),
+        stdoutBytes: Buffer.alloc(0),
+      });
     });
     proc.on("exit", (code, signal) => void finish(code, signal));
   });
@@ -105,18 +116,34 @@ export function startToExit(sb: Sandbox, cmd: string, args: readonly string[], o
 }
 
 /** Runs a program with the sandbox's environment and waits for its exit (not for its pipes). */
-export function runToExit(sb: Sandbox, cmd: string, args: readonly string[], options: ExitRunOptions = {}): Promise<RunResult> {
+export function runToExit(
+  sb: Sandbox,
+  cmd: string,
+  args: readonly string[],
+  options: ExitRunOptions = {},
+): Promise<RunResult> {
   return startToExit(sb, cmd, args, options).done;
 }
 
 /** The cryptmount CLI, waited for until it exits. */
-export function cli(sb: Sandbox, args: readonly string[], options: ExitRunOptions = {}): Promise<RunResult> {
+export function cli(
+  sb: Sandbox,
+  args: readonly string[],
+  options: ExitRunOptions = {},
+): Promise<RunResult> {
   return runToExit(sb, process.execPath, [CLI, ...args], options);
 }
 
-export async function cliOk(sb: Sandbox, args: readonly string[], options: ExitRunOptions = {}): Promise<string> {
+export async function cliOk(
+  sb: Sandbox,
+  args: readonly string[],
+  options: ExitRunOptions = {},
+): Promise<string> {
   const r = await cli(sb, args, options);
-  if (r.code !== 0) throw new Error(`cryptmount ${args.join(" ")} failed (exit ${r.code}, signal ${r.signal}): ${r.stderr.trim()}`);
+  if (r.code !== 0)
+    throw new Error(
+      `cryptmount ${args.join(" ")} failed (exit ${r.code}, signal ${r.signal}): ${r.stderr.trim()}`,
+    );
   return r.stdout;
 }
 
@@ -137,9 +164,12 @@ export async function mountVolume(
 ): Promise<LiveMount> {
   const mountpoint = options.mountpoint ?? (await sb.mkdir("mnt"));
   const key = options.key ?? ["--passfile", sb.passfile];
-  const r = await cli(sb, ["mount", ...key, ...(options.args ?? []), lower, mountpoint], { timeoutMs: 60_000 });
+  const r = await cli(sb, ["mount", ...key, ...(options.args ?? []), lower, mountpoint], {
+    timeoutMs: 60_000,
+  });
   if (r.code !== 0) throw new Error(`mount ${lower} failed (exit ${r.code}): ${r.stderr.trim()}`);
-  if (!isMounted(mountpoint)) throw new Error(`${mountpoint}: mount reported success but is not mounted`);
+  if (!isMounted(mountpoint))
+    throw new Error(`${mountpoint}: mount reported success but is not mounted`);
   const pid = sb.serverPid(mountpoint);
   if (pid === undefined) throw new Error(`${mountpoint}: no runtime record for the server`);
   return { lower, mountpoint, pid };
@@ -148,7 +178,8 @@ export async function mountVolume(
 /** "cryptmount umount" and wait for the server to be gone. */
 export async function unmountVolume(sb: Sandbox, m: LiveMount): Promise<void> {
   const r = await cli(sb, ["umount", m.mountpoint], { timeoutMs: 30_000 });
-  if (r.code !== 0) throw new Error(`umount ${m.mountpoint} failed (exit ${r.code}): ${r.stderr.trim()}`);
+  if (r.code !== 0)
+    throw new Error(`umount ${m.mountpoint} failed (exit ${r.code}): ${r.stderr.trim()}`);
   if (isMounted(m.mountpoint)) throw new Error(`${m.mountpoint}: still mounted after umount`);
   const deadline = Date.now() + 15_000;
   while (serverAlive(m.pid)) {
@@ -196,14 +227,22 @@ export function recoveryKeyFrom(stdout: string): string {
 }
 
 /** Writes a one-line secret file (mode 600) and returns its path. */
-export async function secretFile(sb: Sandbox, name: string, content: string | Buffer): Promise<string> {
+export async function secretFile(
+  sb: Sandbox,
+  name: string,
+  content: string | Buffer,
+): Promise<string> {
   const path = sb.path(name);
   await writeFile(path, typeof content === "string" ? content + "\n" : content, { mode: 0o600 });
   return path;
 }
 
 /** Creates a volume like Sandbox.createVolume but also returns init's stdout (recovery key). */
-export async function initVolume(sb: Sandbox, extra: readonly string[] = [], passfile = sb.passfile): Promise<{ lower: string; stdout: string }> {
+export async function initVolume(
+  sb: Sandbox,
+  extra: readonly string[] = [],
+  passfile = sb.passfile,
+): Promise<{ lower: string; stdout: string }> {
   const lower = sb.path("lower");
   const stdout = await cliOk(sb, ["init", "--passfile", passfile, ...MIN_KDF, ...extra, lower]);
   return { lower, stdout };
@@ -235,8 +274,16 @@ json.dump(out, sys.stdout)
  * Writes `dirs` x `perDir` files of 0..maxSize seeded random bytes below
  * `root` (normally a mount point) and returns their manifest (path -> sha256).
  */
-export async function writeFiles(root: string, seed: string, dirs: number, perDir: number, maxSize: number): Promise<Manifest> {
-  const out = await pyOk(WRITER, [root, seed, String(dirs), String(perDir), String(maxSize)], { timeoutMs: 600_000 });
+export async function writeFiles(
+  root: string,
+  seed: string,
+  dirs: number,
+  perDir: number,
+  maxSize: number,
+): Promise<Manifest> {
+  const out = await pyOk(WRITER, [root, seed, String(dirs), String(perDir), String(maxSize)], {
+    timeoutMs: 600_000,
+  });
   return JSON.parse(out) as Manifest;
 }
 
@@ -271,14 +318,23 @@ json.dump(out, sys.stdout)
  * python3 process. `tolerant`: a file that fails to read maps to
  * "error:EIO" (or its errno) instead of failing the whole run.
  */
-export async function checksumTree(root: string, only?: readonly string[], tolerant = false): Promise<Manifest> {
+export async function checksumTree(
+  root: string,
+  only?: readonly string[],
+  tolerant = false,
+): Promise<Manifest> {
   const args = [root, only ? JSON.stringify(only) : "-", ...(tolerant ? ["tolerant"] : [])];
   return JSON.parse(await pyOk(CHECKSUMMER, args, { timeoutMs: 600_000 })) as Manifest;
 }
 
 /** Writes named files below `root` (a mount point) from a python3 process. */
-export async function writeNamed(root: string, files: Record<string, Buffer | string>): Promise<void> {
-  const spec = Object.fromEntries(Object.entries(files).map(([k, v]) => [k, Buffer.from(v).toString("base64")]));
+export async function writeNamed(
+  root: string,
+  files: Record<string, Buffer | string>,
+): Promise<void> {
+  const spec = Object.fromEntries(
+    Object.entries(files).map(([k, v]) => [k, Buffer.from(v).toString("base64")]),
+  );
   await pyOk(
     String.raw`
 import base64, json, os, sys
@@ -338,11 +394,18 @@ export interface LowerSplit {
 }
 
 /** Each content file's header bytes and a hash of what follows it. */
-export function lowerSplit(lower: string, files = lowerContentFiles(lower)): Map<string, LowerSplit> {
+export function lowerSplit(
+  lower: string,
+  files = lowerContentFiles(lower),
+): Map<string, LowerSplit> {
   const out = new Map<string, LowerSplit>();
   for (const p of files) {
     const bytes = readFileSync(join(lower, p));
-    out.set(p, { header: Buffer.from(bytes.subarray(0, HEADER_SIZE)), body: sha256Hex(bytes.subarray(HEADER_SIZE)), size: bytes.length });
+    out.set(p, {
+      header: Buffer.from(bytes.subarray(0, HEADER_SIZE)),
+      body: sha256Hex(bytes.subarray(HEADER_SIZE)),
+      size: bytes.length,
+    });
   }
   return out;
 }
@@ -401,7 +464,12 @@ export async function flipBit(path: string, offset: number, bit = 0): Promise<vo
 }
 
 /** Swaps two equal-length byte ranges of a file. */
-export async function swapRanges(path: string, a: number, b: number, length: number): Promise<void> {
+export async function swapRanges(
+  path: string,
+  a: number,
+  b: number,
+  length: number,
+): Promise<void> {
   const handle = await open(path, "r+");
   try {
     const x = Buffer.alloc(length);
@@ -439,7 +507,11 @@ export async function configCopies(lower: string): Promise<[string, string]> {
 }
 
 /** Rewrites config fields in both copies (or only the primary). */
-export async function editConfig(lower: string, edit: (c: Record<string, unknown>) => void, which: "both" | "primary" = "both"): Promise<void> {
+export async function editConfig(
+  lower: string,
+  edit: (c: Record<string, unknown>) => void,
+  which: "both" | "primary" = "both",
+): Promise<void> {
   for (const name of which === "both" ? [CONFIG, CONFIG_BAK] : [CONFIG]) {
     const c = JSON.parse(await readFile(join(lower, name), "utf8")) as Record<string, unknown>;
     edit(c);
@@ -484,8 +556,14 @@ export interface FsckJson {
   problems: FsckProblem[];
 }
 
-export async function fsck(sb: Sandbox, lower: string, extra: readonly string[] = []): Promise<{ code: number | null; report: FsckJson; stderr: string }> {
-  const r = await cli(sb, ["fsck", "--passfile", sb.passfile, "--json", ...extra, lower], { timeoutMs: 300_000 });
+export async function fsck(
+  sb: Sandbox,
+  lower: string,
+  extra: readonly string[] = [],
+): Promise<{ code: number | null; report: FsckJson; stderr: string }> {
+  const r = await cli(sb, ["fsck", "--passfile", sb.passfile, "--json", ...extra, lower], {
+    timeoutMs: 300_000,
+  });
   let report: FsckJson;
   try {
     report = JSON.parse(r.stdout) as FsckJson;
@@ -533,10 +611,14 @@ export async function makeLoopFs(sb: Sandbox, mib: number): Promise<LoopFs> {
     dir,
     image,
     async cleanup() {
-      if (isMounted(dir)) {
+      // A server that just exited may still be closing files on it: retry, then detach lazily.
+      for (let attempt = 0; attempt < 20 && isMounted(dir); attempt++) {
         const r = await run("umount", [dir], { timeoutMs: 30_000 });
-        if (r.code !== 0) await run("umount", ["-l", dir], { timeoutMs: 30_000 });
+        if (r.code === 0) break;
+        await new Promise((resolve) => setTimeout(resolve, 100));
       }
+      if (isMounted(dir)) await run("umount", ["-l", dir], { timeoutMs: 30_000 });
+      if (isMounted(dir)) throw new Error(`${dir}: loop filesystem still mounted`);
     },
   };
 }

@@ -130,17 +130,23 @@ export function start(cmd: string, args: readonly string[], options: RunOptions 
           s.once("close", () => r());
         });
       const grace = sleep(300);
-      void Promise.race([Promise.all([drained(proc.stdout), drained(proc.stderr)]), grace]).then(() => {
-        proc.stdout?.destroy();
-        proc.stderr?.destroy();
-        finish(code, signal);
-      });
+      void Promise.race([Promise.all([drained(proc.stdout), drained(proc.stderr)]), grace]).then(
+        () => {
+          proc.stdout?.destroy();
+          proc.stderr?.destroy();
+          finish(code, signal);
+        },
+      );
     });
   });
   return { proc, done };
 }
 
-export function run(cmd: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: readonly string[],
+  options: RunOptions = {},
+): Promise<RunResult> {
   return start(cmd, args, options).done;
 }
 
@@ -150,7 +156,11 @@ function describeRun(cmd: string, args: readonly string[], r: RunResult): string
 }
 
 /** Runs a program and returns its stdout (trimmed); throws with its stderr when it fails. */
-export async function runOk(cmd: string, args: readonly string[], options: RunOptions = {}): Promise<string> {
+export async function runOk(
+  cmd: string,
+  args: readonly string[],
+  options: RunOptions = {},
+): Promise<string> {
   const r = await run(cmd, args, options);
   if (r.code !== 0) throw new Error(describeRun(cmd, args, r));
   return r.stdout.trim();
@@ -170,7 +180,11 @@ export function q(word: string): string {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function waitFor<T>(what: string, check: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 15_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 15_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await check();
@@ -221,19 +235,26 @@ export function isMounted(mountpoint: string): boolean {
   return mountEntry(mountpoint) !== undefined;
 }
 
+/** The state letter of a process (R, S, D, T, Z, ...) from /proc, or undefined when it is gone. */
+export function processState(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+  } catch {
+    return undefined;
+  }
+}
+
 export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === "EPERM";
   }
-  // A zombie is dead for our purposes (the CLI's server is reparented, so it is reaped by init).
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-  } catch {
-    return false;
-  }
+  // A zombie is dead for our purposes: the CLI's server is reparented to
+  // init, which may take its time to reap it.
+  const state = processState(pid);
+  return state !== undefined && state !== "Z";
 }
 
 export async function waitForExit(pid: number, timeoutMs = 10_000): Promise<boolean> {
@@ -287,12 +308,15 @@ export async function forceUnmount(mountpoint: string): Promise<void> {
 
 export async function killProcess(pid: number): Promise<void> {
   if (!alive(pid)) return;
-  try {
-    process.kill(pid, "SIGTERM");
-  } catch {
-    return;
+  // A stopped process would only act on SIGTERM once continued.
+  if (processState(pid) !== "T") {
+    try {
+      process.kill(pid, "SIGTERM");
+    } catch {
+      return;
+    }
+    if (await waitForExit(pid, 5_000)) return;
   }
-  if (await waitForExit(pid, 5_000)) return;
   try {
     process.kill(pid, "SIGKILL");
   } catch {
@@ -385,7 +409,10 @@ export class Sandbox {
 
   /** Runs the cryptmount CLI with this sandbox's runtime dir. */
   cli(args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
-    return run(process.execPath, [CLI, ...args], { ...options, env: { ...this.env, ...options.env } });
+    return run(process.execPath, [CLI, ...args], {
+      ...options,
+      env: { ...this.env, ...options.env },
+    });
   }
 
   async cliOk(args: readonly string[], options: RunOptions = {}): Promise<string> {
@@ -397,12 +424,26 @@ export class Sandbox {
   /** Creates a volume with the minimum (fast) KDF parameters; returns its lower directory. */
   async createVolume(name = "lower", extra: string[] = []): Promise<string> {
     const lower = this.path(name);
-    await this.cliOk(["init", "--passfile", this.passfile, "--kdf-memory", "65536", "--kdf-iterations", "3", ...extra, lower]);
+    await this.cliOk([
+      "init",
+      "--passfile",
+      this.passfile,
+      "--kdf-memory",
+      "65536",
+      "--kdf-iterations",
+      "3",
+      ...extra,
+      lower,
+    ]);
     return lower;
   }
 
   /** Starts `cryptmount mount` (background server); returns its result without checking it. */
-  async mountRaw(lower: string, mountpoint: string, options: MountOptions & { logFile?: string } = {}): Promise<RunResult> {
+  async mountRaw(
+    lower: string,
+    mountpoint: string,
+    options: MountOptions & { logFile?: string } = {},
+  ): Promise<RunResult> {
     const args = ["mount", "--passfile", options.passfile ?? this.passfile];
     if (options.logFile) args.push("--log-file", options.logFile);
     args.push(...(options.args ?? []), lower, mountpoint);
@@ -417,7 +458,8 @@ export class Sandbox {
     const logFile = lower + ".log";
     const r = await this.mountRaw(lower, mountpoint, { ...options, logFile });
     if (r.code !== 0) throw new Error(describeRun("cryptmount mount", [lower, mountpoint], r));
-    if (!isMounted(mountpoint)) throw new Error(`${mountpoint}: mount reported success but is not mounted`);
+    if (!isMounted(mountpoint))
+      throw new Error(`${mountpoint}: mount reported success but is not mounted`);
     const pid = this.serverPid(mountpoint);
     if (pid === undefined) throw new Error(`${mountpoint}: no runtime record for the server`);
     this.track(mountpoint, pid);
@@ -440,7 +482,10 @@ export class Sandbox {
     }
     for (const name of names.filter((n) => n.endsWith(".json"))) {
       try {
-        const record = JSON.parse(readFileSync(join(this.runtimeDir, name), "utf8")) as { mountpoint: string; pid: number };
+        const record = JSON.parse(readFileSync(join(this.runtimeDir, name), "utf8")) as {
+          mountpoint: string;
+          pid: number;
+        };
         if (record.mountpoint === mountpoint) return record.pid;
       } catch {
         /* being replaced */
@@ -456,7 +501,8 @@ export class Sandbox {
     const r = await this.cli(["umount", mountpoint], { timeoutMs: 30_000 });
     if (r.code !== 0) throw new Error(describeRun("cryptmount umount", [mountpoint], r));
     if (isMounted(mountpoint)) throw new Error(`${mountpoint}: still mounted after umount`);
-    if (pid !== undefined && !(await waitForExit(pid, 10_000))) throw new Error(`server ${pid} did not exit after umount`);
+    if (pid !== undefined && !(await waitForExit(pid, 10_000)))
+      throw new Error(`server ${pid} did not exit after umount`);
     this.live.delete(mountpoint);
   }
 
@@ -474,6 +520,11 @@ export class Sandbox {
   /** Takes down every mount of this sandbox, however broken, and kills leftover servers. */
   async unmountAll(): Promise<void> {
     for (const [mountpoint, pid] of [...this.live]) {
+      // A stopped (hung) server answers nothing: kill it, then detach its mount.
+      if (pid !== undefined && processState(pid) === "T") {
+        await abortConnection(mountpoint);
+        await killProcess(pid);
+      }
       if (isMounted(mountpoint)) {
         const r = await this.cli(["umount", mountpoint], { timeoutMs: 15_000 });
         if (r.code !== 0 || isMounted(mountpoint)) await forceUnmount(mountpoint);
@@ -498,7 +549,9 @@ export class Sandbox {
   async cleanup(): Promise<void> {
     await this.unmountAll();
     // Never delete through a mount that is still there.
-    if (mountTable().some((m) => m.mountpoint === this.dir || m.mountpoint.startsWith(this.dir + "/"))) {
+    if (
+      mountTable().some((m) => m.mountpoint === this.dir || m.mountpoint.startsWith(this.dir + "/"))
+    ) {
       throw new Error(`${this.dir}: something is still mounted below; not removing it`);
     }
     await rm(this.dir, { recursive: true, force: true });
@@ -506,7 +559,11 @@ export class Sandbox {
 }
 
 /** Parsed JSON log lines (waits until one matches `until`, if given). */
-export async function readLog(logFile: string, until?: (r: LogRecord) => boolean, timeoutMs = 5_000): Promise<LogRecord[]> {
+export async function readLog(
+  logFile: string,
+  until?: (r: LogRecord) => boolean,
+  timeoutMs = 5_000,
+): Promise<LogRecord[]> {
   const parse = async () => {
     const text = await readFile(logFile, "utf8").catch(() => "");
     return text
@@ -544,7 +601,10 @@ export async function listTree(dir: string): Promise<string[]> {
  * exist afterwards and did not before. Used to find the encrypted file
  * behind a cleartext one.
  */
-export async function newLowerEntries(lower: string, action: () => Promise<unknown>): Promise<string[]> {
+export async function newLowerEntries(
+  lower: string,
+  action: () => Promise<unknown>,
+): Promise<string[]> {
   const before = new Set(await listTree(lower));
   await action();
   return (await listTree(lower)).filter((p) => !before.has(p));

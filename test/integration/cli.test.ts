@@ -2,7 +2,7 @@
 // info, error exit codes, signals, external unmounts, read-only mounts, and
 // what an observer of the lower directory can see.
 
-import { readdir, writeFile } from "node:fs/promises";
+import { readdir, readlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -17,6 +17,7 @@ import {
   runOk,
   sh,
   shOk,
+  start,
   waitFor,
   waitForExit,
 } from "../helpers/volume.js";
@@ -47,7 +48,16 @@ describe.skipIf(!haveFuse)("cryptmount CLI", () => {
 
   it("init prints a recovery key and creates a volume that info describes", async () => {
     const dir = sb.path("fresh");
-    const r = await sb.cli(["init", "--passfile", sb.passfile, "--kdf-memory", "65536", "--kdf-iterations", "3", dir]);
+    const r = await sb.cli([
+      "init",
+      "--passfile",
+      sb.passfile,
+      "--kdf-memory",
+      "65536",
+      "--kdf-iterations",
+      "3",
+      dir,
+    ]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/Created cryptmount volume \S+ in /);
     expect(r.stdout).toMatch(/Recovery key/);
@@ -61,13 +71,29 @@ describe.skipIf(!haveFuse)("cryptmount CLI", () => {
     expect(info).not.toContain("correct horse");
 
     // init refuses a directory that already is a volume.
-    const again = await sb.cli(["init", "--passfile", sb.passfile, "--kdf-memory", "65536", "--kdf-iterations", "3", dir]);
+    const again = await sb.cli([
+      "init",
+      "--passfile",
+      sb.passfile,
+      "--kdf-memory",
+      "65536",
+      "--kdf-iterations",
+      "3",
+      dir,
+    ]);
     expect(again.code).not.toBe(0);
     expect(again.stderr).not.toMatch(/\n\s+at /);
   });
 
   it("init refuses KDF parameters below the minimum (usage error)", async () => {
-    const r = await sb.cli(["init", "--passfile", sb.passfile, "--kdf-memory", "1024", sb.path("weak")]);
+    const r = await sb.cli([
+      "init",
+      "--passfile",
+      sb.passfile,
+      "--kdf-memory",
+      "1024",
+      sb.path("weak"),
+    ]);
     expect(r.code).toBe(EXIT.usage);
     expectOneLineError(r.stderr, /minimum/);
   });
@@ -75,12 +101,24 @@ describe.skipIf(!haveFuse)("cryptmount CLI", () => {
   it("mount, write, umount, mount again: data survives; status lists the mount", async () => {
     const m = await sb.mount(lower);
     expect(alive(m.pid)).toBe(true);
-    await shOk(`mkdir ${q(m.mountpoint + "/dir")} && printf 'hello world\\n' > ${q(m.mountpoint + "/dir/file.txt")}`);
+    await shOk(
+      `mkdir ${q(m.mountpoint + "/dir")} && printf 'hello world\\n' > ${q(m.mountpoint + "/dir/file.txt")}`,
+    );
 
     const status = await sb.cliOk(["status", "--json"]);
-    const records = JSON.parse(status) as { mountpoint: string; lower: string; pid: number; readOnly: boolean }[];
+    const records = JSON.parse(status) as {
+      mountpoint: string;
+      lower: string;
+      pid: number;
+      readOnly: boolean;
+    }[];
     expect(records).toHaveLength(1);
-    expect(records[0]).toMatchObject({ mountpoint: m.mountpoint, lower, pid: m.pid, readOnly: false });
+    expect(records[0]).toMatchObject({
+      mountpoint: m.mountpoint,
+      lower,
+      pid: m.pid,
+      readOnly: false,
+    });
     expect(await sb.cliOk(["status"])).toContain(m.mountpoint);
 
     await sb.unmount(m);
@@ -165,6 +203,33 @@ describe.skipIf(!haveFuse)("cryptmount CLI", () => {
     const r = await sb.cli(["umount", mnt]);
     expect(r.code).not.toBe(0);
     expectOneLineError(r.stderr, /not a mounted/);
+  });
+
+  it("umount of a busy mount fails with a one-line error; umount --lazy detaches it", async () => {
+    const m = await sb.mount(lower);
+    const busy = start("sleep", ["60"], { cwd: m.mountpoint, timeoutMs: 90_000 });
+    try {
+      await waitFor("sleep to sit in the mount", () =>
+        readlink(`/proc/${busy.proc.pid}/cwd`).then(
+          (cwd) => cwd === m.mountpoint,
+          () => false,
+        ),
+      );
+      const r = await sb.cli(["umount", m.mountpoint]);
+      expect(r.code).not.toBe(0);
+      expectOneLineError(r.stderr, /busy/);
+      expect(isMounted(m.mountpoint)).toBe(true);
+
+      const lazy = await sb.cli(["umount", "--lazy", m.mountpoint]);
+      expect(lazy.code, lazy.stderr).toBe(0);
+      expect(isMounted(m.mountpoint)).toBe(false);
+    } finally {
+      busy.proc.kill("SIGKILL");
+      await busy.done;
+    }
+    // The server goes once the last user of the detached mount is gone.
+    expect(await waitForExit(m.pid)).toBe(true);
+    sb.forget(m.mountpoint);
   });
 
   it("SIGTERM to the server unmounts cleanly and removes its record", async () => {

@@ -6,14 +6,34 @@ import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { ROOT, Sandbox, haveFuse, isMounted, mountEntry, q, run, sh, waitForExit } from "../helpers/volume.js";
-import { checksumTree, cliOk, mountVolume, runToExit, unmountVolume, writeNamed } from "../helpers/volume-tools.js";
+import {
+  ROOT,
+  Sandbox,
+  haveFuse,
+  isMounted,
+  mountEntry,
+  q,
+  run,
+  sh,
+  waitForExit,
+} from "../helpers/volume.js";
+import {
+  checksumTree,
+  cliOk,
+  mountVolume,
+  runToExit,
+  unmountVolume,
+  writeNamed,
+} from "../helpers/volume-tools.js";
 
 let sb: Sandbox;
 let lower: string;
 const files = { "a.txt": "alpha\n", "dir/b.bin": Buffer.from([0, 1, 2, 3, 255]) };
 
-const haveMountFuse = existsSync("/sbin/mount.fuse") || existsSync("/usr/sbin/mount.fuse") || existsSync("/sbin/mount.fuse3");
+const haveMountFuse =
+  existsSync("/sbin/mount.fuse") ||
+  existsSync("/usr/sbin/mount.fuse") ||
+  existsSync("/sbin/mount.fuse3");
 const haveCryptmountInPath = existsSync("/usr/local/bin/cryptmount");
 const canMount = haveFuse && process.getuid?.() === 0 && haveMountFuse && haveCryptmountInPath;
 
@@ -89,7 +109,14 @@ describe.skipIf(!canMount)("mount(8), fstab and umount(8)", () => {
 
   it("-o ro: reads work, writes fail with EROFS", async () => {
     const mnt = await sb.mkdir("mnt");
-    const r = await mount(["-t", "fuse.cryptmount", lower, mnt, "-o", `ro,passfile=${sb.passfile}`]);
+    const r = await mount([
+      "-t",
+      "fuse.cryptmount",
+      lower,
+      mnt,
+      "-o",
+      `ro,passfile=${sb.passfile}`,
+    ]);
     expect(r.code, r.stderr).toBe(0);
     await expectContent(mnt);
     for (const script of [
@@ -117,12 +144,17 @@ describe.skipIf(!canMount)("mount(8), fstab and umount(8)", () => {
   ])("fstab line with %s: mount -T FSTAB MNT, then umount MNT", async (options, mode) => {
     const mnt = await sb.mkdir("mnt");
     const fstab = sb.path("fstab");
-    await writeFile(fstab, `# test fstab\n${lower}  ${mnt}  fuse.cryptmount  ${options},passfile=${sb.passfile}  0  0\n`);
+    await writeFile(
+      fstab,
+      `# test fstab\n${lower}  ${mnt}  fuse.cryptmount  ${options},passfile=${sb.passfile}  0  0\n`,
+    );
     const r = await mount(["-T", fstab, mnt]);
     expect(r.code, r.stderr).toBe(0);
     expect(mountEntry(mnt)?.fstype).toBe("fuse.cryptmount");
     await expectContent(mnt);
-    const w = await sh(`printf x > ${q(join(mnt, "probe.txt"))} && rm ${q(join(mnt, "probe.txt"))}`);
+    const w = await sh(
+      `printf x > ${q(join(mnt, "probe.txt"))} && rm ${q(join(mnt, "probe.txt"))}`,
+    );
     if (mode === "ro") {
       expect(w.code).not.toBe(0);
       expect(w.stderr).toMatch(/Read-only file system/);
@@ -183,18 +215,23 @@ describe.skipIf(!canMount)("mount(8), fstab and umount(8)", () => {
   });
 });
 
-const systemdAnalyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"].find((p) => existsSync(p));
+const systemdAnalyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"].find((p) =>
+  existsSync(p),
+);
 
 describe("systemd unit example", () => {
-  it.skipIf(!systemdAnalyze)("docs/examples/data-clear.mount passes systemd-analyze verify", async () => {
-    const unit = join(ROOT, "docs", "examples", "data-clear.mount");
-    const r = await run(systemdAnalyze!, ["verify", "--man=no", unit], { timeoutMs: 60_000 });
-    expect(r.code, r.stderr + r.stdout).toBe(0);
-    expect(r.stderr).not.toMatch(/Unknown key|Refusing|bad unit/i);
-    const text = await readFile(unit, "utf8");
-    expect(text).toMatch(/^Type=fuse\.cryptmount$/m);
-    expect(text).toMatch(/^What=\/data\/lower$/m);
-    expect(text).toMatch(/^Where=\/data\/clear$/m);
-    expect(text).toMatch(/^Options=.*passfile=/m);
-  });
+  it.skipIf(!systemdAnalyze)(
+    "docs/examples/data-clear.mount passes systemd-analyze verify",
+    async () => {
+      const unit = join(ROOT, "docs", "examples", "data-clear.mount");
+      const r = await run(systemdAnalyze!, ["verify", "--man=no", unit], { timeoutMs: 60_000 });
+      expect(r.code, r.stderr + r.stdout).toBe(0);
+      expect(r.stderr).not.toMatch(/Unknown key|Refusing|bad unit/i);
+      const text = await readFile(unit, "utf8");
+      expect(text).toMatch(/^Type=fuse\.cryptmount$/m);
+      expect(text).toMatch(/^What=\/data\/lower$/m);
+      expect(text).toMatch(/^Where=\/data\/clear$/m);
+      expect(text).toMatch(/^Options=.*passfile=/m);
+    },
+  );
 });

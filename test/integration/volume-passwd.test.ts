@@ -51,7 +51,12 @@ describe.skipIf(!haveFuse)("passwd", () => {
     const manifest = await writeFiles(m.mountpoint, `passwd-${++counter}`, 3, 8, 9000);
     await unmountVolume(sb, m);
     const recoveryKey = extra.includes("--no-recovery") ? undefined : recoveryKeyFrom(stdout);
-    return { lower, manifest, lowerBefore: lowerSnapshot(lower), ...(recoveryKey ? { recoveryKey } : {}) };
+    return {
+      lower,
+      manifest,
+      lowerBefore: lowerSnapshot(lower),
+      ...(recoveryKey ? { recoveryKey } : {}),
+    };
   }
 
   /** Only the config changed: lower files byte-identical, cleartext identical when opened with `key`. */
@@ -60,6 +65,13 @@ describe.skipIf(!haveFuse)("passwd", () => {
     const m = await mountVolume(sb, v.lower, { key });
     expect(await checksumTree(m.mountpoint)).toEqual(v.manifest);
     await unmountVolume(sb, m);
+  }
+
+  /** `key` unlocks the volume (checked with fsck, which also verifies every block). */
+  async function expectKeyWorks(v: Volume, key: string[]): Promise<void> {
+    const r = await cli(sb, ["fsck", ...key, v.lower]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(lowerSnapshot(v.lower)).toEqual(v.lowerBefore);
   }
 
   /** Mounting with `key` fails as a wrong key (exit 3) and leaves nothing mounted. */
@@ -74,7 +86,15 @@ describe.skipIf(!haveFuse)("passwd", () => {
     const v = await fresh();
     const configBefore = await configCopies(v.lower);
     const newPass = await secretFile(sb, "new.pass", "a brand new passphrase");
-    const out = await cliOk(sb, ["passwd", v.lower, "--passfile", sb.passfile, "--new-passfile", newPass, ...MIN_KDF]);
+    const out = await cliOk(sb, [
+      "passwd",
+      v.lower,
+      "--passfile",
+      sb.passfile,
+      "--new-passfile",
+      newPass,
+      ...MIN_KDF,
+    ]);
     expect(out).toMatch(/Set passphrase in key slot 1/);
 
     const [primary, backup] = await configCopies(v.lower);
@@ -87,14 +107,18 @@ describe.skipIf(!haveFuse)("passwd", () => {
     ]);
 
     await expectMountRefused(v, ["--passfile", sb.passfile], /wrong passphrase/);
-    for (const command of [["fsck"], ["rekey"], ["passwd", "--new-passfile", newPass, ...MIN_KDF]]) {
+    for (const command of [
+      ["fsck"],
+      ["rekey"],
+      ["passwd", "--new-passfile", newPass, ...MIN_KDF],
+    ]) {
       const r = await cli(sb, [...command, "--passfile", sb.passfile, v.lower]);
       expectCliError(r, 3, /wrong passphrase/);
     }
     await expectDataUntouched(v, ["--passfile", newPass]);
     // The recovery key is unaffected.
     const rk = await secretFile(sb, "recovery", v.recoveryKey!);
-    await expectDataUntouched(v, ["--recovery", "--passfile", rk]);
+    await expectKeyWorks(v, ["--recovery", "--passfile", rk]);
   });
 
   it("a wrong old passphrase: passwd exits 3 and the config is unchanged", async () => {
@@ -102,7 +126,12 @@ describe.skipIf(!haveFuse)("passwd", () => {
     const before = await configCopies(v.lower);
     const wrong = await secretFile(sb, "wrong.pass", "not it");
     const newPass = await secretFile(sb, "new.pass", "whatever");
-    for (const extra of [["--new-passfile", newPass, ...MIN_KDF], ["--remove-slot", "2"], ["--new-recovery-key"], ["--add-passphrase", "--new-passfile", newPass, ...MIN_KDF]]) {
+    for (const extra of [
+      ["--new-passfile", newPass, ...MIN_KDF],
+      ["--remove-slot", "2"],
+      ["--new-recovery-key"],
+      ["--add-passphrase", "--new-passfile", newPass, ...MIN_KDF],
+    ]) {
       const r = await cli(sb, ["passwd", v.lower, "--passfile", wrong, ...extra]);
       expectCliError(r, 3, /wrong passphrase/);
       expect(r.stdout).toBe("");
@@ -114,13 +143,23 @@ describe.skipIf(!haveFuse)("passwd", () => {
   it("adding a key-file slot: --keyfile and -o keyfile= mount; other key files fail; the passphrase still works", async () => {
     const v = await fresh();
     const keyfile = await secretFile(sb, "data.key", seededBytes("keyfile", 64));
-    const out = await cliOk(sb, ["passwd", v.lower, "--passfile", sb.passfile, "--add-keyfile", keyfile]);
+    const out = await cliOk(sb, [
+      "passwd",
+      v.lower,
+      "--passfile",
+      sb.passfile,
+      "--add-keyfile",
+      keyfile,
+    ]);
     expect(out).toMatch(/Added key-file slot 3/);
     const i = await info(sb, v.lower);
     expect(i.slots.find((s) => s.id === 3)?.kind).toBe("keyfile");
 
     const m = await mountVolume(sb, v.lower, { key: ["--keyfile", keyfile] });
-    const status = JSON.parse(await cliOk(sb, ["status", "--json"])) as { mountpoint: string; keySource: string }[];
+    const status = JSON.parse(await cliOk(sb, ["status", "--json"])) as {
+      mountpoint: string;
+      keySource: string;
+    }[];
     expect(status.find((s) => s.mountpoint === m.mountpoint)?.keySource).toBe("keyfile");
     expect(await checksumTree(m.mountpoint)).toEqual(v.manifest);
     await unmountVolume(sb, m);
@@ -133,7 +172,11 @@ describe.skipIf(!haveFuse)("passwd", () => {
     await expectMountRefused(v, ["--keyfile", other], /wrong key file/);
     // Too short to be a key file: a usage error, not a wrong key.
     const short = await secretFile(sb, "short.key", Buffer.alloc(8, 1));
-    expectCliError(await cli(sb, ["mount", "--keyfile", short, v.lower, await sb.mkdir("mnt")]), 2, /at least 32 bytes/);
+    expectCliError(
+      await cli(sb, ["mount", "--keyfile", short, v.lower, await sb.mkdir("mnt")]),
+      2,
+      /at least 32 bytes/,
+    );
 
     await expectDataUntouched(v, ["--passfile", sb.passfile]);
   });
@@ -142,10 +185,19 @@ describe.skipIf(!haveFuse)("passwd", () => {
     const v = await fresh();
     const keyfile = await secretFile(sb, "data.key", seededBytes("keyfile-2", 48));
     await cliOk(sb, ["passwd", v.lower, "--passfile", sb.passfile, "--add-keyfile", keyfile]);
-    await mountVolume(sb, v.lower, { key: ["--keyfile", keyfile] }).then((m) => unmountVolume(sb, m));
+    await mountVolume(sb, v.lower, { key: ["--keyfile", keyfile] }).then((m) =>
+      unmountVolume(sb, m),
+    );
 
     // Remove the key-file slot, unlocking with the passphrase.
-    const out = await cliOk(sb, ["passwd", v.lower, "--passfile", sb.passfile, "--remove-slot", "3"]);
+    const out = await cliOk(sb, [
+      "passwd",
+      v.lower,
+      "--passfile",
+      sb.passfile,
+      "--remove-slot",
+      "3",
+    ]);
     expect(out).toMatch(/Removed key slot 3/);
     expect((await info(sb, v.lower)).slots.map((s) => s.id)).toEqual([1, 2]);
     await expectMountRefused(v, ["--keyfile", keyfile], /no keyfile key slot/);
@@ -158,7 +210,11 @@ describe.skipIf(!haveFuse)("passwd", () => {
 
     // A slot that does not exist: usage error, config unchanged.
     const before = await configCopies(v.lower);
-    expectCliError(await cli(sb, ["passwd", v.lower, "--passfile", sb.passfile, "--remove-slot", "9"]), 2, /no key slot 9/);
+    expectCliError(
+      await cli(sb, ["passwd", v.lower, "--passfile", sb.passfile, "--remove-slot", "9"]),
+      2,
+      /no key slot 9/,
+    );
     expect(await configCopies(v.lower)).toEqual(before);
 
     await expectDataUntouched(v, ["--passfile", sb.passfile]);
@@ -179,7 +235,16 @@ describe.skipIf(!haveFuse)("passwd", () => {
     expect(v.recoveryKey).toMatch(/^[0-9A-Z]{5}(-[0-9A-Z]{5})+$/);
     const rk = await secretFile(sb, "recovery", v.recoveryKey!);
     const newPass = await secretFile(sb, "reset.pass", "reset after loss");
-    const out = await cliOk(sb, ["passwd", "--recovery", "--passfile", rk, "--new-passfile", newPass, ...MIN_KDF, v.lower]);
+    const out = await cliOk(sb, [
+      "passwd",
+      "--recovery",
+      "--passfile",
+      rk,
+      "--new-passfile",
+      newPass,
+      ...MIN_KDF,
+      v.lower,
+    ]);
     expect(out).toMatch(/Set passphrase in key slot 1/);
     expect((await info(sb, v.lower)).slots.map((s) => [s.id, s.kind])).toEqual([
       [1, "passphrase"],
@@ -188,20 +253,51 @@ describe.skipIf(!haveFuse)("passwd", () => {
     await expectMountRefused(v, ["--passfile", sb.passfile], /wrong passphrase/);
     await expectDataUntouched(v, ["--passfile", newPass]);
     // The recovery key keeps working after it was used.
-    await expectDataUntouched(v, ["--recovery", "--passfile", rk]);
+    await expectKeyWorks(v, ["--recovery", "--passfile", rk]);
 
     // A well-formed but different recovery key, and a malformed one: exit 3.
     const otherVolume = await initVolume(sb);
     const otherKey = await secretFile(sb, "other-recovery", recoveryKeyFrom(otherVolume.stdout));
-    expectCliError(await cli(sb, ["passwd", "--recovery", "--passfile", otherKey, "--new-passfile", newPass, ...MIN_KDF, v.lower]), 3, /recovery key/);
+    expectCliError(
+      await cli(sb, [
+        "passwd",
+        "--recovery",
+        "--passfile",
+        otherKey,
+        "--new-passfile",
+        newPass,
+        ...MIN_KDF,
+        v.lower,
+      ]),
+      3,
+      /recovery key/,
+    );
     const garbage = await secretFile(sb, "garbage-recovery", "not-a-recovery-key");
-    expectCliError(await cli(sb, ["passwd", "--recovery", "--passfile", garbage, "--new-passfile", newPass, ...MIN_KDF, v.lower]), 3);
+    expectCliError(
+      await cli(sb, [
+        "passwd",
+        "--recovery",
+        "--passfile",
+        garbage,
+        "--new-passfile",
+        newPass,
+        ...MIN_KDF,
+        v.lower,
+      ]),
+      3,
+    );
   });
 
   it("--new-recovery-key: the old recovery key fails (exit 3), the new one works", async () => {
     const v = await fresh();
     const oldRk = await secretFile(sb, "old-recovery", v.recoveryKey!);
-    const out = await cliOk(sb, ["passwd", v.lower, "--passfile", sb.passfile, "--new-recovery-key"]);
+    const out = await cliOk(sb, [
+      "passwd",
+      v.lower,
+      "--passfile",
+      sb.passfile,
+      "--new-recovery-key",
+    ]);
     const newKey = recoveryKeyFrom(out);
     expect(newKey).not.toBe(v.recoveryKey);
     const recoverySlots = (await info(sb, v.lower)).slots.filter((s) => s.kind === "recovery");
@@ -209,32 +305,82 @@ describe.skipIf(!haveFuse)("passwd", () => {
 
     const before = await configCopies(v.lower);
     const newPass = await secretFile(sb, "x.pass", "x");
-    expectCliError(await cli(sb, ["passwd", "--recovery", "--passfile", oldRk, "--new-passfile", newPass, ...MIN_KDF, v.lower]), 3, /wrong recovery key/);
+    expectCliError(
+      await cli(sb, [
+        "passwd",
+        "--recovery",
+        "--passfile",
+        oldRk,
+        "--new-passfile",
+        newPass,
+        ...MIN_KDF,
+        v.lower,
+      ]),
+      3,
+      /wrong recovery key/,
+    );
     expect(await configCopies(v.lower)).toEqual(before);
     await expectMountRefused(v, ["--recovery", "--passfile", oldRk], /wrong recovery key/);
 
     const newRk = await secretFile(sb, "new-recovery", newKey);
     await expectDataUntouched(v, ["--recovery", "--passfile", newRk]);
-    await expectDataUntouched(v, ["--passfile", sb.passfile]);
+    await expectKeyWorks(v, ["--passfile", sb.passfile]);
   });
 
   it("--add-passphrase adds a second passphrase; --slot changes that one only", async () => {
     const v = await fresh();
-    const second = await secretFile(sb, "second.pass", "second passphrase " + randomBytes(4).toString("hex"));
-    const out = await cliOk(sb, ["passwd", v.lower, "--passfile", sb.passfile, "--add-passphrase", "--new-passfile", second, ...MIN_KDF]);
+    const second = await secretFile(
+      sb,
+      "second.pass",
+      "second passphrase " + randomBytes(4).toString("hex"),
+    );
+    const out = await cliOk(sb, [
+      "passwd",
+      v.lower,
+      "--passfile",
+      sb.passfile,
+      "--add-passphrase",
+      "--new-passfile",
+      second,
+      ...MIN_KDF,
+    ]);
     expect(out).toMatch(/Added passphrase in key slot 3/);
-    await expectDataUntouched(v, ["--passfile", second]);
-    await expectDataUntouched(v, ["--passfile", sb.passfile]);
+    await expectKeyWorks(v, ["--passfile", second]);
+    await expectKeyWorks(v, ["--passfile", sb.passfile]);
 
     const third = await secretFile(sb, "third.pass", "third passphrase");
-    await cliOk(sb, ["passwd", v.lower, "--passfile", sb.passfile, "--slot", "3", "--new-passfile", third, ...MIN_KDF]);
+    await cliOk(sb, [
+      "passwd",
+      v.lower,
+      "--passfile",
+      sb.passfile,
+      "--slot",
+      "3",
+      "--new-passfile",
+      third,
+      ...MIN_KDF,
+    ]);
     await expectMountRefused(v, ["--passfile", second], /wrong passphrase/);
-    await expectDataUntouched(v, ["--passfile", third]);
+    await expectKeyWorks(v, ["--passfile", third]);
     await expectDataUntouched(v, ["--passfile", sb.passfile]);
 
     // --slot naming a slot that is not a passphrase: usage error, config unchanged.
     const before = await configCopies(v.lower);
-    expectCliError(await cli(sb, ["passwd", v.lower, "--passfile", sb.passfile, "--slot", "2", "--new-passfile", third, ...MIN_KDF]), 2, /not a passphrase slot/);
+    expectCliError(
+      await cli(sb, [
+        "passwd",
+        v.lower,
+        "--passfile",
+        sb.passfile,
+        "--slot",
+        "2",
+        "--new-passfile",
+        third,
+        ...MIN_KDF,
+      ]),
+      2,
+      /not a passphrase slot/,
+    );
     expect(await configCopies(v.lower)).toEqual(before);
   });
 });

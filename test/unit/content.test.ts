@@ -37,20 +37,21 @@ const contents = size.chain((n) => fc.uint8Array({ minLength: n, maxLength: n })
 function documentedCleartextSize(lower: number): number | FormatErrorCode {
   if (lower < HEADER_SIZE) return "SHORT_HEADER";
   const body = lower - HEADER_SIZE;
-  if (body < BLOCK_OVERHEAD) return "TRUNCATED";
-  const k = Math.ceil(body / S);
-  const r = body - (k - 1) * S;
-  if (k >= 2 && r <= BLOCK_OVERHEAD) return "BAD_LENGTH";
-  return body - k * BLOCK_OVERHEAD;
+  const full = Math.floor(body / S);
+  const rest = body - full * S;
+  if (rest === 0) return "TRUNCATED"; // no final block
+  if (rest < BLOCK_OVERHEAD) return "BAD_LENGTH"; // a final block cannot be this short
+  return full * B + rest - BLOCK_OVERHEAD;
 }
 
 describe("size arithmetic", () => {
   it.each([
     [0, HEADER_SIZE + 28],
     [1, HEADER_SIZE + 1 + 28],
-    [B, HEADER_SIZE + S],
+    [B - 1, HEADER_SIZE + B - 1 + 28],
+    [B, HEADER_SIZE + S + 28],
     [B + 1, HEADER_SIZE + S + 1 + 28],
-    [2 * B, HEADER_SIZE + 2 * S],
+    [2 * B, HEADER_SIZE + 2 * S + 28],
   ])("cleartext %i bytes <-> lower %i bytes", (clear, lower) => {
     expect(geometry.lowerSize(clear)).toBe(lower);
     expect(geometry.cleartextSize(lower)).toBe(clear);
@@ -82,7 +83,8 @@ describe("size arithmetic", () => {
         (shift, n) => {
           const g = new ContentGeometry(2 ** shift);
           expect(g.cleartextSize(g.lowerSize(n))).toBe(n);
-          expect(g.blockCount(n)).toBe(Math.max(1, Math.ceil(n / 2 ** shift)));
+          expect(g.blockCount(n)).toBe(Math.floor(n / 2 ** shift) + 1);
+          expect(g.finalIndex(n)).toBe(g.blockCount(n) - 1);
         },
       ),
     );
@@ -137,7 +139,42 @@ describe("round trips", () => {
     const { header } = createHeader(keyring, { blockSize: B });
     const file = { fileKey: header.fileKey, fileId: header.fileId, geometry };
     expect(() => sealBlocks(file, 0, Buffer.alloc(B - 1), false)).toThrow(RangeError);
-    expect(() => sealBlocks(file, 0, Buffer.alloc(0), false)).toThrow(RangeError);
+    expect(() => sealBlocks(file, 0, Buffer.alloc(B + 1), false)).toThrow(RangeError);
+    // Whole blocks that do not end the file seal to full non-final blocks only; nothing is nothing.
+    expect(sealBlocks(file, 0, Buffer.alloc(0), false)).toHaveLength(0);
+    expect(sealBlocks(file, 3, Buffer.alloc(2 * B), false)).toHaveLength(2 * S);
+  });
+
+  it("the final block holds size mod block size: empty when the size is a multiple of it", () => {
+    const { header } = createHeader(keyring, { blockSize: B });
+    const file = { fileKey: header.fileKey, fileId: header.fileId, geometry };
+    for (const n of [0, 1, B - 1, B, B + 1, 2 * B]) {
+      const sealed = sealBlocks(file, 0, Buffer.alloc(n, 7), true);
+      const full = Math.floor(n / B);
+      expect(sealed.length).toBe(full * S + (n % B) + BLOCK_OVERHEAD);
+      // Every full block is non-final; the final one is at index floor(n / B).
+      expect(geometry.finalIndex(n)).toBe(full);
+      const { cleartext, failure } = openBlocks(file, 0, sealed, full);
+      expect(failure).toBeUndefined();
+      expect(cleartext).toEqual(Buffer.alloc(n, 7));
+    }
+  });
+
+  it("appending at a block boundary seals only new blocks: earlier full blocks stay byte for byte", () => {
+    const { bytes, header } = createHeader(keyring, { blockSize: B });
+    const file = { fileKey: header.fileKey, fileId: header.fileId, geometry };
+    const first = randomBytes(2 * B);
+    const before = Buffer.concat([bytes, sealBlocks(file, 0, first, true)]);
+    const more = randomBytes(B + 17);
+    // The append overwrites the empty final block (at offset blockOffset(2)) and goes on from there.
+    const after = Buffer.concat([
+      before.subarray(0, geometry.blockOffset(2)),
+      sealBlocks(file, 2, more, true),
+    ]);
+    expect(after.subarray(0, geometry.blockOffset(2))).toEqual(
+      before.subarray(0, geometry.blockOffset(2)),
+    );
+    expect(decryptFile(keyring, geometry, after)).toEqual(Buffer.concat([first, more]));
   });
 
   it("holes are ordinary sealed zero blocks: an all-zero block on disk is refused", () => {

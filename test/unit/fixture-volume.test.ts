@@ -1,5 +1,6 @@
-// The checked-in volume test/fixtures/volume-v1 was written once by an early
-// build (scripts/make-fixture.mjs). Every later build must unlock it and read
+// The checked-in volume test/fixtures/volume-v1 was written by the v1 code
+// (scripts/make-fixture.mjs; regenerated once before the first release, when
+// the final-block rule changed). Every later build must unlock it and read
 // back exactly the tree in volume-v1.expected.json: a failure here means old
 // volumes would no longer open. Never regenerate the fixture to make this pass.
 
@@ -11,6 +12,7 @@ import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Keyring } from "../../src/crypto/keys.js";
 import { parseRecoveryKey } from "../../src/format/recovery.js";
+import { Fsck } from "../../src/volume/fsck.js";
 import { CONFIG_FILE, unlockVolume } from "../../src/volume/volume.js";
 import { readVolumeTree, type TreeEntry } from "./lower-walk.js";
 
@@ -68,6 +70,17 @@ describe("fixture volume v1", () => {
     expect(byPath.get("docs/deeper/leaf.txt")).toMatchObject({ type: "file" });
     expect(byPath.get("merged/from-first-machine.txt")).toMatchObject({ type: "file" });
     expect(byPath.get("merged/from-second-machine.txt")).toMatchObject({ type: "file" });
+  });
+
+  it("fsck finds no error, only the merged directory and the foreign entries", async () => {
+    const report = await new Fsck(fixture, keyring, expected.blockSize).run();
+    expect(report.problems.filter((p) => p.severity === "error")).toEqual([]);
+    expect(report.problems.map((p) => p.code).sort()).toEqual([
+      "FOREIGN_ENTRY",
+      "FOREIGN_ENTRY",
+      "MERGED_DIR_IDS",
+    ]);
+    expect(report.files).toBe(expected.entries.filter((e) => e.type === "file").length);
   });
 
   it("a copy with a damaged primary config still unlocks from the backup", async () => {

@@ -55,7 +55,7 @@ describe("OpenFile read-modify-write", () => {
         const ring = keyring();
         const handle = await open(path, "wx+");
         const file = await OpenFile.initialize(handle, "i", ring, geometry, path, log);
-        let model = Buffer.alloc(0);
+        let model: Buffer = Buffer.alloc(0);
         for (const o of ops) {
           if (o.kind === "write") await file.write(o.at, Buffer.alloc(o.length, o.byte));
           else await file.truncate(o.size);

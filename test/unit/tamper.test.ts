@@ -3,10 +3,15 @@
 // built from a genuine volume object and changed in one way only.
 
 import { randomBytes } from "node:crypto";
-import { describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import pino from "pino";
+import { afterAll, describe, expect, it } from "vitest";
 import { gcmSeal } from "../../src/crypto/aead.js";
 import { Keyring, deriveEpochKeys } from "../../src/crypto/keys.js";
 import {
+  ARGON2_MAX_MEMORY_KIB,
   ARGON2_MINIMUM,
   KNOWN_FEATURES,
   openMountKeys,
@@ -20,13 +25,20 @@ import {
   unlockConfig,
   type VolumeConfig,
 } from "../../src/format/config.js";
-import { BLOCK_OVERHEAD, ContentGeometry, sealBlocks } from "../../src/format/content.js";
+import {
+  BLOCK_OVERHEAD,
+  ContentGeometry,
+  openBlocks,
+  sealBlocks,
+} from "../../src/format/content.js";
 import { FormatError, type FormatErrorCode } from "../../src/format/errors.js";
 import { HEADER_SIZE, SLOT_OFFSETS, createHeader, openHeader } from "../../src/format/header.js";
 import { decryptName, encryptName, lowerEntryFor, verifyLongName } from "../../src/format/names.js";
 import { formatRecoveryKey, parseRecoveryKey } from "../../src/format/recovery.js";
 import { decryptSymlink, encryptSymlink } from "../../src/format/symlink.js";
 import { decryptXattrValue, encryptXattrName, encryptXattrValue } from "../../src/format/xattr.js";
+import { FsError } from "../../src/fs/errors.js";
+import { OpenFile } from "../../src/fs/open-file.js";
 import { decryptFile } from "./lower-walk.js";
 
 const B = 4096;
@@ -55,11 +67,12 @@ const flip = (buf: Buffer, byte: number, bit = 0) => {
   return copy;
 };
 
-/** Three full blocks and a partial one, and a second file of the same shape. */
+/** Three full blocks and a partial final one, and a second file of the same shape. */
 const fileA = sealFile(randomBytes(3 * B + 500));
 const fileB = sealFile(randomBytes(3 * B + 500));
-/** Exactly two full blocks (its final block is full). */
+/** Exactly two full blocks, so its final block (index 2) is empty: 28 bytes. */
 const aligned = sealFile(randomBytes(2 * B));
+const EMPTY_FINAL = BLOCK_OVERHEAD;
 const read =
   (lower: Buffer, kr: Keyring = keyring) =>
   () =>
@@ -241,9 +254,14 @@ const cases: Case[] = [
     run: read(Buffer.concat([fileB.subarray(0, HEADER_SIZE), fileA.subarray(HEADER_SIZE)])),
   },
   {
-    name: "truncated at a block boundary",
+    name: "truncated at a block boundary (final block and a full block removed)",
     code: "TRUNCATED",
     run: read(fileA.subarray(0, geometry.blockOffset(2))),
+  },
+  {
+    name: "empty final block removed: the file ends on a full block",
+    code: "TRUNCATED",
+    run: read(aligned.subarray(0, aligned.length - EMPTY_FINAL)),
   },
   {
     name: "final block cut off, leaving only the header",
@@ -251,14 +269,54 @@ const cases: Case[] = [
     run: read(fileA.subarray(0, HEADER_SIZE)),
   },
   {
-    name: "extended by a block",
-    code: "EXTENDED",
+    name: "header and a few bytes (too short for a final block)",
+    code: "BAD_LENGTH",
+    run: read(fileA.subarray(0, HEADER_SIZE + 20)),
+  },
+  {
+    name: "empty final block removed and the last full block cut short",
+    code: "BLOCK_AUTH",
+    run: read(aligned.subarray(0, aligned.length - EMPTY_FINAL - 7)),
+  },
+  {
+    name: "empty final block removed and the last full block cut inside its overhead",
+    code: "BAD_LENGTH",
+    run: read(aligned.subarray(0, geometry.blockOffset(1) + 10)),
+  },
+  {
+    name: "empty final block moved earlier (the last full block dropped)",
+    code: "BLOCK_AUTH",
+    run: read(
+      Buffer.concat([
+        aligned.subarray(0, geometry.blockOffset(1)),
+        aligned.subarray(geometry.blockOffset(2)),
+      ]),
+    ),
+  },
+  {
+    name: "partial final block moved earlier (a full block dropped)",
+    code: "BLOCK_AUTH",
+    run: read(
+      Buffer.concat([
+        fileA.subarray(0, geometry.blockOffset(2)),
+        fileA.subarray(geometry.blockOffset(3)),
+      ]),
+    ),
+  },
+  {
+    name: "extended by a whole block after the final block",
+    code: "BLOCK_AUTH",
     run: read(Buffer.concat([aligned, blockAt(aligned, 1)])),
   },
   {
-    name: "invalid lower length (last piece holds no byte)",
-    code: "BAD_LENGTH",
-    run: read(Buffer.concat([aligned, randomBytes(BLOCK_OVERHEAD)])),
+    name: "extended by the final block of another file",
+    code: "BLOCK_AUTH",
+    run: read(Buffer.concat([fileA, fileB.subarray(geometry.blockOffset(3))])),
+  },
+  {
+    name: "a second copy of the empty final block appended",
+    code: "BLOCK_AUTH",
+    run: read(Buffer.concat([aligned, aligned.subarray(geometry.blockOffset(2))])),
   },
   {
     name: "invalid lower length (cut inside the overhead)",
@@ -266,9 +324,34 @@ const cases: Case[] = [
     run: read(fileA.subarray(0, geometry.blockOffset(3) + 10)),
   },
   {
-    name: "truncated inside a block",
+    name: "invalid lower length (the empty final block replaced by 10 bytes)",
+    code: "BAD_LENGTH",
+    run: read(Buffer.concat([aligned.subarray(0, geometry.blockOffset(2)), randomBytes(10)])),
+  },
+  {
+    name: "truncated inside the final block",
     code: "BLOCK_AUTH",
     run: read(fileA.subarray(0, fileA.length - 7)),
+  },
+  {
+    name: "a non-final block offered as the last one (reader told the file ends there)",
+    code: "TRUNCATED",
+    run: () => {
+      const header = openHeader(keyring, fileA, B);
+      const file = { fileKey: header.fileKey, fileId: header.fileId, geometry };
+      const { failure } = openBlocks(file, 1, blockAt(fileA, 1), 1);
+      if (failure) throw failure.error;
+    },
+  },
+  {
+    name: "the final block offered with more to follow (reader told the file goes on)",
+    code: "EXTENDED",
+    run: () => {
+      const header = openHeader(keyring, fileA, B);
+      const file = { fileKey: header.fileKey, fileId: header.fileId, geometry };
+      const { failure } = openBlocks(file, 3, fileA.subarray(geometry.blockOffset(3)), 4);
+      if (failure) throw failure.error;
+    },
   },
   // names and symlinks
   {
@@ -355,6 +438,13 @@ const cases: Case[] = [
     name: "config: Argon2 iterations below minimum",
     code: "WEAK_KDF",
     run: unlock(edited((c) => (slotOf(c).kdf = { ...ARGON2_MINIMUM, iterations: 1 }))),
+  },
+  {
+    name: "config: Argon2 memory above the 4 GiB bound (read before authentication)",
+    code: "CONFIG_INVALID",
+    run: unlock(
+      edited((c) => (slotOf(c).kdf = { ...ARGON2_MINIMUM, memoryKiB: ARGON2_MAX_MEMORY_KIB + 1 })),
+    ),
   },
   {
     name: "config: Argon2 algorithm other than argon2id",
@@ -465,5 +555,73 @@ describe("tampering and damage are refused with the documented code", () => {
     }
     expect(caught, "expected a FormatError").toBeInstanceOf(FormatError);
     expect((caught as FormatError).code).toBe(code);
+  });
+});
+
+describe("through OpenFile: a read that reaches the end of the file verifies the final block", () => {
+  const dir = mkdtempSync(join(tmpdir(), "cm-tamper-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const log = pino({ level: "silent" });
+  let n = 0;
+  const openLower = async (lower: Buffer) => {
+    const path = join(dir, `f${n++}`);
+    writeFileSync(path, lower);
+    return OpenFile.open(path, path, keyring, geometry, false, path, log);
+  };
+  const refused = async (file: OpenFile, position: number, length: number) => {
+    const err = await file.read(position, length).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(FsError);
+    expect((err as FsError).errno).toBe("EIO");
+  };
+
+  it("untouched files read whole", async () => {
+    for (const lower of [fileA, aligned]) {
+      const file = await openLower(lower);
+      expect(await file.read(0, file.size + 1)).toEqual(decryptFile(keyring, geometry, lower));
+      await file.close();
+    }
+  });
+
+  it("empty final block moved earlier: the file looks one block long, and reading it to the end fails", async () => {
+    const moved = Buffer.concat([
+      aligned.subarray(0, geometry.blockOffset(1)),
+      aligned.subarray(geometry.blockOffset(2)),
+    ]);
+    const file = await openLower(moved);
+    expect(file.size).toBe(B); // the length alone is valid
+    await refused(file, 0, file.size);
+    await refused(file, B - 1, 1);
+    await refused(file, 0, 10 * B);
+    // A read that stops before the end does not look at the final block (and is genuine data).
+    expect(await file.read(0, B - 1)).toEqual(
+      decryptFile(keyring, geometry, aligned).subarray(0, B - 1),
+    );
+    await file.close();
+  });
+
+  it("partial final block moved earlier: reading to the end fails", async () => {
+    const moved = Buffer.concat([
+      fileA.subarray(0, geometry.blockOffset(2)),
+      fileA.subarray(geometry.blockOffset(3)),
+    ]);
+    const file = await openLower(moved);
+    expect(file.size).toBe(2 * B + 500);
+    await refused(file, 0, file.size);
+    await refused(file, 2 * B, 500);
+    await file.close();
+  });
+
+  it("a file without its final block does not open", async () => {
+    const path = join(dir, "truncated");
+    writeFileSync(path, aligned.subarray(0, aligned.length - EMPTY_FINAL));
+    const err = await OpenFile.open(path, path, keyring, geometry, false, path, log).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(FsError);
+    expect((err as FsError).errno).toBe("EIO");
   });
 });

@@ -53,6 +53,7 @@ interface Vectors {
     lowerSize: number;
     lower: string;
   }[];
+  sizes: { cases: { lower: number; cleartext: number | string }[] };
   names: {
     dirId: string;
     name: string;
@@ -195,6 +196,36 @@ describe("content blocks", () => {
     const empty = v.content.find((c) => b64(c.plaintext).length === 0)!;
     expect(empty.lowerSize).toBe(HEADER_SIZE + 28);
   });
+
+  it("a file of exactly one block is a full non-final block and an empty final block", () => {
+    const aligned = v.content.find((c) => b64(c.plaintext).length === blockSize)!;
+    expect(aligned.nonces).toHaveLength(2);
+    expect(aligned.lowerSize).toBe(HEADER_SIZE + blockSize + 28 + 28);
+    const lower = b64(aligned.lower);
+    const header = openHeader(keyring(), lower.subarray(0, HEADER_SIZE), blockSize);
+    const file = { fileKey: header.fileKey, fileId: header.fileId, geometry };
+    const full = lower.subarray(geometry.blockOffset(0), geometry.blockOffset(1));
+    const final = lower.subarray(geometry.blockOffset(1));
+    expect(final).toHaveLength(28);
+    // Each block opens only with its own final flag.
+    expect(openBlocks(file, 0, full, 1).failure).toBeUndefined();
+    expect(openBlocks(file, 1, final, 1).cleartext).toHaveLength(0);
+    expect(openBlocks(file, 0, full, 0).failure?.error.code).toBe("TRUNCATED");
+    expect(openBlocks(file, 1, final, 2).failure?.error.code).toBe("EXTENDED");
+  });
+});
+
+describe("size arithmetic", () => {
+  it.each(v.sizes.cases)("lower length $lower → $cleartext", ({ lower, cleartext }) => {
+    if (typeof cleartext === "number") {
+      expect(geometry.cleartextSize(lower)).toBe(cleartext);
+      expect(geometry.lowerSize(cleartext)).toBe(lower);
+    } else {
+      expect(() => geometry.cleartextSize(lower)).toThrowError(
+        expect.objectContaining({ code: cleartext }),
+      );
+    }
+  });
 });
 
 describe("names", () => {
@@ -266,10 +297,17 @@ describe("extended attributes", () => {
 
   it("offers only user.* names of 1 to 160 bytes", () => {
     const k = keyring();
-    expect(() => encryptXattrName(k.volume, "trusted.x")).toThrow();
-    expect(() => encryptXattrName(k.volume, "user.")).toThrow();
-    expect(encryptXattrName(k.volume, "user." + "x".repeat(160)).length).toBeLessThanOrEqual(255);
-    expect(() => encryptXattrName(k.volume, "user." + "x".repeat(161))).toThrow();
+    const code = (name: string) =>
+      expect(() => encryptXattrName(k.volume, name)).toThrowError(
+        expect.objectContaining({
+          code: name.startsWith("user.") && name.length > 5 ? "NAME_TOO_LONG" : "NAME_INVALID",
+        }),
+      );
+    code("trusted.x");
+    code("security.selinux");
+    code("user.");
+    expect(encryptXattrName(k.volume, "user." + "x".repeat(160)).length).toBeLessThanOrEqual(243);
+    code("user." + "x".repeat(161));
   });
 });
 
