@@ -261,16 +261,26 @@ export class CryptFs implements FileSystem {
         return this.openExisting(path, flags, exclusive);
       throw err;
     }
-    await this.own(located.lower, parentLoc.lower, caller);
-    const st = await handle.stat({ bigint: true });
-    const file = await OpenFile.initialize(
-      handle,
-      inodeKey(st),
-      this.keyring,
-      this.geometry,
-      path,
-      this.log,
-    );
+    let st: BigIntStats;
+    let file: OpenFile;
+    try {
+      await this.own(located.lower, parentLoc.lower, caller);
+      st = await handle.stat({ bigint: true });
+      file = await OpenFile.initialize(
+        handle,
+        inodeKey(st),
+        this.keyring,
+        this.geometry,
+        path,
+        this.log,
+      );
+    } catch (err) {
+      // No headerless lower file may stay behind (a full disk, say).
+      await handle.close().catch(() => undefined);
+      await unlink(located.lower).catch(() => undefined);
+      await this.names.removeSidecar(located);
+      throw err;
+    }
     this.files.set(file.inode, file);
     // The kernel asks for the new file's attributes right away: answer from this stat.
     return this.allocateHandle({ file, lower: located.lower, writable: true, fresh: st });

@@ -195,8 +195,35 @@ export class OpenFile implements FileCipher {
       (await this.readBlocks(endBlock, endBlock)).copy(plain, endBlock * B - rangeStart);
     }
     data.copy(plain, position - rangeStart);
-    await this.writePlain(first, plain, throughFinal);
+    // A write that grows the lower file can fail part-way (ENOSPC, EDQUOT): keep
+    // the old final block to put the file back as it was.
+    const oldFinal = this.finalIndex(oldSize);
+    const undo =
+      end > oldSize && first <= oldFinal
+        ? Buffer.from(await this.readBlocks(oldFinal, oldFinal))
+        : undefined;
+    try {
+      await this.writePlain(first, plain, throughFinal);
+    } catch (err) {
+      if (undo) await this.restoreEnd(oldSize, undo);
+      throw err;
+    }
     this.size = newSize;
+  }
+
+  /** Cuts the lower file back to `size` and reseals its final block: no torn tail after a failed write. */
+  private async restoreEnd(size: number, finalBlock: Buffer): Promise<void> {
+    const index = this.finalIndex(size);
+    try {
+      await this.handle.truncate(this.geometry.blockOffset(index));
+      this.size = size;
+      await this.writePlain(index, finalBlock, true);
+    } catch (err) {
+      this.log.error(
+        { path: this.displayPath, problem: (err as Error).message },
+        "could not restore the end of the file after a failed write",
+      );
+    }
   }
 
   private async writePlain(first: number, plain: Buffer, endsFile: boolean): Promise<void> {

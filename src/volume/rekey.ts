@@ -101,6 +101,12 @@ export async function rekey(
   const volumeId = Buffer.from(config.volumeId, "base64url");
   const { volumeSecret } = unlockConfig(config, mountKeys);
 
+  if (options.revokeWith && config.rekey) {
+    throw new UserError(
+      `${lower}: a rekey is unfinished; run rekey without --revoke-others to finish it first`,
+      EXIT.usage,
+    );
+  }
   let slotKey = unlocked.slotKey;
   let recoveryKey: string | undefined;
   if (!config.rekey) {

@@ -507,15 +507,9 @@ describe.skipIf(!haveFuse)("a full disk", () => {
     await expectMountFails(fs, lower, newPass);
   });
 
-  // BUG (src/fs/open-file.ts write, src/fs/crypt-fs.ts create): a write that
-  // fails with ENOSPC half-way leaves a torn sealed block in the lower file
-  // (the old final block rewritten as non-final plus part of the new data),
-  // so the file that hit the full disk reads EIO at its end and fsck reports
-  // BLOCK_AUTH; a create that fails with ENOSPC leaves a 0-byte lower file
-  // behind (fsck: SHORT_HEADER). Fixing it needs the write path to restore
-  // the old tail (truncate to the old lower size, rewrite the final block)
-  // and create to unlink its lower file on failure.
-  it.fails(
+  // A write that fails with ENOSPC part-way cuts the lower file back and
+  // reseals the old final block; a create that fails unlinks its lower file.
+  it(
     "a write or create that fails with ENOSPC leaves the volume consistent (fsck clean)",
     async (ctx) => {
       if (skipReason) {
