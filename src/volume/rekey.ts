@@ -174,30 +174,19 @@ export async function rekey(
     progress.stop();
     keyring.wipe();
   }
-  if (problems.length > 0) {
-    // Keep the old key: these files still need it. Rerun after fsck/repair.
-    volumeSecret.fill(0);
-    return {
-      from,
-      to,
-      files: files.length,
-      rewrapped,
-      problems,
-      ...(recoveryKey ? { recoveryKey } : {}),
-    };
+  // With problems the old key stays: those files still need it (rerun after fsck/repair).
+  if (problems.length === 0) {
+    const finalKeys = new Map([[to, mountKeys.get(to)!]]);
+    const { rekey: _done, ...rest } = config;
+    config = resign(
+      { ...rest, keys: sealMountKeys(config.volumeId, slotKey, finalKeys) },
+      finalKeys,
+    );
+    await saveConfig(lower, config);
   }
-  const finalKeys = new Map([[to, mountKeys.get(to)!]]);
-  const { rekey: _done, ...rest } = config;
-  config = resign({ ...rest, keys: sealMountKeys(config.volumeId, slotKey, finalKeys) }, finalKeys);
-  await saveConfig(lower, config);
   volumeSecret.fill(0);
   for (const key of mountKeys.values()) key.fill(0);
-  return {
-    from,
-    to,
-    files: files.length,
-    rewrapped,
-    problems,
-    ...(recoveryKey ? { recoveryKey } : {}),
-  };
+  if (slotKey !== unlocked.slotKey) slotKey.fill(0);
+  const result = { from, to, files: files.length, rewrapped, problems };
+  return recoveryKey ? { ...result, recoveryKey } : result;
 }

@@ -27,17 +27,8 @@ export const BLOCK_SIZE = 32 * 1024;
 export const BLOCK_OVERHEAD = 28;
 export const SEALED_BLOCK_SIZE = BLOCK_SIZE + BLOCK_OVERHEAD;
 
-/** Exit codes (src/volume/errors.ts). */
-export const EXIT = {
-  ok: 0,
-  failure: 1,
-  usage: 2,
-  wrongKey: 3,
-  notAVolume: 4,
-  mountPoint: 5,
-  alreadyMounted: 6,
-  io: 8,
-} as const;
+/** Exit codes, as the CLI documents them. */
+export { EXIT } from "../../src/volume/errors.js";
 
 export const PASSPHRASE = "correct horse battery staple";
 
