@@ -128,6 +128,10 @@ Examples:
           "let other users access the mount (needs user_allow_other or root)",
         )
         .option("--nonempty", "allow a non-empty mount point")
+        .option(
+          "--async-metadata",
+          "make lower metadata calls through the threadpool even on a local disk (default only for network filesystems)",
+        )
         .addHelpText(
           "after",
           "\nExample:\n  cryptmount mount --passfile /etc/cryptmount/data.pass /data/lower /data/clear",

@@ -14,6 +14,7 @@ export interface MountCommandOptions extends CommonOptions {
   readOnly?: boolean;
   allowOther?: boolean;
   nonempty?: boolean;
+  asyncMetadata?: boolean;
 }
 
 /** What the foreground parent hands the background server over its IPC channel (never argv or env). */
@@ -46,6 +47,7 @@ function foldMountOptions(opts: MountCommandOptions): MountCommandOptions {
     readOnly: Boolean(opts.readOnly || o.has("ro")),
     allowOther: Boolean(opts.allowOther || o.has("allow_other")),
     nonempty: Boolean(opts.nonempty || o.has("nonempty")),
+    asyncMetadata: Boolean(opts.asyncMetadata || o.has("async_metadata")),
     debug: Boolean(opts.debug || o.has("debug")),
   };
 }
@@ -69,6 +71,7 @@ export async function mountCommand(
     debug: Boolean(opts.debug),
     keySource: unlocked.slot.kind,
     nonEmpty: Boolean(opts.nonempty),
+    asyncMetadata: Boolean(opts.asyncMetadata),
   };
   if (opts.foreground) {
     return serve(

@@ -1,19 +1,5 @@
-import {
-  chmod,
-  lchown,
-  link,
-  lstat,
-  lutimes,
-  mkdir,
-  open,
-  readdir,
-  readlink,
-  rename,
-  rmdir,
-  statfs,
-  symlink,
-  unlink,
-} from "node:fs/promises";
+import { lutimes, statfs } from "node:fs/promises";
+import { asyncLowerIo, type LowerIo } from "./lower-io.js";
 import { constants, type BigIntStats } from "node:fs";
 import { dirname, basename, join } from "node:path";
 import type { Logger } from "pino";
@@ -42,6 +28,8 @@ export interface CryptFsOptions {
   readonly readOnly?: boolean;
   /** Exact (nanosecond) timestamps need a native utimensat; the fallback keeps microseconds. */
   readonly setTimes?: SetTimes;
+  /** Lower metadata calls (default: async through the threadpool). */
+  readonly io?: LowerIo;
 }
 
 const setTimesMicroseconds: SetTimes = (lower, atimeNs, mtimeNs) =>
@@ -83,6 +71,7 @@ export class CryptFs implements FileSystem {
   private nextHandle = 1;
 
   private readonly readOnly: boolean;
+  private readonly io: LowerIo;
   private readonly setTimes: SetTimes;
   /** Only root can give new entries to their callers. */
   private readonly chownNew = process.getuid?.() === 0;
@@ -94,7 +83,8 @@ export class CryptFs implements FileSystem {
     private readonly log: Logger,
     options: CryptFsOptions = {},
   ) {
-    this.names = new Namespace(root, keyring, log);
+    this.io = options.io ?? asyncLowerIo;
+    this.names = new Namespace(root, keyring, log, this.io);
     this.geometry = new ContentGeometry(blockSize);
     this.readOnly = options.readOnly ?? false;
     this.setTimes = options.setTimes ?? setTimesMicroseconds;
@@ -141,7 +131,7 @@ export class CryptFs implements FileSystem {
 
   async getattr(path: string): Promise<Attr> {
     const { lower } = await this.names.locate(path);
-    const st = await lstat(lower, { bigint: true });
+    const st = await this.io.lstatBig(lower);
     return this.toAttr(st, this.cleartextSize(st, path));
   }
 
@@ -150,7 +140,7 @@ export class CryptFs implements FileSystem {
     if (!handle) return this.getattr(path);
     const fresh = handle.fresh;
     handle.fresh = undefined;
-    const st = fresh ?? (await lstat(handle.lower, { bigint: true }).catch(() => undefined));
+    const st = fresh ?? (await this.io.lstatBig(handle.lower).catch(() => undefined));
     if (!st) return this.getattr(path);
     return this.toAttr(st, handle.file.size);
   }
@@ -163,7 +153,7 @@ export class CryptFs implements FileSystem {
 
   async access(path: string): Promise<void> {
     const { lower } = await this.names.locate(path);
-    await lstat(lower);
+    await this.io.lstat(lower);
   }
 
   async statfs(): Promise<FsStats> {
@@ -204,7 +194,7 @@ export class CryptFs implements FileSystem {
 
   /** The shared state of the lower file at `lower`, opened once per inode. */
   private async acquire(lower: string, path: string, writable: boolean): Promise<OpenFile> {
-    const st = await lstat(lower);
+    const st = await this.io.lstat(lower);
     if (st.isDirectory()) throw new FsError("EISDIR");
     if (!st.isFile()) throw new FsError("EINVAL");
     const key = inodeKey(st);
@@ -212,7 +202,16 @@ export class CryptFs implements FileSystem {
     if (!file) {
       let pending = this.opening.get(key);
       if (!pending) {
-        pending = OpenFile.open(lower, key, this.keyring, this.geometry, writable, path, this.log);
+        pending = OpenFile.open(
+          lower,
+          key,
+          this.keyring,
+          this.geometry,
+          writable,
+          path,
+          this.log,
+          this.io,
+        );
         this.opening.set(key, pending);
         pending.then(
           (f) => {
@@ -248,14 +247,14 @@ export class CryptFs implements FileSystem {
     // In a merged directory the name may exist under another of its IDs.
     if ((await this.names.idsOf(parentLoc.lower)).length > 1) {
       const existing = await this.names.child(parentLoc.lower, name);
-      if (await lstat(existing.lower).catch(() => undefined))
+      if (await this.io.lstat(existing.lower).catch(() => undefined))
         return this.openExisting(path, flags, exclusive);
     }
     const located = await this.names.forNew(parentLoc.lower, name);
     await this.names.writeSidecar(located);
     let handle;
     try {
-      handle = await open(located.lower, CREATE_FLAGS, mode & 0o7777);
+      handle = await this.io.open(located.lower, CREATE_FLAGS, mode & 0o7777);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "EEXIST")
         return this.openExisting(path, flags, exclusive);
@@ -265,7 +264,7 @@ export class CryptFs implements FileSystem {
     let file: OpenFile;
     try {
       await this.own(located.lower, parentLoc.lower, caller);
-      st = await handle.stat({ bigint: true });
+      st = await handle.stat();
       file = await OpenFile.initialize(
         handle,
         inodeKey(st),
@@ -273,11 +272,12 @@ export class CryptFs implements FileSystem {
         this.geometry,
         path,
         this.log,
+        this.io,
       );
     } catch (err) {
       // No headerless lower file may stay behind (a full disk, say).
       await handle.close().catch(() => undefined);
-      await unlink(located.lower).catch(() => undefined);
+      await this.io.unlink(located.lower).catch(() => undefined);
       await this.names.removeSidecar(located);
       throw err;
     }
@@ -370,7 +370,7 @@ export class CryptFs implements FileSystem {
   async unlink(path: string): Promise<void> {
     this.requireWritable();
     const located = await this.names.locate(path);
-    await unlink(located.lower);
+    await this.io.unlink(located.lower);
     await this.names.removeSidecar(located);
   }
 
@@ -378,27 +378,27 @@ export class CryptFs implements FileSystem {
     this.requireWritable();
     const located = await this.locateNew(path);
     await this.names.writeSidecar(located);
-    await mkdir(located.lower, mode & 0o7777);
+    await this.io.mkdir(located.lower, mode & 0o7777);
     await this.names.createDirId(located.lower);
     await this.own(located.lower, located.parentLower, caller);
   }
 
   /** Removes the ID entries of an empty lower directory; ENOTEMPTY when it holds user entries. */
   private async emptyForRemoval(lowerDir: string): Promise<void> {
-    const entries = await readdir(lowerDir);
+    const entries = await this.io.readdir(lowerDir);
     const ids = entries.filter((e) => classifyLowerEntry(e).kind === "dir-id");
     if (ids.length !== entries.length) throw new FsError("ENOTEMPTY");
-    for (const id of ids) await unlink(join(lowerDir, id));
+    for (const id of ids) await this.io.unlink(join(lowerDir, id));
   }
 
   async rmdir(path: string): Promise<void> {
     this.requireWritable();
     const located = await this.names.locate(path);
-    const st = await lstat(located.lower);
+    const st = await this.io.lstat(located.lower);
     if (!st.isDirectory()) throw new FsError("ENOTDIR");
     await this.emptyForRemoval(located.lower);
     this.names.forgetDir(located.lower);
-    await rmdir(located.lower);
+    await this.io.rmdir(located.lower);
     await this.names.removeSidecar(located);
   }
 
@@ -406,13 +406,13 @@ export class CryptFs implements FileSystem {
     this.requireWritable();
     const source = await this.names.locate(from);
     const existing = await this.names.locate(to);
-    const target = (await lstat(existing.lower).catch(() => undefined))
+    const target = (await this.io.lstat(existing.lower).catch(() => undefined))
       ? existing
       : await this.locateNew(to);
     if (source.lower === target.lower) return;
-    const sourceStat = await lstat(source.lower);
-    const targetStat = await lstat(target.lower).catch(() => undefined);
-    // Two names of one inode (hard links): rename(2) does nothing, so the
+    const sourceStat = await this.io.lstat(source.lower);
+    const targetStat = await this.io.lstat(target.lower).catch(() => undefined);
+    // Two names of one inode (hard links): this.io.rename(2) does nothing, so the
     // source keeps its name and must keep its long-name sidecar too.
     if (targetStat && targetStat.dev === sourceStat.dev && targetStat.ino === sourceStat.ino)
       return;
@@ -427,7 +427,7 @@ export class CryptFs implements FileSystem {
       this.names.forgetDir(source.lower);
       this.names.forgetDir(target.lower);
     }
-    await rename(source.lower, target.lower);
+    await this.io.rename(source.lower, target.lower);
     if (source.entry !== target.entry || source.parentLower !== target.parentLower) {
       await this.names.removeSidecar(source);
     }
@@ -438,20 +438,20 @@ export class CryptFs implements FileSystem {
     const source = await this.names.locate(existing);
     const target = await this.locateNew(path);
     await this.names.writeSidecar(target);
-    await link(source.lower, target.lower);
+    await this.io.link(source.lower, target.lower);
   }
 
   async symlink(target: string, path: string, caller?: Caller): Promise<void> {
     this.requireWritable();
     const located = await this.locateNew(path);
     await this.names.writeSidecar(located);
-    await symlink(encryptSymlink(this.keyring.volume.symlinks, target), located.lower);
+    await this.io.symlink(encryptSymlink(this.keyring.volume.symlinks, target), located.lower);
     await this.own(located.lower, located.parentLower, caller);
   }
 
   async readlink(path: string): Promise<string> {
     const { lower } = await this.names.locate(path);
-    const stored = await readlink(lower);
+    const stored = await this.io.readlink(lower);
     try {
       return decryptSymlink(this.keyring.volume.symlinks, stored);
     } catch (err) {
@@ -473,13 +473,13 @@ export class CryptFs implements FileSystem {
   async chmod(path: string, mode: number): Promise<void> {
     this.requireWritable();
     const { lower } = await this.names.locate(path);
-    await chmod(lower, mode & 0o7777);
+    await this.io.chmod(lower, mode & 0o7777);
   }
 
   async chown(path: string, uid: number, gid: number): Promise<void> {
     this.requireWritable();
     const { lower } = await this.names.locate(path);
-    await lchown(lower, uid, gid);
+    await this.io.lchown(lower, uid, gid);
   }
 
   async utimens(path: string, atime: TimeSpec, mtime: TimeSpec): Promise<void> {
@@ -487,7 +487,7 @@ export class CryptFs implements FileSystem {
     if (atime === "omit" && mtime === "omit") return;
     const { lower } = await this.names.locate(path);
     const current =
-      atime === "omit" || mtime === "omit" ? await lstat(lower, { bigint: true }) : undefined;
+      atime === "omit" || mtime === "omit" ? await this.io.lstatBig(lower) : undefined;
     const now = BigInt(Date.now()) * 1_000_000n;
     const pick = (spec: TimeSpec, keep: bigint | undefined): bigint =>
       spec === "now" ? now : spec === "omit" ? keep! : spec;
@@ -497,16 +497,16 @@ export class CryptFs implements FileSystem {
   /** Gives a new lower entry to the caller (gid stays the parent's in a setgid directory). */
   private async own(lower: string, parentLower: string, caller: Caller | undefined): Promise<void> {
     if (!this.chownNew || !caller || (caller.uid === 0 && caller.gid === 0)) return;
-    const parent = await lstat(parentLower);
+    const parent = await this.io.lstat(parentLower);
     const gid = parent.mode & S_ISGID ? parent.gid : caller.gid;
-    await lchown(lower, caller.uid, gid);
+    await this.io.lchown(lower, caller.uid, gid);
   }
 
   // --- extended attributes (user.* only, encrypted) --------------------------
 
   private async xattrTarget(path: string): Promise<string> {
     const { lower } = await this.names.locate(path);
-    const st = await lstat(lower);
+    const st = await this.io.lstat(lower);
     // Linux allows user.* attributes on files and directories only.
     if (!st.isFile() && !st.isDirectory()) throw new FsError("EPERM");
     return lower;
@@ -563,7 +563,7 @@ export class CryptFs implements FileSystem {
 
   async listxattr(path: string): Promise<string[]> {
     const { lower } = await this.names.locate(path);
-    const st = await lstat(lower);
+    const st = await this.io.lstat(lower);
     if (!st.isFile() && !st.isDirectory()) return [];
     const names = await xattr.listAttributes(lower).catch(() => [] as string[]);
     return names.flatMap((n) => decryptXattrName(this.keyring.volume, n) ?? []);

@@ -1,4 +1,4 @@
-import { lstat, readFile, readdir, writeFile, unlink, open } from "node:fs/promises";
+import { asyncLowerIo, type LowerIo } from "./lower-io.js";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { Keyring } from "../crypto/keys.js";
@@ -68,6 +68,7 @@ export class Namespace {
     private readonly root: string,
     private readonly keyring: Keyring,
     private readonly log: Logger,
+    private readonly io: LowerIo = asyncLowerIo,
   ) {}
 
   /** Directory IDs of a lower directory, canonical first. Empty when it has none. */
@@ -76,7 +77,7 @@ export class Namespace {
     const cached = this.dirIds.get(lowerDir);
     if (cached) return cached;
     const ids: Buffer[] = [];
-    for (const name of await readdir(lowerDir)) {
+    for (const name of await this.io.readdir(lowerDir)) {
       const kind = classifyLowerEntry(name);
       if (kind.kind === "dir-id") ids.push(kind.id);
     }
@@ -95,8 +96,7 @@ export class Namespace {
 
   async createDirId(lowerDir: string): Promise<Buffer> {
     const id = randomPool.bytes(DIR_ID_SIZE);
-    const handle = await open(join(lowerDir, dirIdEntryName(id)), "wx", 0o444);
-    await handle.close();
+    await this.io.createFile(join(lowerDir, dirIdEntryName(id)), "", 0o444);
     this.dirIds.set(lowerDir, [id]);
     return id;
   }
@@ -147,7 +147,7 @@ export class Namespace {
     });
     if (candidates.length > 1) {
       for (const candidate of candidates) {
-        if (await lstat(candidate.lower).catch(() => undefined)) return candidate;
+        if (await this.io.lstat(candidate.lower).catch(() => undefined)) return candidate;
       }
     }
     return candidates[0]!;
@@ -162,12 +162,13 @@ export class Namespace {
 
   async writeSidecar(located: Located): Promise<void> {
     if (located.longName === undefined) return;
-    await writeFile(located.lower + SIDECAR_SUFFIX, located.longName, { mode: 0o444 });
+    await this.io.unlink(located.lower + SIDECAR_SUFFIX).catch(() => undefined);
+    await this.io.createFile(located.lower + SIDECAR_SUFFIX, located.longName, 0o444);
   }
 
   async removeSidecar(located: Located): Promise<void> {
     if (located.longName === undefined) return;
-    await unlink(located.lower + SIDECAR_SUFFIX).catch(() => undefined);
+    await this.io.unlink(located.lower + SIDECAR_SUFFIX).catch(() => undefined);
   }
 
   /**
@@ -177,7 +178,7 @@ export class Namespace {
   async list(lowerDir: string, cleartextDir: string): Promise<{ name: string; entry: string }[]> {
     const ids = await this.idsOf(lowerDir);
     const out: { name: string; entry: string }[] = [];
-    for (const entry of await readdir(lowerDir)) {
+    for (const entry of await this.io.readdir(lowerDir)) {
       const name = await this.nameOf(lowerDir, entry, ids, cleartextDir);
       if (name !== null) out.push({ name, entry });
     }
@@ -195,7 +196,7 @@ export class Namespace {
     if (kind.kind === "name") encoded = kind.encoded;
     else if (kind.kind === "long-name") {
       try {
-        encoded = (await readFile(join(lowerDir, entry + SIDECAR_SUFFIX), "utf8")).trim();
+        encoded = (await this.io.readText(join(lowerDir, entry + SIDECAR_SUFFIX))).trim();
         verifyLongName(entry, encoded);
       } catch (err) {
         this.log.warn(

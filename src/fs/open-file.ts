@@ -1,4 +1,4 @@
-import { open, type FileHandle } from "node:fs/promises";
+import { asyncLowerIo, type LowerFile, type LowerIo } from "./lower-io.js";
 import { constants } from "node:fs";
 import type { Logger } from "pino";
 import type { Keyring } from "../crypto/keys.js";
@@ -25,7 +25,7 @@ export class OpenFile implements FileCipher {
 
   private constructor(
     readonly inode: string,
-    private handle: FileHandle,
+    private handle: LowerFile,
     private writable: boolean,
     readonly fileKey: Buffer,
     readonly fileId: Buffer,
@@ -33,6 +33,7 @@ export class OpenFile implements FileCipher {
     public size: number,
     public displayPath: string,
     private readonly log: Logger,
+    private readonly io: LowerIo,
   ) {}
 
   /** Opens an existing lower file and verifies its header. */
@@ -44,10 +45,11 @@ export class OpenFile implements FileCipher {
     writable: boolean,
     displayPath: string,
     log: Logger,
+    io: LowerIo = asyncLowerIo,
   ): Promise<OpenFile> {
-    const handle = await openLower(lower, writable);
+    const handle = await openLower(io, lower, writable);
     try {
-      const { size: lowerSize } = await handle.stat();
+      const lowerSize = Number((await handle.stat()).size);
       const bytes = Buffer.alloc(HEADER_SIZE);
       await handle.read(bytes, 0, HEADER_SIZE, 0);
       const header = openHeader(
@@ -66,6 +68,7 @@ export class OpenFile implements FileCipher {
         size,
         displayPath,
         log,
+        io,
       );
     } catch (err) {
       await handle.close();
@@ -79,12 +82,13 @@ export class OpenFile implements FileCipher {
 
   /** Writes header + empty final block into a freshly created (empty) lower file. */
   static async initialize(
-    handle: FileHandle,
+    handle: LowerFile,
     inode: string,
     keyring: Keyring,
     geometry: ContentGeometry,
     displayPath: string,
     log: Logger,
+    io: LowerIo = asyncLowerIo,
   ): Promise<OpenFile> {
     const { bytes, header } = createHeader(keyring, { blockSize: geometry.blockSize });
     const file = new OpenFile(
@@ -97,6 +101,7 @@ export class OpenFile implements FileCipher {
       0,
       displayPath,
       log,
+      io,
     );
     const empty = sealBlocks(file, 0, Buffer.alloc(0), true);
     await handle.write(Buffer.concat([bytes, empty]), 0, HEADER_SIZE + empty.length, 0);
@@ -107,7 +112,7 @@ export class OpenFile implements FileCipher {
   /** Reopens the lower file read-write when the first writer arrives. */
   async ensureWritable(lower: string): Promise<void> {
     if (this.writable) return;
-    const handle = await openLower(lower, true);
+    const handle = await openLower(this.io, lower, true);
     await this.handle.close();
     this.handle = handle;
     this.writable = true;
@@ -289,14 +294,14 @@ export class OpenFile implements FileCipher {
  * header is our business, not the user's (O_NOATIME needs ownership or
  * root; without it we fall back to a plain open).
  */
-async function openLower(lower: string, writable: boolean): Promise<FileHandle> {
+async function openLower(io: LowerIo, lower: string, writable: boolean): Promise<LowerFile> {
   const modes = writable ? [constants.O_RDWR] : [constants.O_RDWR, constants.O_RDONLY];
   for (const [i, mode] of modes.entries()) {
     try {
-      return await open(lower, mode | constants.O_NOATIME);
+      return await io.open(lower, mode | constants.O_NOATIME);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
-      if (code === "EPERM") return open(lower, mode);
+      if (code === "EPERM") return io.open(lower, mode);
       if (code !== "EACCES" || i === modes.length - 1) throw err;
     }
   }

@@ -4,6 +4,7 @@ import type { Keyring } from "../crypto/keys.js";
 import type { VolumeConfig } from "../format/config.js";
 import { CryptFs } from "../fs/crypt-fs.js";
 import { FuseMount, bindingSetTimes } from "../fs/fuse-adapter.js";
+import { lowerIoFor } from "../fs/lower-io.js";
 import { EXIT, UserError } from "../volume/errors.js";
 import { FSTYPE, currentMounts } from "./mountinfo.js";
 import { removeRecord, writeRecord } from "./runtime.js";
@@ -16,6 +17,8 @@ export interface MountSettings {
   readonly keySource: string;
   /** Allow a non-empty mount point (like -o nonempty). */
   readonly nonEmpty: boolean;
+  /** Keep lower metadata calls off the JS thread even on a local lower filesystem. */
+  readonly asyncMetadata: boolean;
 }
 
 /** Resolves and checks the two paths before anything is unlocked or mounted. */
@@ -78,6 +81,7 @@ export async function serve(
   const fs = new CryptFs(lower, keyring, config.blockSize, log, {
     readOnly: settings.readOnly,
     setTimes: bindingSetTimes,
+    io: await lowerIoFor(lower, settings.asyncMetadata),
   });
   let finished: (code: number) => void = () => undefined;
   const done = new Promise<number>((resolve) => (finished = resolve));

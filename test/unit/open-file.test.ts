@@ -1,5 +1,6 @@
+import { constants } from "node:fs";
+import { asyncLowerIo } from "../../src/fs/lower-io.js";
 import { mkdtempSync, rmSync } from "node:fs";
-import { open } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
@@ -53,7 +54,11 @@ describe("OpenFile read-modify-write", () => {
       fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 25 }), async (ops) => {
         const path = join(dir, `f${run++}`);
         const ring = keyring();
-        const handle = await open(path, "wx+");
+        const handle = await asyncLowerIo.open(
+          path,
+          constants.O_CREAT | constants.O_EXCL | constants.O_RDWR,
+          0o600,
+        );
         const file = await OpenFile.initialize(handle, "i", ring, geometry, path, log);
         let model: Buffer = Buffer.alloc(0);
         for (const o of ops) {

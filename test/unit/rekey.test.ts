@@ -4,8 +4,10 @@
 // and a new recovery slot, so every other secret, even together with an old
 // copy of the config, opens nothing new.
 
+import { constants } from "node:fs";
+import { asyncLowerIo } from "../../src/fs/lower-io.js";
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, open, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
@@ -106,7 +108,11 @@ async function makeVolume(name: string): Promise<{ lower: string; recoveryKey: s
   }
   // Through OpenFile, as the filesystem writes: created empty, then appended in pieces.
   const written = entry(root, lower, "written");
-  const handle = await open(written.path, "wx+");
+  const handle = await asyncLowerIo.open(
+    written.path,
+    constants.O_CREAT | constants.O_EXCL | constants.O_RDWR,
+    0o600,
+  );
   const file = await OpenFile.initialize(handle, "w", keyring, geometry, written.path, log);
   await file.write(0, pattern(B - 1));
   await file.write(B - 1, pattern(B + 2).subarray(B - 1));
