@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { realpath } from "node:fs/promises";
+import { readFile, realpath } from "node:fs/promises";
 import { promisify } from "node:util";
 import { readNewPassphrase, readSecret } from "../keys/secret-input.js";
 import { listRecords } from "../mount/runtime.js";
@@ -48,6 +48,14 @@ export async function initCommand(lower: string, opts: InitCommandOptions): Prom
   return EXIT.ok;
 }
 
+/** True while `pid` lives; an exited server awaiting its reaper (state Z) counts as gone. */
+async function running(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => undefined);
+  return (
+    stat !== undefined && stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z"
+  );
+}
+
 /** Unmounts with fusermount (works for the owner) and waits for the server to exit. */
 export async function umountCommand(
   mountpointArg: string,
@@ -76,11 +84,7 @@ export async function umountCommand(
   }
   if (record) {
     for (let i = 0; i < 100; i++) {
-      try {
-        process.kill(record.pid, 0);
-      } catch {
-        break;
-      }
+      if (!(await running(record.pid))) break;
       await new Promise((r) => setTimeout(r, 50));
     }
   }
