@@ -95,7 +95,7 @@ Examples:
       )
       .option(
         "--kdf-iterations <n>",
-        "Argon2id passes (default 4)",
+        "Argon2id passes (default 3)",
         positiveInt("--kdf-iterations"),
       )
       .option(

@@ -53,7 +53,7 @@ export const ARGON2_MAX_MEMORY_KIB = 4 * 1024 * 1024;
 export const ARGON2_DEFAULT: Argon2Params = {
   algorithm: "argon2id",
   memoryKiB: 262144,
-  iterations: 4,
+  iterations: 3,
   parallelism: 1,
 };
 
