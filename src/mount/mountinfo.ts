@@ -3,6 +3,8 @@ import { readFile } from "node:fs/promises";
 /** One line of /proc/self/mountinfo. */
 export interface MountEntry {
   readonly mountpoint: string;
+  /** major:minor of the mounted device (for FUSE: the connection number under /sys/fs/fuse/connections). */
+  readonly device: string;
   readonly fstype: string;
   readonly source: string;
   readonly options: string;
@@ -23,6 +25,7 @@ export function parseMountinfo(text: string): MountEntry[] {
     const r = right.split(" ");
     entries.push({
       mountpoint: unescape(l[4] ?? ""),
+      device: l[2] ?? "",
       options: l[5] ?? "",
       fstype: r[0] ?? "",
       source: unescape(r[1] ?? ""),

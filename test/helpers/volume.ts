@@ -15,6 +15,7 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promis
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { parseMountinfo } from "../../src/mount/mountinfo.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(here, "..", "..");
@@ -196,25 +197,8 @@ export interface MountInfoEntry {
   source: string;
 }
 
-function unescapeMountinfo(field: string): string {
-  return field.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
-}
-
 export function mountTable(): MountInfoEntry[] {
-  const out: MountInfoEntry[] = [];
-  for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
-    const [left, right] = line.split(" - ");
-    if (!left || !right) continue;
-    const l = left.split(" ");
-    const r = right.split(" ");
-    out.push({
-      mountpoint: unescapeMountinfo(l[4] ?? ""),
-      device: l[2] ?? "",
-      fstype: r[0] ?? "",
-      source: unescapeMountinfo(r[1] ?? ""),
-    });
-  }
-  return out;
+  return parseMountinfo(readFileSync("/proc/self/mountinfo", "utf8"));
 }
 
 export function mountEntry(mountpoint: string): MountInfoEntry | undefined {
