@@ -509,32 +509,29 @@ describe.skipIf(!haveFuse)("a full disk", () => {
 
   // A write that fails with ENOSPC part-way cuts the lower file back and
   // reseals the old final block; a create that fails unlinks its lower file.
-  it(
-    "a write or create that fails with ENOSPC leaves the volume consistent (fsck clean)",
-    async (ctx) => {
-      if (skipReason) {
-        ctx.skip(`loop devices unavailable: ${skipReason}`);
-        return;
-      }
-      disk = await makeLoopFs(fs, 8);
-      const lower = join(disk.dir, "lower");
-      await runOk(process.execPath, [CLI, "init", "--passfile", fs.passfile, ...MIN_KDF, lower]);
-      const m = await mountVolume(fs, lower);
-      const big = JSON.parse(
-        await pyOk(WRITE_UNTIL_FULL, [join(m.mountpoint, "big.bin"), String(64 * 1024)]),
-      ) as Record<string, string | number>;
-      expect(big.error).toBe("ENOSPC");
-      await fillRest(disk.dir);
-      await pyOk(TRY_MORE, [m.mountpoint]);
-      // What the writer was told succeeded reads back.
-      const readBack = await checksumTree(m.mountpoint, ["big.bin"], true);
-      await unmountVolume(fs, m);
-      expect(readBack["big.bin"]).not.toMatch(/^error:/);
-      const { code, report } = await fsck(fs, lower);
-      expect(report.problems.filter((p) => p.severity === "error")).toEqual([]);
-      expect(code).toBe(0);
-    },
-  );
+  it("a write or create that fails with ENOSPC leaves the volume consistent (fsck clean)", async (ctx) => {
+    if (skipReason) {
+      ctx.skip(`loop devices unavailable: ${skipReason}`);
+      return;
+    }
+    disk = await makeLoopFs(fs, 8);
+    const lower = join(disk.dir, "lower");
+    await runOk(process.execPath, [CLI, "init", "--passfile", fs.passfile, ...MIN_KDF, lower]);
+    const m = await mountVolume(fs, lower);
+    const big = JSON.parse(
+      await pyOk(WRITE_UNTIL_FULL, [join(m.mountpoint, "big.bin"), String(64 * 1024)]),
+    ) as Record<string, string | number>;
+    expect(big.error).toBe("ENOSPC");
+    await fillRest(disk.dir);
+    await pyOk(TRY_MORE, [m.mountpoint]);
+    // What the writer was told succeeded reads back.
+    const readBack = await checksumTree(m.mountpoint, ["big.bin"], true);
+    await unmountVolume(fs, m);
+    expect(readBack["big.bin"]).not.toMatch(/^error:/);
+    const { code, report } = await fsck(fs, lower);
+    expect(report.problems.filter((p) => p.severity === "error")).toEqual([]);
+    expect(code).toBe(0);
+  });
 });
 
 async function expectMountFails(sandbox: Sandbox, lower: string, passfile: string): Promise<void> {
