@@ -406,13 +406,12 @@ export class CryptFs implements FileSystem {
     this.requireWritable();
     const source = await this.names.locate(from);
     const existing = await this.names.locate(to);
-    const target = (await this.io.lstat(existing.lower).catch(() => undefined))
-      ? existing
-      : await this.locateNew(to);
+    // locate finds an existing target under any of the directory's IDs; a missing one gets the canonical name.
+    const targetStat = await this.io.lstat(existing.lower).catch(() => undefined);
+    const target = targetStat ? existing : await this.locateNew(to);
     if (source.lower === target.lower) return;
     const sourceStat = await this.io.lstat(source.lower);
-    const targetStat = await this.io.lstat(target.lower).catch(() => undefined);
-    // Two names of one inode (hard links): this.io.rename(2) does nothing, so the
+    // Two names of one inode (hard links): rename(2) does nothing, so the
     // source keeps its name and must keep its long-name sidecar too.
     if (targetStat && targetStat.dev === sourceStat.dev && targetStat.ino === sourceStat.ino)
       return;

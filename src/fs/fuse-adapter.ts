@@ -48,7 +48,21 @@ function caller(): Caller | undefined {
 }
 
 export function buildOperations(fs: FileSystem, log: Logger): Operations {
-  /** Runs an operation and replies with its value or a negative errno; never throws into the binding. */
+  /** Runs an operation and replies with `success(value)` or a negative errno; never throws into the binding. */
+  function settle<T>(
+    name: string,
+    path: string,
+    reply: Reply,
+    work: () => Promise<T>,
+    success: (value: T) => void,
+  ): void {
+    work().then(success, (err: unknown) => {
+      const errno = toErrno(err);
+      if (errno === "EIO")
+        log.debug({ op: name, path, err: (err as Error)?.message }, "operation failed");
+      reply(-errnoNumber(errno));
+    });
+  }
   function call<T>(
     name: string,
     path: string,
@@ -56,28 +70,12 @@ export function buildOperations(fs: FileSystem, log: Logger): Operations {
     work: () => Promise<T>,
     ok: (value: T) => unknown[],
   ): void {
-    work().then(
-      (value) => reply(0, ...ok(value)),
-      (err: unknown) => {
-        const errno = toErrno(err);
-        if (errno === "EIO")
-          log.debug({ op: name, path, err: (err as Error)?.message }, "operation failed");
-        reply(-errnoNumber(errno));
-      },
-    );
+    settle(name, path, reply, work, (value) => reply(0, ...ok(value)));
   }
   const none = () => [];
   /** read/write reply with a byte count in the code position. */
   function count(name: string, path: string, reply: Reply, work: () => Promise<number>): void {
-    work().then(
-      (n) => reply(n),
-      (err: unknown) => {
-        const errno = toErrno(err);
-        if (errno === "EIO")
-          log.debug({ op: name, path, err: (err as Error)?.message }, "operation failed");
-        reply(-errnoNumber(errno));
-      },
-    );
+    settle(name, path, reply, work, (n) => reply(n));
   }
 
   const ops = {
