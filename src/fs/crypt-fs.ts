@@ -19,7 +19,7 @@ import * as xattr from "fs-xattr";
 import { FsError } from "./errors.js";
 import { Namespace } from "./namespace.js";
 import { OpenFile } from "./open-file.js";
-import type { Attr, Caller, FileSystem, FsStats, TimeSpec } from "./types.js";
+import type { Attr, Caller, DirEntry, FileSystem, FsStats, TimeSpec } from "./types.js";
 
 /** Sets both timestamps of a lower path without following a symlink. */
 export type SetTimes = (lower: string, atimeNs: bigint, mtimeNs: bigint) => void | Promise<void>;
@@ -140,8 +140,8 @@ export class CryptFs implements FileSystem {
     if (!handle) return this.getattr(path);
     const fresh = handle.fresh;
     handle.fresh = undefined;
-    const st = fresh ?? (await this.io.lstatBig(handle.lower).catch(() => undefined));
-    if (!st) return this.getattr(path);
+    // Through the descriptor: an open file that was unlinked still has attributes.
+    const st = fresh ?? (await handle.file.stat());
     return this.toAttr(st, handle.file.size);
   }
 
@@ -149,6 +149,21 @@ export class CryptFs implements FileSystem {
     const { lower } = await this.names.locate(path);
     const entries = await this.names.list(lower, path);
     return [".", "..", ...entries.map((e) => e.name)];
+  }
+
+  async list(path: string): Promise<DirEntry[]> {
+    const { lower } = await this.names.locate(path);
+    const entries = await this.names.list(lower, path);
+    return entries.map(({ name, entry }) => {
+      const entryLower = join(lower, entry);
+      return {
+        name,
+        attr: async () => {
+          const st = await this.io.lstatBig(entryLower);
+          return this.toAttr(st, this.cleartextSize(st, join(path, name)));
+        },
+      };
+    });
   }
 
   async access(path: string): Promise<void> {

@@ -34,3 +34,9 @@ export function toErrno(err: unknown): ErrnoName {
 export function errnoNumber(name: ErrnoName): number {
   return constants.errno[name];
 }
+
+export function errnoName(code: number): ErrnoName {
+  for (const [name, value] of Object.entries(constants.errno))
+    if (value === code) return name as ErrnoName;
+  return "EIO";
+}

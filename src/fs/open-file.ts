@@ -1,5 +1,5 @@
 import { asyncLowerIo, type LowerFile, type LowerIo } from "./lower-io.js";
-import { constants } from "node:fs";
+import { constants, type BigIntStats } from "node:fs";
 import type { Logger } from "pino";
 import type { Keyring } from "../crypto/keys.js";
 import { ContentGeometry, openBlocks, sealBlocks, type FileCipher } from "../format/content.js";
@@ -280,6 +280,11 @@ export class OpenFile implements FileCipher {
   async sync(dataOnly: boolean): Promise<void> {
     if (dataOnly) await this.handle.datasync();
     else await this.handle.sync();
+  }
+
+  /** The lower file's own stat, through its descriptor (valid after unlink too). */
+  stat(): Promise<BigIntStats> {
+    return this.handle.stat();
   }
 
   async close(): Promise<void> {

@@ -31,6 +31,12 @@ export interface FsStats {
   namemax: number;
 }
 
+/** A directory entry whose attributes are read only when asked for (READDIRPLUS). */
+export interface DirEntry {
+  readonly name: string;
+  attr(): Promise<Attr>;
+}
+
 /** Who asked: new entries belong to the caller, as on a local filesystem. */
 export interface Caller {
   uid: number;
@@ -45,6 +51,8 @@ export interface FileSystem {
   getattr(path: string): Promise<Attr>;
   fgetattr(path: string, fh: number): Promise<Attr>;
   readdir(path: string): Promise<string[]>;
+  /** The entries of a directory without "." and "..". */
+  list(path: string): Promise<DirEntry[]>;
   access(path: string, mode: number): Promise<void>;
   statfs(path: string): Promise<FsStats>;
 

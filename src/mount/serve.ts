@@ -3,7 +3,7 @@ import type { Logger } from "pino";
 import type { Keyring } from "../crypto/keys.js";
 import type { VolumeConfig } from "../format/config.js";
 import { CryptFs } from "../fs/crypt-fs.js";
-import { FuseMount, bindingSetTimes } from "../fs/fuse-adapter.js";
+import { FuseMount, nativeSetTimes } from "../fs/fuse3/mount.js";
 import { lowerIoFor } from "../fs/lower-io.js";
 import { EXIT, UserError } from "../volume/errors.js";
 import { FSTYPE, currentMounts } from "./mountinfo.js";
@@ -80,7 +80,7 @@ export async function serve(
   process.umask(0);
   const fs = new CryptFs(lower, keyring, config.blockSize, log, {
     readOnly: settings.readOnly,
-    setTimes: bindingSetTimes,
+    setTimes: nativeSetTimes,
     io: await lowerIoFor(lower, settings.asyncMetadata),
   });
   let finished: (code: number) => void = () => undefined;
@@ -98,7 +98,6 @@ export async function serve(
     {
       allowOther: settings.allowOther,
       readOnly: settings.readOnly,
-      debug: settings.debug,
       fsname: fsnameFor(lower),
       onExternalUnmount: () => {
         if (stopping) return;

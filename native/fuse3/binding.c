@@ -1,0 +1,869 @@
+/*
+ * cryptmount's FUSE binding: libfuse 3's low-level API served on Node's own
+ * event loop.
+ *
+ * Why not a thread per request: every FUSE request that crosses from a FUSE
+ * thread to the JS thread and back costs tens of microseconds of wake-ups,
+ * more than the filesystem's own work on metadata. Here the /dev/fuse file
+ * descriptor is non-blocking and watched by a uv_poll handle; requests are
+ * read, decoded by libfuse and handed to one JS function on the JS thread,
+ * which answers them later through the reply functions below. Nothing here
+ * blocks except the lower-level syscalls the kernel itself makes fast.
+ *
+ * Contract with JS (src/fs/fuse3-binding.ts):
+ *   - dispatch(op, req, ...args) is called for every request; `req` is an
+ *     opaque number that must be passed to exactly one reply function.
+ *   - attributes travel as Float64Array slices of ATTR_FIELDS numbers.
+ *   - FORGET needs no reply; INIT and EXIT carry no request.
+ */
+#define FUSE_USE_VERSION 312
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <node_api.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+#include <uv.h>
+
+#define BINDING_VERSION 1
+#define MAX_REQUESTS_PER_WAKEUP 64
+#define ATTR_FIELDS 15
+#define STATFS_FIELDS 9
+
+enum op {
+  OP_INIT,
+  OP_EXIT,
+  OP_LOOKUP,
+  OP_FORGET,
+  OP_GETATTR,
+  OP_SETATTR,
+  OP_READLINK,
+  OP_MKNOD,
+  OP_MKDIR,
+  OP_UNLINK,
+  OP_RMDIR,
+  OP_SYMLINK,
+  OP_RENAME,
+  OP_LINK,
+  OP_OPEN,
+  OP_READ,
+  OP_WRITE,
+  OP_FLUSH,
+  OP_RELEASE,
+  OP_FSYNC,
+  OP_OPENDIR,
+  OP_READDIR,
+  OP_READDIRPLUS,
+  OP_RELEASEDIR,
+  OP_STATFS,
+  OP_SETXATTR,
+  OP_GETXATTR,
+  OP_LISTXATTR,
+  OP_REMOVEXATTR,
+  OP_ACCESS,
+  OP_CREATE,
+  OP_FALLOCATE,
+};
+
+typedef struct session {
+  napi_env env;
+  napi_ref dispatch_ref;
+  napi_ref resource_ref;
+  napi_async_context async_context;
+  /* Valid only while requests are being processed (inside on_readable). */
+  napi_value dispatch;
+  struct fuse_session *se;
+  struct fuse_buf buf;
+  uv_poll_t poll;
+  double entry_timeout;
+  double attr_timeout;
+  unsigned max_write;
+  int writeback;
+  int processing;
+  int close_requested;
+  int closed;
+  int poll_closed;
+  int finalized;
+} session_t;
+
+/* ---- helpers ------------------------------------------------------------- */
+
+#define CHECK(env, call)                                                       \
+  do {                                                                         \
+    if ((call) != napi_ok) {                                                   \
+      napi_throw_error((env), NULL, "cryptmount fuse3 binding: " #call);       \
+      return NULL;                                                             \
+    }                                                                          \
+  } while (0)
+
+static napi_value num(napi_env env, double value) {
+  napi_value v;
+  napi_create_double(env, value, &v);
+  return v;
+}
+
+static napi_value str(napi_env env, const char *s) {
+  napi_value v;
+  napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v);
+  return v;
+}
+
+static napi_value req_value(napi_env env, fuse_req_t req) {
+  napi_value v;
+  napi_create_int64(env, (int64_t)(uintptr_t)req, &v);
+  return v;
+}
+
+static fuse_req_t req_of(napi_env env, napi_value v) {
+  int64_t raw = 0;
+  napi_get_value_int64(env, v, &raw);
+  return (fuse_req_t)(uintptr_t)raw;
+}
+
+static double dbl(napi_env env, napi_value v) {
+  double d = 0;
+  napi_get_value_double(env, v, &d);
+  return d;
+}
+
+/* Calls dispatch(op, req, ...args). The JS side catches everything and replies
+ * exactly once, so a throw here cannot be answered safely (the request may have
+ * been answered already); it is only cleared. */
+static void call_js(session_t *s, fuse_req_t req, int op, size_t argc, napi_value *args) {
+  napi_env env = s->env;
+  napi_value argv[16];
+  napi_value global, result;
+  argv[0] = num(env, op);
+  if (req)
+    argv[1] = req_value(env, req);
+  else
+    napi_get_null(env, &argv[1]);
+  for (size_t i = 0; i < argc && i < 14; i++) argv[i + 2] = args[i];
+  napi_get_global(env, &global);
+  if (napi_call_function(env, global, s->dispatch, argc + 2, argv, &result) != napi_ok) {
+    napi_value exception;
+    napi_get_and_clear_last_exception(env, &exception);
+  }
+}
+
+/* Opens a handle scope around a dispatch. The session is read once, before
+ * the call: JS may answer (and so free) the request synchronously. */
+#define DISPATCH(session, req, op, ...)                                        \
+  do {                                                                         \
+    session_t *s_ = (session);                                                 \
+    napi_handle_scope scope_;                                                  \
+    napi_open_handle_scope(s_->env, &scope_);                                  \
+    napi_value args_[] = {__VA_ARGS__};                                        \
+    call_js(s_, (req), (op), sizeof(args_) / sizeof(args_[0]), args_);         \
+    napi_close_handle_scope(s_->env, scope_);                                  \
+  } while (0)
+
+#define S(req) ((session_t *)fuse_req_userdata(req))
+#define E(req) (S(req)->env)
+
+static napi_value caller_uid(fuse_req_t req) { return num(E(req), fuse_req_ctx(req)->uid); }
+static napi_value caller_gid(fuse_req_t req) { return num(E(req), fuse_req_ctx(req)->gid); }
+static napi_value fh_of(fuse_req_t req, struct fuse_file_info *fi) {
+  return num(E(req), fi ? (double)fi->fh : -1);
+}
+
+/* ---- low-level operations: decode, hand to JS ------------------------------ */
+
+static void op_init(void *userdata, struct fuse_conn_info *conn) {
+  session_t *s = userdata;
+  /* Keep the kernel's semantics those of a plain local filesystem:
+   * O_TRUNC arrives as a truncate, directory operations are serialised
+   * per directory, and the kernel clears set-id bits itself. */
+  conn->want &= ~(FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_HANDLE_KILLPRIV |
+                  FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+  if (conn->capable & FUSE_CAP_READDIRPLUS_AUTO) conn->want |= FUSE_CAP_READDIRPLUS_AUTO;
+  if (s->writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE))
+    conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+  else
+    conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+  if (s->max_write) conn->max_write = s->max_write;
+  conn->time_gran = 1;
+  DISPATCH(s, NULL, OP_INIT, num(s->env, conn->max_write),
+           num(s->env, (conn->want & FUSE_CAP_WRITEBACK_CACHE) ? 1 : 0));
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  DISPATCH(S(req), req, OP_LOOKUP, num(E(req), parent), str(E(req), name));
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  DISPATCH(S(req), NULL, OP_FORGET, num(E(req), ino), num(E(req), (double)nlookup));
+  fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets) {
+  for (size_t i = 0; i < count; i++)
+    DISPATCH(S(req), NULL, OP_FORGET, num(E(req), forgets[i].ino),
+             num(E(req), (double)forgets[i].nlookup));
+  fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  DISPATCH(S(req), req, OP_GETATTR, num(E(req), ino), fh_of(req, fi));
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+                       struct fuse_file_info *fi) {
+  napi_env env = E(req);
+  DISPATCH(S(req), req, OP_SETATTR, num(env, ino), num(env, to_set), fh_of(req, fi),
+           num(env, attr->st_mode), num(env, attr->st_uid), num(env, attr->st_gid),
+           num(env, (double)attr->st_size), num(env, (double)attr->st_atim.tv_sec),
+           num(env, attr->st_atim.tv_nsec), num(env, (double)attr->st_mtim.tv_sec),
+           num(env, attr->st_mtim.tv_nsec));
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  DISPATCH(S(req), req, OP_READLINK, num(E(req), ino));
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                     dev_t rdev) {
+  DISPATCH(S(req), req, OP_MKNOD, num(E(req), parent), str(E(req), name), num(E(req), mode),
+           num(E(req), (double)rdev), caller_uid(req), caller_gid(req));
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+  DISPATCH(S(req), req, OP_MKDIR, num(E(req), parent), str(E(req), name), num(E(req), mode),
+           caller_uid(req), caller_gid(req));
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  DISPATCH(S(req), req, OP_UNLINK, num(E(req), parent), str(E(req), name));
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  DISPATCH(S(req), req, OP_RMDIR, num(E(req), parent), str(E(req), name));
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
+  DISPATCH(S(req), req, OP_SYMLINK, str(E(req), link), num(E(req), parent), str(E(req), name),
+           caller_uid(req), caller_gid(req));
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+                      const char *newname, unsigned int flags) {
+  DISPATCH(S(req), req, OP_RENAME, num(E(req), parent), str(E(req), name),
+           num(E(req), newparent), str(E(req), newname), num(E(req), flags));
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+  DISPATCH(S(req), req, OP_LINK, num(E(req), ino), num(E(req), newparent),
+           str(E(req), newname));
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  DISPATCH(S(req), req, OP_OPEN, num(E(req), ino), num(E(req), fi->flags));
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi) {
+  DISPATCH(S(req), req, OP_READ, num(E(req), ino), num(E(req), (double)size),
+           num(E(req), (double)off), fh_of(req, fi));
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
+                     struct fuse_file_info *fi) {
+  napi_env env = E(req);
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value data;
+  void *copy;
+  /* The receive buffer is reused for the next request: the data must be copied. */
+  if (napi_create_buffer_copy(env, size, buf, &copy, &data) != napi_ok) {
+    napi_close_handle_scope(env, scope);
+    fuse_reply_err(req, ENOMEM);
+    return;
+  }
+  napi_value args[] = {num(env, ino), data, num(env, (double)off), fh_of(req, fi)};
+  call_js(S(req), req, OP_WRITE, 4, args); /* req may be answered (freed) from here on */
+  napi_close_handle_scope(env, scope);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  DISPATCH(S(req), req, OP_FLUSH, num(E(req), ino), fh_of(req, fi));
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  DISPATCH(S(req), req, OP_RELEASE, num(E(req), ino), fh_of(req, fi));
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  DISPATCH(S(req), req, OP_FSYNC, num(E(req), ino), num(E(req), datasync), fh_of(req, fi));
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  (void)fi;
+  DISPATCH(S(req), req, OP_OPENDIR, num(E(req), ino));
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi) {
+  DISPATCH(S(req), req, OP_READDIR, num(E(req), ino), num(E(req), (double)size),
+           num(E(req), (double)off), fh_of(req, fi));
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi) {
+  DISPATCH(S(req), req, OP_READDIRPLUS, num(E(req), ino), num(E(req), (double)size),
+           num(E(req), (double)off), fh_of(req, fi));
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  DISPATCH(S(req), req, OP_RELEASEDIR, num(E(req), ino), fh_of(req, fi));
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino) {
+  DISPATCH(S(req), req, OP_STATFS, num(E(req), ino));
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                        size_t size, int flags) {
+  napi_env env = E(req);
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+  napi_value data;
+  void *copy;
+  if (napi_create_buffer_copy(env, size, size ? value : "", &copy, &data) != napi_ok) {
+    napi_close_handle_scope(env, scope);
+    fuse_reply_err(req, ENOMEM);
+    return;
+  }
+  napi_value args[] = {num(env, ino), str(env, name), data, num(env, flags)};
+  call_js(S(req), req, OP_SETXATTR, 4, args);
+  napi_close_handle_scope(env, scope);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  /* Only user.* attributes exist here. The kernel asks for security.capability
+   * before every write; answering in C saves a trip through JS. */
+  if (strncmp(name, "user.", 5) != 0) {
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
+  DISPATCH(S(req), req, OP_GETXATTR, num(E(req), ino), str(E(req), name),
+           num(E(req), (double)size));
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  DISPATCH(S(req), req, OP_LISTXATTR, num(E(req), ino), num(E(req), (double)size));
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
+  DISPATCH(S(req), req, OP_REMOVEXATTR, num(E(req), ino), str(E(req), name));
+}
+
+static void op_access(fuse_req_t req, fuse_ino_t ino, int mask) {
+  DISPATCH(S(req), req, OP_ACCESS, num(E(req), ino), num(E(req), mask));
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi) {
+  DISPATCH(S(req), req, OP_CREATE, num(E(req), parent), str(E(req), name), num(E(req), mode),
+           num(E(req), fi->flags), caller_uid(req), caller_gid(req));
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                         struct fuse_file_info *fi) {
+  DISPATCH(S(req), req, OP_FALLOCATE, num(E(req), ino), num(E(req), mode),
+           num(E(req), (double)offset), num(E(req), (double)length), fh_of(req, fi));
+}
+
+static const struct fuse_lowlevel_ops operations = {
+    .init = op_init,
+    .lookup = op_lookup,
+    .forget = op_forget,
+    .forget_multi = op_forget_multi,
+    .getattr = op_getattr,
+    .setattr = op_setattr,
+    .readlink = op_readlink,
+    .mknod = op_mknod,
+    .mkdir = op_mkdir,
+    .unlink = op_unlink,
+    .rmdir = op_rmdir,
+    .symlink = op_symlink,
+    .rename = op_rename,
+    .link = op_link,
+    .open = op_open,
+    .read = op_read,
+    .write = op_write,
+    .flush = op_flush,
+    .release = op_release,
+    .fsync = op_fsync,
+    .opendir = op_opendir,
+    .readdir = op_readdir,
+    .readdirplus = op_readdirplus,
+    .releasedir = op_releasedir,
+    .fsyncdir = NULL,
+    .statfs = op_statfs,
+    .setxattr = op_setxattr,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .removexattr = op_removexattr,
+    .access = op_access,
+    .create = op_create,
+    .fallocate = op_fallocate,
+};
+
+/* ---- the session on the event loop ----------------------------------------- */
+
+/* The session struct is freed once both the uv handle is closed and JS has let go of it. */
+static void release_session(session_t *s) {
+  if (s->poll_closed && s->finalized) free(s);
+}
+
+static void on_poll_closed(uv_handle_t *handle) {
+  session_t *s = handle->data;
+  free(s->buf.mem);
+  s->buf.mem = NULL;
+  s->poll_closed = 1;
+  release_session(s);
+}
+
+/* Unmounts (if still mounted) and frees the libfuse session; JS keeps the shell. */
+static void close_session(session_t *s) {
+  if (s->closed) return;
+  s->closed = 1;
+  uv_poll_stop(&s->poll);
+  fuse_session_unmount(s->se);
+  fuse_session_destroy(s->se);
+  s->se = NULL;
+  uv_close((uv_handle_t *)&s->poll, on_poll_closed);
+  napi_delete_reference(s->env, s->dispatch_ref);
+  /* Served no more: the JS object may now be collected. */
+  uint32_t refs;
+  napi_reference_unref(s->env, s->resource_ref, &refs);
+}
+
+static void on_readable(uv_poll_t *handle, int status, int events) {
+  (void)events;
+  session_t *s = handle->data;
+  napi_env env = s->env;
+  napi_handle_scope scope;
+  napi_callback_scope callback_scope;
+  napi_value resource;
+  int exited = 0;
+
+  napi_open_handle_scope(env, &scope);
+  napi_get_reference_value(env, s->resource_ref, &resource);
+  napi_get_reference_value(env, s->dispatch_ref, &s->dispatch);
+  /* Promise continuations run when this scope closes, after the whole batch. */
+  napi_open_callback_scope(env, resource, s->async_context, &callback_scope);
+  s->processing = 1;
+  for (int i = 0; status == 0 && i < MAX_REQUESTS_PER_WAKEUP; i++) {
+    int res = fuse_session_receive_buf(s->se, &s->buf);
+    if (res == -EAGAIN) break;
+    if (res == -EINTR) continue;
+    if (res <= 0 || fuse_session_exited(s->se)) {
+      exited = 1; /* unmounted, or the connection was aborted */
+      break;
+    }
+    fuse_session_process_buf(s->se, &s->buf);
+  }
+  s->processing = 0;
+  if (status != 0) exited = 1;
+  if (exited || s->close_requested) {
+    int notify = exited && !s->close_requested;
+    napi_value dispatch = s->dispatch;
+    close_session(s);
+    if (notify) {
+      napi_value argv[2], global, result;
+      argv[0] = num(env, OP_EXIT);
+      napi_get_null(env, &argv[1]);
+      napi_get_global(env, &global);
+      if (napi_call_function(env, global, dispatch, 2, argv, &result) != napi_ok) {
+        napi_value exception;
+        napi_get_and_clear_last_exception(env, &exception);
+      }
+    }
+  }
+  napi_close_callback_scope(env, callback_scope);
+  napi_close_handle_scope(env, scope);
+}
+
+/* Runs only after close_session (the resource reference is strong until then). */
+static void finalize_session(napi_env env, void *data, void *hint) {
+  (void)hint;
+  session_t *s = data;
+  napi_delete_reference(env, s->resource_ref);
+  napi_async_destroy(env, s->async_context);
+  s->finalized = 1;
+  release_session(s);
+}
+
+static int get_string(napi_env env, napi_value v, char *out, size_t cap) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, out, cap, &len) != napi_ok) return -1;
+  return len + 1 >= cap ? -1 : 0;
+}
+
+/* mount(mountpoint, options, dispatch, entryTimeout, attrTimeout, maxWrite, writeback) -> session */
+static napi_value js_mount(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7], session_value, resource_name;
+  char mountpoint[4096], options[8192];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 7 || get_string(env, argv[0], mountpoint, sizeof mountpoint) ||
+      get_string(env, argv[1], options, sizeof options)) {
+    napi_throw_type_error(env, NULL, "mount(mountpoint, options, dispatch, ...)");
+    return NULL;
+  }
+  session_t *s = calloc(1, sizeof *s);
+  if (!s) {
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  s->env = env;
+  s->entry_timeout = dbl(env, argv[3]);
+  s->attr_timeout = dbl(env, argv[4]);
+  s->max_write = (unsigned)dbl(env, argv[5]);
+  s->writeback = dbl(env, argv[6]) != 0;
+
+  char *fuse_argv[] = {"cryptmount", "-o", options, NULL};
+  struct fuse_args args = FUSE_ARGS_INIT(3, fuse_argv);
+  s->se = fuse_session_new(&args, &operations, sizeof operations, s);
+  if (!s->se) {
+    free(s);
+    napi_throw_error(env, "EINVAL", "invalid FUSE options");
+    return NULL;
+  }
+  if (fuse_session_mount(s->se, mountpoint) != 0) {
+    fuse_session_destroy(s->se);
+    free(s);
+    napi_throw_error(env, "EMOUNT", "the kernel refused the mount");
+    return NULL;
+  }
+  int fd = fuse_session_fd(s->se);
+  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+
+  uv_loop_t *loop;
+  CHECK(env, napi_get_uv_event_loop(env, &loop));
+  uv_poll_init(loop, &s->poll, fd);
+  s->poll.data = s;
+  CHECK(env, napi_create_reference(env, argv[2], 1, &s->dispatch_ref));
+  CHECK(env, napi_create_object(env, &session_value));
+  CHECK(env, napi_create_reference(env, session_value, 1, &s->resource_ref));
+  CHECK(env, napi_create_string_utf8(env, "cryptmount:fuse", NAPI_AUTO_LENGTH, &resource_name));
+  CHECK(env, napi_async_init(env, session_value, resource_name, &s->async_context));
+  CHECK(env, napi_wrap(env, session_value, s, finalize_session, NULL, NULL));
+  uv_poll_start(&s->poll, UV_READABLE, on_readable);
+  return session_value;
+}
+
+static session_t *session_of(napi_env env, napi_value v) {
+  void *data = NULL;
+  if (napi_unwrap(env, v, &data) != napi_ok) return NULL;
+  return data;
+}
+
+/* unmount(session): unmounts and stops serving; safe to call twice. */
+static napi_value js_unmount(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  session_t *s = argc ? session_of(env, argv[0]) : NULL;
+  if (!s) {
+    napi_throw_type_error(env, NULL, "unmount(session)");
+    return NULL;
+  }
+  if (s->processing)
+    s->close_requested = 1; /* inside a dispatch: close after the batch */
+  else
+    close_session(s);
+  return NULL;
+}
+
+/* ---- replies ----------------------------------------------------------------- */
+
+static void fill_stat(const double *a, struct stat *st) {
+  memset(st, 0, sizeof *st);
+  st->st_ino = (ino_t)a[0];
+  st->st_mode = (mode_t)a[1];
+  st->st_nlink = (nlink_t)a[2];
+  st->st_uid = (uid_t)a[3];
+  st->st_gid = (gid_t)a[4];
+  st->st_rdev = (dev_t)a[5];
+  st->st_size = (off_t)a[6];
+  st->st_blksize = (blksize_t)a[7];
+  st->st_blocks = (blkcnt_t)a[8];
+  st->st_atim.tv_sec = (time_t)a[9];
+  st->st_atim.tv_nsec = (long)a[10];
+  st->st_mtim.tv_sec = (time_t)a[11];
+  st->st_mtim.tv_nsec = (long)a[12];
+  st->st_ctim.tv_sec = (time_t)a[13];
+  st->st_ctim.tv_nsec = (long)a[14];
+}
+
+/* Reads `count` attribute records from a Float64Array; NULL if it is too short. */
+static const double *attrs_of(napi_env env, napi_value v, size_t count) {
+  static const double none[ATTR_FIELDS];
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok ||
+      type != napi_float64_array || length < count * ATTR_FIELDS)
+    return NULL;
+  return count ? data : none; /* an empty array may have no storage at all */
+}
+
+#define REPLY_ARGS(n)                                                          \
+  size_t argc = (n);                                                           \
+  napi_value argv[(n) > 0 ? (n) : 1];                                          \
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));            \
+  if (argc < (n)) {                                                            \
+    napi_throw_type_error(env, NULL, "missing reply arguments");               \
+    return NULL;                                                               \
+  }                                                                            \
+  fuse_req_t req = req_of(env, argv[0])
+
+static napi_value js_reply_err(napi_env env, napi_callback_info info) {
+  REPLY_ARGS(2);
+  fuse_reply_err(req, (int)dbl(env, argv[1]));
+  return NULL;
+}
+
+static void entry_of(fuse_req_t req, double nodeid, const double *attr,
+                     struct fuse_entry_param *e) {
+  session_t *s = S(req);
+  memset(e, 0, sizeof *e);
+  e->ino = (fuse_ino_t)nodeid;
+  e->generation = 1;
+  fill_stat(attr, &e->attr);
+  e->attr_timeout = s->attr_timeout;
+  e->entry_timeout = s->entry_timeout;
+}
+
+/* replyEntry(req, nodeid, attr) */
+static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
+  REPLY_ARGS(3);
+  const double *attr = attrs_of(env, argv[2], 1);
+  if (!attr) return fuse_reply_err(req, EIO), NULL;
+  struct fuse_entry_param e;
+  entry_of(req, dbl(env, argv[1]), attr, &e);
+  fuse_reply_entry(req, &e);
+  return NULL;
+}
+
+static void open_flags(struct fuse_file_info *fi, double fh, int direct_io) {
+  memset(fi, 0, sizeof *fi);
+  fi->fh = (uint64_t)fh;
+  fi->direct_io = direct_io ? 1 : 0;
+}
+
+/* replyCreate(req, nodeid, attr, fh, directIo) */
+static napi_value js_reply_create(napi_env env, napi_callback_info info) {
+  REPLY_ARGS(5);
+  const double *attr = attrs_of(env, argv[2], 1);
+  if (!attr) return fuse_reply_err(req, EIO), NULL;
+  struct fuse_entry_param e;
+  struct fuse_file_info fi;
+  entry_of(req, dbl(env, argv[1]), attr, &e);
+  open_flags(&fi, dbl(env, argv[3]), dbl(env, argv[4]) != 0);
+  fuse_reply_create(req, &e, &fi);
+  return NULL;
+}
+
+/* replyAttr(req, attr) */
+static napi_value js_reply_attr(napi_env env, napi_callback_info info) {
+  REPLY_ARGS(2);
+  const double *attr = attrs_of(env, argv[1], 1);
+  if (!attr) return fuse_reply_err(req, EIO), NULL;
+  struct stat st;
+  fill_stat(attr, &st);
+  fuse_reply_attr(req, &st, S(req)->attr_timeout);
+  return NULL;
+}
+
+/* replyOpen(req, fh, directIo) */
+static napi_value js_reply_open(napi_env env, napi_callback_info info) {
+  REPLY_ARGS(3);
+  struct fuse_file_info fi;
+  open_flags(&fi, dbl(env, argv[1]), dbl(env, argv[2]) != 0);
+  fuse_reply_open(req, &fi);
+  return NULL;
+}
+
+/* replyReadlink(req, target) */
+static napi_value js_reply_readlink(napi_env env, napi_callback_info info) {
+  REPLY_ARGS(2);
+  size_t len = 0;
+  napi_get_value_string_utf8(env, argv[1], NULL, 0, &len);
+  char *target = malloc(len + 1);
+  if (!target) return fuse_reply_err(req, ENOMEM), NULL;
+  napi_get_value_string_utf8(env, argv[1], target, len + 1, &len);
+  fuse_reply_readlink(req, target);
+  free(target);
+  return NULL;
+}
+
+/* replyBuf(req, buffer, length) */
+static napi_value js_reply_buf(napi_env env, napi_callback_info info) {
+  REPLY_ARGS(3);
+  void *data = NULL;
+  size_t size = 0;
+  if (napi_get_buffer_info(env, argv[1], &data, &size) != napi_ok) {
+    fuse_reply_err(req, EIO);
+    return NULL;
+  }
+  double length = dbl(env, argv[2]);
+  if (length >= 0 && (size_t)length < size) size = (size_t)length;
+  fuse_reply_buf(req, data, size);
+  return NULL;
+}
+
+/* replyWrite(req, count) */
+static napi_value js_reply_write(napi_env env, napi_callback_info info) {
+  REPLY_ARGS(2);
+  fuse_reply_write(req, (size_t)dbl(env, argv[1]));
+  return NULL;
+}
+
+/* replyXattrSize(req, size) */
+static napi_value js_reply_xattr_size(napi_env env, napi_callback_info info) {
+  REPLY_ARGS(2);
+  fuse_reply_xattr(req, (size_t)dbl(env, argv[1]));
+  return NULL;
+}
+
+/* replyStatfs(req, [bsize, frsize, blocks, bfree, bavail, files, ffree, favail, namemax]) */
+static napi_value js_reply_statfs(napi_env env, napi_callback_info info) {
+  REPLY_ARGS(2);
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  if (napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok ||
+      type != napi_float64_array || length < STATFS_FIELDS)
+    return fuse_reply_err(req, EIO), NULL;
+  const double *f = data;
+  struct statvfs st;
+  memset(&st, 0, sizeof st);
+  st.f_bsize = (unsigned long)f[0];
+  st.f_frsize = (unsigned long)f[1];
+  st.f_blocks = (fsblkcnt_t)f[2];
+  st.f_bfree = (fsblkcnt_t)f[3];
+  st.f_bavail = (fsblkcnt_t)f[4];
+  st.f_files = (fsfilcnt_t)f[5];
+  st.f_ffree = (fsfilcnt_t)f[6];
+  st.f_favail = (fsfilcnt_t)f[7];
+  st.f_namemax = (unsigned long)f[8];
+  fuse_reply_statfs(req, &st);
+  return NULL;
+}
+
+/*
+ * replyDir(req, size, firstOffset, names, attrs, nodeids) -> entries sent.
+ * Entry i gets offset firstOffset + i + 1. With nodeids (a Float64Array) the
+ * reply is READDIRPLUS; each sent entry with a non-zero nodeid counts as one
+ * lookup, which the caller must record.
+ */
+static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
+  REPLY_ARGS(6);
+  size_t size = (size_t)dbl(env, argv[1]);
+  double first = dbl(env, argv[2]);
+  uint32_t count = 0;
+  napi_get_array_length(env, argv[3], &count);
+  const double *attrs = attrs_of(env, argv[4], count);
+  napi_valuetype nodeid_type;
+  napi_typeof(env, argv[5], &nodeid_type);
+  const double *nodeids = NULL;
+  if (nodeid_type == napi_object) {
+    napi_typedarray_type type;
+    size_t length;
+    void *data;
+    if (napi_get_typedarray_info(env, argv[5], &type, &length, &data, NULL, NULL) == napi_ok &&
+        type == napi_float64_array && length >= count)
+      nodeids = count ? data : attrs;
+    else
+      attrs = NULL;
+  }
+  char *buf = size ? calloc(1, size) : NULL;
+  if (!attrs || (size && !buf)) {
+    free(buf);
+    fuse_reply_err(req, attrs ? ENOMEM : EIO);
+    return NULL;
+  }
+  size_t used = 0;
+  uint32_t sent = 0;
+  char name[1024];
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value item;
+    size_t len;
+    if (napi_get_element(env, argv[3], i, &item) != napi_ok ||
+        napi_get_value_string_utf8(env, item, name, sizeof name, &len) != napi_ok)
+      break;
+    off_t next = (off_t)first + i + 1;
+    size_t need;
+    if (nodeids) {
+      struct fuse_entry_param e;
+      entry_of(req, nodeids[i], attrs + i * ATTR_FIELDS, &e);
+      need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, next);
+    } else {
+      struct stat st;
+      fill_stat(attrs + i * ATTR_FIELDS, &st);
+      need = fuse_add_direntry(req, buf + used, size - used, name, &st, next);
+    }
+    if (need > size - used) break;
+    used += need;
+    sent++;
+  }
+  fuse_reply_buf(req, buf, used);
+  free(buf);
+  return num(env, sent);
+}
+
+/* utimensat(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec) -> 0 or -errno; never follows a symlink. */
+static napi_value js_utimensat(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  char path[4096];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc < 5 || get_string(env, argv[0], path, sizeof path)) return num(env, -EINVAL);
+  struct timespec times[2] = {
+      {(time_t)dbl(env, argv[1]), (long)dbl(env, argv[2])},
+      {(time_t)dbl(env, argv[3]), (long)dbl(env, argv[4])},
+  };
+  int res = utimensat(AT_FDCWD, path, times, AT_SYMLINK_NOFOLLOW);
+  return num(env, res == 0 ? 0 : -errno);
+}
+
+static napi_value init_module(napi_env env, napi_value exports) {
+  struct {
+    const char *name;
+    napi_callback fn;
+  } functions[] = {
+      {"mount", js_mount},
+      {"unmount", js_unmount},
+      {"replyErr", js_reply_err},
+      {"replyEntry", js_reply_entry},
+      {"replyCreate", js_reply_create},
+      {"replyAttr", js_reply_attr},
+      {"replyOpen", js_reply_open},
+      {"replyReadlink", js_reply_readlink},
+      {"replyBuf", js_reply_buf},
+      {"replyWrite", js_reply_write},
+      {"replyXattrSize", js_reply_xattr_size},
+      {"replyStatfs", js_reply_statfs},
+      {"replyDir", js_reply_dir},
+      {"utimensat", js_utimensat},
+  };
+  for (size_t i = 0; i < sizeof functions / sizeof functions[0]; i++) {
+    napi_value fn;
+    CHECK(env, napi_create_function(env, functions[i].name, NAPI_AUTO_LENGTH, functions[i].fn,
+                                    NULL, &fn));
+    CHECK(env, napi_set_named_property(env, exports, functions[i].name, fn));
+  }
+  CHECK(env, napi_set_named_property(env, exports, "version", num(env, BINDING_VERSION)));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init_module)

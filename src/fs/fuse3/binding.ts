@@ -1,0 +1,128 @@
+import { createRequire } from "node:module";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/**
+ * The native half of the libfuse 3 binding (native/fuse3/binding.c, built to
+ * build/cryptmount_fuse3.node by scripts/build-native.mjs). Requests arrive
+ * through one dispatch function; each is answered by exactly one reply call.
+ */
+export const OP = {
+  INIT: 0,
+  EXIT: 1,
+  LOOKUP: 2,
+  FORGET: 3,
+  GETATTR: 4,
+  SETATTR: 5,
+  READLINK: 6,
+  MKNOD: 7,
+  MKDIR: 8,
+  UNLINK: 9,
+  RMDIR: 10,
+  SYMLINK: 11,
+  RENAME: 12,
+  LINK: 13,
+  OPEN: 14,
+  READ: 15,
+  WRITE: 16,
+  FLUSH: 17,
+  RELEASE: 18,
+  FSYNC: 19,
+  OPENDIR: 20,
+  READDIR: 21,
+  READDIRPLUS: 22,
+  RELEASEDIR: 23,
+  STATFS: 24,
+  SETXATTR: 25,
+  GETXATTR: 26,
+  LISTXATTR: 27,
+  REMOVEXATTR: 28,
+  ACCESS: 29,
+  CREATE: 30,
+  FALLOCATE: 31,
+} as const;
+
+/** An outstanding request: pass it to exactly one reply function. */
+export type Request = number;
+
+/** Numbers per attribute record: ino, mode, nlink, uid, gid, rdev, size, blksize, blocks, then seconds and nanoseconds of atime, mtime, ctime. */
+export const ATTR_FIELDS = 15;
+
+export type Dispatch = (op: number, req: Request | null, ...args: never[]) => void;
+
+/** An opaque handle on a mounted session. */
+export type Session = object & { readonly __session: unique symbol };
+
+export interface NativeBinding {
+  readonly version: number;
+  mount(
+    mountpoint: string,
+    options: string,
+    dispatch: Dispatch,
+    entryTimeout: number,
+    attrTimeout: number,
+    maxWrite: number,
+    writeback: number,
+  ): Session;
+  unmount(session: Session): void;
+  replyErr(req: Request, errno: number): void;
+  replyEntry(req: Request, nodeid: number, attr: Float64Array): void;
+  replyCreate(req: Request, nodeid: number, attr: Float64Array, fh: number, directIo: number): void;
+  replyAttr(req: Request, attr: Float64Array): void;
+  replyOpen(req: Request, fh: number, directIo: number): void;
+  replyReadlink(req: Request, target: string): void;
+  replyBuf(req: Request, data: Buffer, length: number): void;
+  replyWrite(req: Request, count: number): void;
+  replyXattrSize(req: Request, size: number): void;
+  replyStatfs(req: Request, stats: Float64Array): void;
+  /** Returns how many entries fitted; with nodeids each of those counts one lookup. */
+  replyDir(
+    req: Request,
+    size: number,
+    firstOffset: number,
+    names: string[],
+    attrs: Float64Array,
+    nodeids: Float64Array | null,
+  ): number;
+  /** lutimes to the nanosecond: 0, or a negative errno. */
+  utimensat(
+    path: string,
+    atimeSec: number,
+    atimeNsec: number,
+    mtimeSec: number,
+    mtimeNsec: number,
+  ): number;
+}
+
+export const BINDING_VERSION = 1;
+
+const NS_PER_S = 1_000_000_000n;
+
+/** Nanoseconds since the epoch as whole seconds (rounded down) and the nanoseconds past them. */
+export function splitTime(ns: bigint): [seconds: number, nanoseconds: number] {
+  const seconds = ns / NS_PER_S - (ns % NS_PER_S < 0n ? 1n : 0n);
+  return [Number(seconds), Number(ns - seconds * NS_PER_S)];
+}
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+export const BINDING_PATH = join(root, "build", "cryptmount_fuse3.node");
+
+let loaded: NativeBinding | undefined;
+
+/** Loads the addon once; a clear error if it was not built. */
+export function nativeBinding(): NativeBinding {
+  if (loaded) return loaded;
+  const require = createRequire(import.meta.url);
+  let binding: NativeBinding;
+  try {
+    binding = require(BINDING_PATH) as NativeBinding;
+  } catch (err) {
+    throw new Error(
+      `the FUSE binding is not built (${(err as Error).message.split("\n")[0]}); run: node scripts/build-native.mjs`,
+    );
+  }
+  if (binding.version !== BINDING_VERSION)
+    throw new Error(`the FUSE binding is out of date; run: node scripts/build-native.mjs`);
+  loaded = binding;
+  return binding;
+}

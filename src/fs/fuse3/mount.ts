@@ -1,0 +1,83 @@
+import type { Logger } from "pino";
+import type { SetTimes } from "../crypt-fs.js";
+import { FsError, errnoName } from "../errors.js";
+import type { FileSystem } from "../types.js";
+import { LowLevelAdapter } from "./adapter.js";
+import { nativeBinding, splitTime, type Session } from "./binding.js";
+
+export interface MountOptions {
+  readonly allowOther?: boolean;
+  readonly readOnly?: boolean;
+  /** Source shown by mount(8), already escaped for libfuse's option parser. */
+  readonly fsname: string;
+  /** Called when the mount ends without unmount(): fusermount -u, umount, an abort. */
+  readonly onExternalUnmount: () => void;
+}
+
+/** How long the kernel may trust a name or attributes before asking again (as gocryptfs and libfuse do). */
+const ENTRY_TIMEOUT_S = 1;
+const ATTR_TIMEOUT_S = 1;
+/** 1 MiB WRITE requests (libfuse 3 negotiates max_pages). */
+const MAX_WRITE = 1 << 20;
+
+/** A mounted FileSystem, served through libfuse 3 on this process's event loop. */
+export class FuseMount {
+  private session: Session | undefined;
+  private unmounting = false;
+
+  constructor(
+    readonly mountpoint: string,
+    private readonly fs: FileSystem,
+    private readonly options: MountOptions,
+    private readonly log: Logger,
+  ) {}
+
+  /** Resolves once the kernel has completed the FUSE handshake. */
+  mount(): Promise<void> {
+    const native = nativeBinding();
+    return new Promise((resolve, reject) => {
+      const adapter = new LowLevelAdapter(this.fs, native, this.log, {
+        onInit: () => resolve(),
+        onExit: () => {
+          this.session = undefined;
+          if (!this.unmounting) this.options.onExternalUnmount();
+        },
+      });
+      const options = [
+        "default_permissions",
+        `fsname=${this.options.fsname}`,
+        "subtype=cryptmount",
+      ];
+      if (this.options.allowOther) options.push("allow_other");
+      if (this.options.readOnly) options.push("ro");
+      try {
+        this.session = native.mount(
+          this.mountpoint,
+          options.join(","),
+          adapter.dispatch,
+          ENTRY_TIMEOUT_S,
+          ATTR_TIMEOUT_S,
+          MAX_WRITE,
+          0,
+        );
+      } catch (err) {
+        reject(err as Error);
+      }
+    });
+  }
+
+  async unmount(): Promise<void> {
+    this.unmounting = true;
+    const session = this.session;
+    this.session = undefined;
+    if (session) nativeBinding().unmount(session);
+  }
+}
+
+/** Exact (nanosecond) timestamps on a lower path, never following a symlink. */
+export const nativeSetTimes: SetTimes = (lower, atimeNs, mtimeNs) => {
+  const [as, ans] = splitTime(atimeNs);
+  const [ms, mns] = splitTime(mtimeNs);
+  const result = nativeBinding().utimensat(lower, as, ans, ms, mns);
+  if (result < 0) throw new FsError(errnoName(-result));
+};
