@@ -306,17 +306,10 @@ export class CryptFs implements FileSystem {
     return this.open(path, (flags & ~constants.O_CREAT) | constants.O_RDWR);
   }
 
-  async read(
-    _path: string,
-    fh: number,
-    target: Buffer,
-    length: number,
-    position: number,
-  ): Promise<number> {
+  async read(_path: string, fh: number, length: number, position: number): Promise<Buffer> {
     const { file } = this.handle(fh);
     const data = await file.lock.read(() => file.read(position, length));
-    data.copy(target, 0, 0, Math.min(length, data.length));
-    return Math.min(length, data.length);
+    return data.length > length ? data.subarray(0, length) : data;
   }
 
   async write(

@@ -4,17 +4,28 @@ import { isFormatError } from "../format/errors.js";
 /**
  * Errors of the filesystem operations, as errno names. The binding adapter
  * turns them into whatever its library expects (negative numbers for
- * fuse-native); operations never deal in numbers.
+ * the kernel protocol); operations never deal in numbers.
  */
 export type ErrnoName = keyof typeof constants.errno;
 
+/**
+ * An expected failure with its errno. No stack trace: ENOENT on a lookup is
+ * ordinary traffic, and capturing a stack costs more than the lookup.
+ */
 export class FsError extends Error {
-  constructor(
-    readonly errno: ErrnoName,
-    message?: string,
-  ) {
+  readonly errno: ErrnoName;
+  constructor(errno: ErrnoName, message?: string) {
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
     super(message ?? errno);
+    Error.stackTraceLimit = limit;
+    this.errno = errno;
     this.name = "FsError";
+  }
+
+  /** Like a node:fs error, so callers that test `code` see the same. */
+  get code(): string {
+    return this.errno;
   }
 }
 

@@ -1,21 +1,22 @@
 import * as fsSync from "node:fs";
 import * as fsAsync from "node:fs/promises";
 import type { BigIntStats, Stats } from "node:fs";
+import { FsError } from "./errors.js";
 
 /**
- * The metadata calls the filesystem makes on the lower directory. Two
- * flavours with one interface:
+ * The calls the filesystem makes on the lower directory. Two flavours with
+ * one interface:
  *
  * - async: every call is a libuv threadpool round trip (20-100 us on the
  *   reference machine, most of it thread wake-ups), never blocks the JS thread;
  * - direct: the same syscalls made synchronously (about 5 us on a local
  *   filesystem), used only when the lower directory is on a local disk or
- *   tmpfs, where a metadata syscall does not wait on a network. Content
- *   reads and writes always stay async.
+ *   tmpfs, where a syscall does not wait on a network. Only fsync stays
+ *   async there.
  *
  * docs/performance.md has the measurements behind the choice.
  */
-/** An open lower file: content I/O is always async; open/stat/truncate/close follow the flavour. */
+/** An open lower file; whether its calls block the JS thread depends on the flavour. */
 export interface LowerFile {
   read(
     buffer: Buffer,
@@ -91,23 +92,20 @@ class AsyncFile implements LowerFile {
   }
 }
 
-/** Descriptor-based file for the direct flavour: content I/O through the threadpool, the rest inline. */
+/**
+ * Descriptor-based file for the direct flavour: reads and writes inline too.
+ * On a local filesystem they are page-cache copies (a cold read waits for the
+ * disk, as it would in any filesystem's request thread); a threadpool hop
+ * costs more than the copy. fsync, which waits for the device, stays async.
+ */
 class DirectFile implements LowerFile {
   constructor(private readonly fd: number) {}
-  read(buffer: Buffer, offset: number, length: number, position: number) {
-    return new Promise<{ bytesRead: number }>((resolve, reject) =>
-      fsSync.read(this.fd, buffer, offset, length, position, (err, bytesRead) =>
-        err ? reject(err) : resolve({ bytesRead }),
-      ),
-    );
-  }
-  write(buffer: Buffer, offset: number, length: number, position: number) {
-    return new Promise<{ bytesWritten: number }>((resolve, reject) =>
-      fsSync.write(this.fd, buffer, offset, length, position, (err, bytesWritten) =>
-        err ? reject(err) : resolve({ bytesWritten }),
-      ),
-    );
-  }
+  read = direct((buffer: Buffer, offset: number, length: number, position: number) => ({
+    bytesRead: fsSync.readSync(this.fd, buffer, offset, length, position),
+  }));
+  write = direct((buffer: Buffer, offset: number, length: number, position: number) => ({
+    bytesWritten: fsSync.writeSync(this.fd, buffer, offset, length, position),
+  }));
   stat = direct(() => fsSync.fstatSync(this.fd, { bigint: true }));
   truncate = direct((length: number) => fsSync.ftruncateSync(this.fd, length));
   sync() {
@@ -143,12 +141,19 @@ export const asyncLowerIo: LowerIo = {
   createFile: (p, content, mode) => fsAsync.writeFile(p, content, { flag: "wx", mode }),
 };
 
+/** A missing entry without the cost of a system error (message, stack): lookups miss all the time. */
+function missing(): never {
+  throw new FsError("ENOENT");
+}
+
 export const directLowerIo: LowerIo = {
   open: direct(
     (p: string, flags: number, mode?: number) => new DirectFile(fsSync.openSync(p, flags, mode)),
   ),
-  lstat: direct((p: string) => fsSync.lstatSync(p)),
-  lstatBig: direct((p: string) => fsSync.lstatSync(p, { bigint: true })),
+  lstat: direct((p: string) => fsSync.lstatSync(p, { throwIfNoEntry: false }) ?? missing()),
+  lstatBig: direct(
+    (p: string) => fsSync.lstatSync(p, { bigint: true, throwIfNoEntry: false }) ?? missing(),
+  ),
   readdir: direct((p: string) => fsSync.readdirSync(p)),
   mkdir: direct((p: string, mode: number) => void fsSync.mkdirSync(p, mode)),
   rmdir: direct((p: string) => fsSync.rmdirSync(p)),

@@ -29,25 +29,36 @@ export interface Located {
 /** A lower name no entry can have (no format entry is named so): lookups in ID-less directories miss. */
 const NO_ENTRY = "cm.none";
 
-/** Small LRU over Map insertion order. */
-class Lru<K, V> {
-  private readonly map = new Map<K, V>();
+/**
+ * A bounded cache in two generations: hits in the old one move to the new
+ * one, and a full new generation retires the old. O(1) without the deletes
+ * and re-inserts of a strict LRU, which cost more than the lookups they save.
+ */
+class Cache<K, V> {
+  private young = new Map<K, V>();
+  private old = new Map<K, V>();
   constructor(private readonly capacity: number) {}
   get(key: K): V | undefined {
-    const value = this.map.get(key);
-    if (value !== undefined) {
-      this.map.delete(key);
-      this.map.set(key, value);
-    }
-    return value;
+    const value = this.young.get(key);
+    if (value !== undefined || this.young.has(key)) return value;
+    const aged = this.old.get(key);
+    if (aged !== undefined) this.set(key, aged);
+    return aged;
   }
   set(key: K, value: V): void {
-    this.map.delete(key);
-    this.map.set(key, value);
-    if (this.map.size > this.capacity) this.map.delete(this.map.keys().next().value as K);
+    if (this.young.size >= this.capacity) {
+      this.old = this.young;
+      this.young = new Map();
+    }
+    this.young.set(key, value);
   }
-  deleteWhere(predicate: (key: K) => boolean): void {
-    for (const key of [...this.map.keys()]) if (predicate(key)) this.map.delete(key);
+  delete(key: K): void {
+    this.young.delete(key);
+    this.old.delete(key);
+  }
+  clear(): void {
+    this.young.clear();
+    this.old.clear();
   }
 }
 
@@ -60,9 +71,16 @@ class Lru<K, V> {
  * under each, new names use the smallest (docs/format.md, "Directory IDs").
  */
 export class Namespace {
-  private readonly dirIds = new Lru<string, Buffer[]>(4096);
-  private readonly encrypted = new Lru<string, string>(65536);
-  private readonly decrypted = new Lru<string, string | null>(65536);
+  private readonly dirIds = new Cache<string, Buffer[]>(4096);
+  private readonly encrypted = new Cache<string, string>(65536);
+  private readonly decrypted = new Cache<string, string | null>(65536);
+  /**
+   * Cleartext path -> location, below directories with exactly one ID,
+   * where a location is a pure function of the ancestors' IDs and the names
+   * (whether the entry exists or not). Only a directory rename or removal
+   * changes which ID a path passes through: forgetDir clears it all.
+   */
+  private readonly located = new Cache<string, Located>(65536);
 
   constructor(
     private readonly root: string,
@@ -101,10 +119,12 @@ export class Namespace {
     return id;
   }
 
-  forgetDir(lowerDir: string): void {
-    const prefix = lowerDir + "/";
-    this.dirIds.deleteWhere((k) => k === lowerDir || k.startsWith(prefix));
+  /** A directory was removed or renamed: nothing cached below it holds. */
+  forgetDir(_lowerDir: string): void {
+    this.dirIds.clear();
+    this.located.clear();
   }
+
 
   private encrypt(dirId: Buffer, name: string): string {
     const key = dirId.toString("hex") + "/" + name;
@@ -118,15 +138,15 @@ export class Namespace {
 
   /** Lower location of cleartext `path` ("/" separated, absolute within the volume). */
   async locate(path: string): Promise<Located> {
-    const parts = path.split("/").filter((p) => p !== "");
-    if (parts.length === 0) return { lower: this.root, parentLower: this.root, entry: "" };
-    let dir = this.root;
-    let located: Located | undefined;
-    for (let i = 0; i < parts.length; i++) {
-      located = await this.child(dir, parts[i]!);
-      dir = located.lower;
-    }
-    return located!;
+    const cached = this.located.get(path);
+    if (cached) return cached;
+    const cut = path.lastIndexOf("/");
+    if (cut < 0 || path.length <= 1) return { lower: this.root, parentLower: this.root, entry: "" };
+    const parentPath = cut === 0 ? "/" : path.slice(0, cut);
+    const parent = await this.locate(parentPath);
+    const located = await this.child(parent.lower, path.slice(cut + 1));
+    if ((await this.idsOf(parent.lower)).length === 1) this.located.set(path, located);
+    return located;
   }
 
   /** Location of `name` inside lower directory `parentLower`. */

@@ -1,7 +1,7 @@
 /**
  * The filesystem interface the operations implement and a binding adapter
- * drives. It knows nothing of any FUSE library: swapping fuse-native for
- * another binding touches only the adapter.
+ * drives. It knows nothing of any FUSE library: another binding needs only
+ * another adapter.
  */
 export interface Attr {
   mode: number;
@@ -58,7 +58,8 @@ export interface FileSystem {
 
   open(path: string, flags: number): Promise<number>;
   create(path: string, mode: number, flags: number, caller?: Caller): Promise<number>;
-  read(path: string, fh: number, target: Buffer, length: number, position: number): Promise<number>;
+  /** Up to `length` bytes; fewer only at the end of the file. */
+  read(path: string, fh: number, length: number, position: number): Promise<Buffer>;
   write(path: string, fh: number, data: Buffer, length: number, position: number): Promise<number>;
   flush(path: string, fh: number): Promise<void>;
   fsync(path: string, fh: number, dataOnly: boolean): Promise<void>;

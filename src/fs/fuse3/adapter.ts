@@ -254,9 +254,8 @@ export class LowLevelAdapter {
         const path = this.pathOrEmpty(nodes.get(n(0)));
         const size = n(1);
         return this.run(op, req, async () => {
-          const buffer = Buffer.allocUnsafe(size);
-          const count = await fs.read(path, n(3), buffer, size, n(2));
-          native.replyBuf(req, buffer, count);
+          const data = await fs.read(path, n(3), size, n(2));
+          native.replyBuf(req, data, data.length);
         });
       }
       case OP.WRITE: {

@@ -63,6 +63,7 @@ export interface NativeBinding {
     attrTimeout: number,
     maxWrite: number,
     writeback: number,
+    spinMicroseconds: number,
   ): Session;
   unmount(session: Session): void;
   replyErr(req: Request, errno: number): void;

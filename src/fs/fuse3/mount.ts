@@ -12,6 +12,8 @@ export interface MountOptions {
   readonly fsname: string;
   /** Called when the mount ends without unmount(): fusermount -u, umount, an abort. */
   readonly onExternalUnmount: () => void;
+  /** See DEFAULT_SPIN_US. */
+  readonly spinMicroseconds?: number;
 }
 
 /** How long the kernel may trust a name or attributes before asking again (as gocryptfs and libfuse do). */
@@ -19,6 +21,11 @@ const ENTRY_TIMEOUT_S = 1;
 const ATTR_TIMEOUT_S = 1;
 /** 1 MiB WRITE requests (libfuse 3 negotiates max_pages). */
 const MAX_WRITE = 1 << 20;
+/**
+ * How long the loop keeps polling for the next request after a busy batch
+ * before it sleeps (native/fuse3/binding.c, on_readable). 0 turns it off.
+ */
+export const DEFAULT_SPIN_US = 50;
 
 /** A mounted FileSystem, served through libfuse 3 on this process's event loop. */
 export class FuseMount {
@@ -59,6 +66,7 @@ export class FuseMount {
           ATTR_TIMEOUT_S,
           MAX_WRITE,
           0,
+          this.options.spinMicroseconds ?? DEFAULT_SPIN_US,
         );
       } catch (err) {
         reject(err as Error);
