@@ -125,7 +125,6 @@ export class Namespace {
     this.located.clear();
   }
 
-
   private encrypt(dirId: Buffer, name: string): string {
     const key = dirId.toString("hex") + "/" + name;
     let encoded = this.encrypted.get(key);

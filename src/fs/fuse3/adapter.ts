@@ -43,6 +43,11 @@ function putAttr(out: Float64Array, at: number, attr: Attr): void {
   [out[at + 13], out[at + 14]] = splitTime(attr.ctimeNs);
 }
 
+/** Which lower inode: names that share it (hard links) share a node. */
+function inodeOf(attr: Attr): string {
+  return `${attr.dev}:${attr.ino}`;
+}
+
 function attrRecord(attr: Attr): Float64Array {
   const out = new Float64Array(ATTR_FIELDS);
   putAttr(out, 0, attr);
@@ -111,7 +116,7 @@ export class LowLevelAdapter {
 
   private async entry(req: Request, parent: Node, name: string, path: string): Promise<void> {
     const attr = await this.fs.getattr(path);
-    const node = this.nodes.lookup(parent, name);
+    const node = this.nodes.lookup(parent, name, inodeOf(attr));
     this.native.replyEntry(req, node.id, attrRecord(attr));
   }
 
@@ -245,7 +250,7 @@ export class LowLevelAdapter {
             await fs.release(path, fh);
             throw err;
           }
-          const node = nodes.lookup(parent, name);
+          const node = nodes.lookup(parent, name, inodeOf(attr));
           nodes.opened(node, fh);
           native.replyCreate(req, node.id, attrRecord(attr), fh, 0);
         });
@@ -454,7 +459,7 @@ export class LowLevelAdapter {
         entry.attr().then(
           (attr) => {
             putAttr(attrs, at, attr);
-            const node = this.nodes.child(dir.node, entry.name);
+            const node = this.nodes.child(dir.node, entry.name, inodeOf(attr));
             pending[i] = node;
             nodeids![i] = node.id;
           },

@@ -1,14 +1,24 @@
 import { FsError } from "../errors.js";
 
-/** A name the kernel knows, by the node ID it was given for it. */
+/** One name of a node: an entry `name` in directory `parent`. */
+export interface NodeName {
+  parent: Node;
+  name: string;
+}
+
+/**
+ * What the kernel knows as one inode, by the node ID it was given. All
+ * names of one lower inode (hard links) share a node, as the kernel expects:
+ * a link count or size changed through one name is then seen through all.
+ */
 export interface Node {
   readonly id: number;
-  parent: Node | undefined;
-  name: string;
+  /** `dev:ino` of the lower inode. */
+  readonly inode: string;
+  /** Its current names; the first one gives its path. Empty once all are unlinked. */
+  readonly names: NodeName[];
   /** How many times the kernel was told of this node (it forgets as many). */
   lookups: number;
-  /** Unlinked, or replaced by a rename: its name now means something else or nothing. */
-  detached: boolean;
   /** Open file handles on it, so an unlinked but open file keeps its attributes. */
   readonly handles: Set<number>;
 }
@@ -16,22 +26,16 @@ export interface Node {
 export const ROOT_ID = 1;
 
 /**
- * Node IDs of the low-level FUSE API over a path-based filesystem: one node
- * per name (as libfuse's high-level API does), IDs never reused, lookups
- * counted so a node lives exactly as long as the kernel and open files need it.
+ * Node IDs of the low-level FUSE API over a path-based filesystem. IDs are
+ * never reused; lookups are counted so a node lives exactly as long as the
+ * kernel or an open file needs it.
  */
 export class NodeTable {
   private readonly byId = new Map<number, Node>();
   private readonly byName = new Map<string, Node>();
+  private readonly byInode = new Map<string, Node>();
   private nextId = ROOT_ID + 1;
-  readonly root: Node = {
-    id: ROOT_ID,
-    parent: undefined,
-    name: "",
-    lookups: 1,
-    detached: false,
-    handles: new Set(),
-  };
+  readonly root: Node = { id: ROOT_ID, inode: "", names: [], lookups: 1, handles: new Set() };
 
   constructor() {
     this.byId.set(ROOT_ID, this.root);
@@ -48,15 +52,22 @@ export class NodeTable {
     return node;
   }
 
-  /** Cleartext path of a node; ENOENT if it or an ancestor is detached. */
+  /** Cleartext path of a node through the first of its names that still leads to the root; ENOENT if none does. */
   path(node: Node): string {
     if (node === this.root) return "/";
-    const parts: string[] = [];
-    for (let n: Node | undefined = node; n && n !== this.root; n = n.parent) {
-      if (n.detached) throw new FsError("ENOENT");
-      parts.push(n.name);
+    for (const { parent, name } of node.names) {
+      const base = this.tryPath(parent);
+      if (base !== undefined) return base === "/" ? "/" + name : base + "/" + name;
     }
-    return "/" + parts.reverse().join("/");
+    throw new FsError("ENOENT");
+  }
+
+  private tryPath(node: Node): string | undefined {
+    try {
+      return this.path(node);
+    } catch {
+      return undefined;
+    }
   }
 
   childPath(parent: Node, name: string): string {
@@ -68,28 +79,27 @@ export class NodeTable {
     return parent.id + "/" + name;
   }
 
-  /** The node of `name` in `parent`, created if new; counts no lookup. */
-  child(parent: Node, name: string): Node {
+  /** The node of `name` in `parent`, which is lower inode `inode`; counts no lookup. */
+  child(parent: Node, name: string, inode: string): Node {
     const key = this.key(parent, name);
-    let node = this.byName.get(key);
+    const named = this.byName.get(key);
+    if (named?.inode === inode) return named;
+    // The name now leads to another inode (replaced behind our back): it leaves its old node.
+    if (named) this.detach(parent, name);
+    let node = this.byInode.get(inode);
     if (!node) {
-      node = {
-        id: this.nextId++,
-        parent,
-        name,
-        lookups: 0,
-        detached: false,
-        handles: new Set(),
-      };
-      this.byName.set(key, node);
+      node = { id: this.nextId++, inode, names: [], lookups: 0, handles: new Set() };
       this.byId.set(node.id, node);
+      this.byInode.set(inode, node);
     }
+    node.names.push({ parent, name });
+    this.byName.set(key, node);
     return node;
   }
 
   /** A lookup the kernel will remember. */
-  lookup(parent: Node, name: string): Node {
-    const node = this.child(parent, name);
+  lookup(parent: Node, name: string, inode: string): Node {
+    const node = this.child(parent, name, inode);
     node.lookups++;
     return node;
   }
@@ -105,30 +115,40 @@ export class NodeTable {
   dropIfUnused(node: Node): void {
     if (node.lookups > 0 || node.handles.size > 0 || node === this.root) return;
     this.byId.delete(node.id);
-    if (!node.detached && node.parent) {
-      const key = this.key(node.parent, node.name);
+    for (const { parent, name } of node.names) {
+      const key = this.key(parent, name);
       if (this.byName.get(key) === node) this.byName.delete(key);
     }
+    if (this.byInode.get(node.inode) === node) this.byInode.delete(node.inode);
   }
 
-  /** `name` in `parent` no longer exists: its node keeps living for open files and the kernel. */
+  /** `name` in `parent` no longer exists; its node lives on for the kernel and open files. */
   detach(parent: Node, name: string): void {
     const key = this.key(parent, name);
     const node = this.byName.get(key);
     if (!node) return;
     this.byName.delete(key);
-    node.detached = true;
+    const at = node.names.findIndex((n) => n.parent === parent && n.name === name);
+    if (at >= 0) node.names.splice(at, 1);
+    // An inode without names cannot be found by a new lookup: a reused inode number gets a new node.
+    if (node.names.length === 0 && this.byInode.get(node.inode) === node)
+      this.byInode.delete(node.inode);
     this.dropIfUnused(node);
   }
 
   move(parent: Node, name: string, newParent: Node, newName: string): void {
+    if (parent === newParent && name === newName) return;
     const node = this.byName.get(this.key(parent, name));
-    if (node && parent === newParent && name === newName) return;
     this.detach(newParent, newName);
     if (!node) return;
     this.byName.delete(this.key(parent, name));
-    node.parent = newParent;
-    node.name = newName;
+    const entry = node.names.find((n) => n.parent === parent && n.name === name);
+    if (entry) {
+      entry.parent = newParent;
+      entry.name = newName;
+    } else {
+      node.names.push({ parent: newParent, name: newName });
+    }
     this.byName.set(this.key(newParent, newName), node);
   }
 
