@@ -93,6 +93,10 @@ typedef struct session {
   int closed;
   int poll_closed;
   int finalized;
+  /* Requests handed to JS and not answered yet; the libfuse session must
+   * outlive them (an answer frees memory that belongs to it). */
+  long outstanding;
+  int destroy_pending;
 } session_t;
 
 /* ---- helpers ------------------------------------------------------------- */
@@ -149,6 +153,7 @@ static void call_js(session_t *s, fuse_req_t req, int op, size_t argc, napi_valu
     napi_get_null(env, &argv[1]);
   for (size_t i = 0; i < argc && i < 14; i++) argv[i + 2] = args[i];
   napi_get_global(env, &global);
+  if (req && op != OP_FORGET) s->outstanding++;
   if (napi_call_function(env, global, s->dispatch, argc + 2, argv, &result) != napi_ok) {
     napi_value exception;
     napi_get_and_clear_last_exception(env, &exception);
@@ -439,9 +444,16 @@ static void close_session(session_t *s) {
   if (s->closed) return;
   s->closed = 1;
   uv_poll_stop(&s->poll);
+  fuse_session_exit(s->se); /* late answers then fail quietly */
   fuse_session_unmount(s->se);
-  fuse_session_destroy(s->se);
-  s->se = NULL;
+  /* Answers still to come from JS go to a closed descriptor, harmlessly,
+   * but they free their requests through the session: keep it until then. */
+  if (s->outstanding > 0) {
+    s->destroy_pending = 1;
+  } else {
+    fuse_session_destroy(s->se);
+    s->se = NULL;
+  }
   uv_close((uv_handle_t *)&s->poll, on_poll_closed);
   napi_delete_reference(s->env, s->dispatch_ref);
   /* Served no more: the JS object may now be collected. */
@@ -632,6 +644,20 @@ static napi_value js_unmount(napi_env env, napi_callback_info info) {
 
 /* ---- replies ----------------------------------------------------------------- */
 
+/* Called after every answer to a request that went to JS. */
+static void answered(session_t *s) {
+  if (--s->outstanding > 0 || !s->destroy_pending) return;
+  s->destroy_pending = 0;
+  fuse_session_destroy(s->se);
+  s->se = NULL;
+}
+
+static napi_value reply_failed(session_t *s, fuse_req_t req, int err) {
+  fuse_reply_err(req, err);
+  answered(s);
+  return NULL;
+}
+
 static void fill_stat(const double *a, struct stat *st) {
   memset(st, 0, sizeof *st);
   st->st_ino = (ino_t)a[0];
@@ -671,11 +697,13 @@ static const double *attrs_of(napi_env env, napi_value v, size_t count) {
     napi_throw_type_error(env, NULL, "missing reply arguments");               \
     return NULL;                                                               \
   }                                                                            \
-  fuse_req_t req = req_of(env, argv[0])
+  fuse_req_t req = req_of(env, argv[0]);                                       \
+  session_t *rs = S(req)
 
 static napi_value js_reply_err(napi_env env, napi_callback_info info) {
   REPLY_ARGS(2);
   fuse_reply_err(req, (int)dbl(env, argv[1]));
+  answered(rs);
   return NULL;
 }
 
@@ -694,10 +722,11 @@ static void entry_of(fuse_req_t req, double nodeid, const double *attr,
 static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
   REPLY_ARGS(3);
   const double *attr = attrs_of(env, argv[2], 1);
-  if (!attr) return fuse_reply_err(req, EIO), NULL;
+  if (!attr) return reply_failed(rs, req, EIO);
   struct fuse_entry_param e;
   entry_of(req, dbl(env, argv[1]), attr, &e);
   fuse_reply_entry(req, &e);
+  answered(rs);
   return NULL;
 }
 
@@ -711,12 +740,13 @@ static void open_flags(struct fuse_file_info *fi, double fh, int direct_io) {
 static napi_value js_reply_create(napi_env env, napi_callback_info info) {
   REPLY_ARGS(5);
   const double *attr = attrs_of(env, argv[2], 1);
-  if (!attr) return fuse_reply_err(req, EIO), NULL;
+  if (!attr) return reply_failed(rs, req, EIO);
   struct fuse_entry_param e;
   struct fuse_file_info fi;
   entry_of(req, dbl(env, argv[1]), attr, &e);
   open_flags(&fi, dbl(env, argv[3]), dbl(env, argv[4]) != 0);
   fuse_reply_create(req, &e, &fi);
+  answered(rs);
   return NULL;
 }
 
@@ -724,10 +754,11 @@ static napi_value js_reply_create(napi_env env, napi_callback_info info) {
 static napi_value js_reply_attr(napi_env env, napi_callback_info info) {
   REPLY_ARGS(2);
   const double *attr = attrs_of(env, argv[1], 1);
-  if (!attr) return fuse_reply_err(req, EIO), NULL;
+  if (!attr) return reply_failed(rs, req, EIO);
   struct stat st;
   fill_stat(attr, &st);
-  fuse_reply_attr(req, &st, S(req)->attr_timeout);
+  fuse_reply_attr(req, &st, rs->attr_timeout);
+  answered(rs);
   return NULL;
 }
 
@@ -737,6 +768,7 @@ static napi_value js_reply_open(napi_env env, napi_callback_info info) {
   struct fuse_file_info fi;
   open_flags(&fi, dbl(env, argv[1]), dbl(env, argv[2]) != 0);
   fuse_reply_open(req, &fi);
+  answered(rs);
   return NULL;
 }
 
@@ -746,9 +778,10 @@ static napi_value js_reply_readlink(napi_env env, napi_callback_info info) {
   size_t len = 0;
   napi_get_value_string_utf8(env, argv[1], NULL, 0, &len);
   char *target = malloc(len + 1);
-  if (!target) return fuse_reply_err(req, ENOMEM), NULL;
+  if (!target) return reply_failed(rs, req, ENOMEM);
   napi_get_value_string_utf8(env, argv[1], target, len + 1, &len);
   fuse_reply_readlink(req, target);
+  answered(rs);
   free(target);
   return NULL;
 }
@@ -760,11 +793,13 @@ static napi_value js_reply_buf(napi_env env, napi_callback_info info) {
   size_t size = 0;
   if (napi_get_buffer_info(env, argv[1], &data, &size) != napi_ok) {
     fuse_reply_err(req, EIO);
+    answered(rs);
     return NULL;
   }
   double length = dbl(env, argv[2]);
   if (length >= 0 && (size_t)length < size) size = (size_t)length;
   fuse_reply_buf(req, data, size);
+  answered(rs);
   return NULL;
 }
 
@@ -772,6 +807,7 @@ static napi_value js_reply_buf(napi_env env, napi_callback_info info) {
 static napi_value js_reply_write(napi_env env, napi_callback_info info) {
   REPLY_ARGS(2);
   fuse_reply_write(req, (size_t)dbl(env, argv[1]));
+  answered(rs);
   return NULL;
 }
 
@@ -779,6 +815,7 @@ static napi_value js_reply_write(napi_env env, napi_callback_info info) {
 static napi_value js_reply_xattr_size(napi_env env, napi_callback_info info) {
   REPLY_ARGS(2);
   fuse_reply_xattr(req, (size_t)dbl(env, argv[1]));
+  answered(rs);
   return NULL;
 }
 
@@ -790,7 +827,7 @@ static napi_value js_reply_statfs(napi_env env, napi_callback_info info) {
   void *data;
   if (napi_get_typedarray_info(env, argv[1], &type, &length, &data, NULL, NULL) != napi_ok ||
       type != napi_float64_array || length < STATFS_FIELDS)
-    return fuse_reply_err(req, EIO), NULL;
+    return reply_failed(rs, req, EIO);
   const double *f = data;
   struct statvfs st;
   memset(&st, 0, sizeof st);
@@ -804,6 +841,7 @@ static napi_value js_reply_statfs(napi_env env, napi_callback_info info) {
   st.f_favail = (fsfilcnt_t)f[7];
   st.f_namemax = (unsigned long)f[8];
   fuse_reply_statfs(req, &st);
+  answered(rs);
   return NULL;
 }
 
@@ -837,6 +875,7 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
   if (!attrs || (size && !buf)) {
     free(buf);
     fuse_reply_err(req, attrs ? ENOMEM : EIO);
+    answered(rs);
     return NULL;
   }
   size_t used = 0;
@@ -864,6 +903,7 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
     sent++;
   }
   fuse_reply_buf(req, buf, used);
+  answered(rs);
   free(buf);
   return num(env, sent);
 }
