@@ -130,7 +130,7 @@ Examples:
         .option("--nonempty", "allow a non-empty mount point")
         .option(
           "--async-metadata",
-          "make lower metadata calls through the threadpool even on a local disk (default only for network filesystems)",
+          "make lower calls (metadata, reads, writes) through the threadpool even on a local disk (default only for network filesystems)",
         )
         .addHelpText(
           "after",

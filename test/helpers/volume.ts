@@ -15,6 +15,7 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promis
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { afterAll, beforeAll, beforeEach } from "vitest";
 import { parseMountinfo } from "../../src/mount/mountinfo.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -583,4 +584,48 @@ export async function newLowerEntries(
   const before = new Set(await listTree(lower));
   await action();
   return (await listTree(lower)).filter((p) => !before.has(p));
+}
+
+// ---------------------------------------------------------------------------
+// A suite on one mounted volume
+
+/** What a suite on one mounted volume works with; `work` is a fresh directory in the mount for each test. */
+export interface SuiteMount {
+  sb: Sandbox;
+  lower: string;
+  m: Mounted;
+  work: string;
+}
+
+/**
+ * Registers the hooks of a suite that runs on one volume: create and mount
+ * it once, give each test a fresh directory (remounting first if an earlier
+ * test broke the mount), and unmount and clean up at the end whatever
+ * happened. `update` receives the state whenever it changes.
+ */
+export function mountedSuite(label: string, update: (state: SuiteMount) => void): void {
+  let state: SuiteMount | undefined;
+  let testNo = 0;
+  beforeAll(async () => {
+    const sb = await Sandbox.create(label);
+    const lower = await sb.createVolume();
+    state = { sb, lower, m: await sb.mount(lower), work: "" };
+    update(state);
+  });
+  beforeEach(async () => {
+    const s = state!;
+    // A test that broke the mount must not take the next ones down with it.
+    if (!isMounted(s.m.mountpoint)) {
+      await s.sb.unmountAll();
+      s.m = await s.sb.mount(s.lower, { mountpoint: s.m.mountpoint });
+    }
+    s.work = join(s.m.mountpoint, `t${++testNo}`);
+    await runOk("mkdir", [s.work]);
+    update(s);
+  });
+  afterAll(async () => {
+    if (state && isMounted(state.m.mountpoint))
+      await forceUnmount(state.m.mountpoint).catch(() => undefined);
+    await state?.sb.cleanup();
+  });
 }

@@ -5,14 +5,14 @@
 
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   Sandbox,
+  mountedSuite,
   abortConnection,
   alive,
   forceUnmount,
   haveFuse,
-  isMounted,
   mountEntry,
   pyOk,
   q,
@@ -21,34 +21,17 @@ import {
   shOk,
   waitForExit,
   type Mounted,
+  type SuiteMount,
 } from "../helpers/volume.js";
 
 const isRoot = process.getuid?.() === 0;
 
 let sb: Sandbox;
-let lower: string;
 let m: Mounted;
 let work: string;
-let testNo = 0;
 
 describe.skipIf(!haveFuse)("the libfuse 3 binding", () => {
-  beforeAll(async () => {
-    sb = await Sandbox.create("fuse3");
-    lower = await sb.createVolume();
-    m = await sb.mount(lower);
-  });
-  beforeEach(async () => {
-    if (!isMounted(m.mountpoint)) {
-      await sb.unmountAll();
-      m = await sb.mount(lower, { mountpoint: m.mountpoint });
-    }
-    work = join(m.mountpoint, `t${++testNo}`);
-    await runOk("mkdir", [work]);
-  });
-  afterAll(async () => {
-    if (m && isMounted(m.mountpoint)) await forceUnmount(m.mountpoint).catch(() => undefined);
-    await sb?.cleanup();
-  });
+  mountedSuite("fuse3", (s: SuiteMount) => ({ sb, m, work } = s));
 
   it("a directory of 3000 entries lists completely, with attributes that match stat", async () => {
     await pyOk(

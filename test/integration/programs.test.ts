@@ -5,12 +5,11 @@
 
 import { chmod, mkdir, symlink, link, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   Sandbox,
-  forceUnmount,
+  mountedSuite,
   haveFuse,
-  isMounted,
   listTree,
   pyOk,
   q,
@@ -22,6 +21,7 @@ import {
   start,
   waitFor,
   type Mounted,
+  type SuiteMount,
 } from "../helpers/volume.js";
 
 const B = 32 * 1024;
@@ -32,7 +32,6 @@ let lower: string;
 let m: Mounted;
 /** A fresh directory in the mount for each test. */
 let work: string;
-let testNo = 0;
 
 /** Names, types, modes, sizes, link counts and symlink targets below `dir`; whole-second mtimes when asked. */
 async function listing(dir: string, times = false): Promise<string> {
@@ -48,24 +47,7 @@ async function remount(): Promise<void> {
 }
 
 describe.skipIf(!haveFuse)("programs on a mounted volume", () => {
-  beforeAll(async () => {
-    sb = await Sandbox.create("programs");
-    lower = await sb.createVolume();
-    m = await sb.mount(lower);
-  });
-  beforeEach(async () => {
-    // A test that broke the mount must not take the next ones down with it.
-    if (!isMounted(m.mountpoint)) {
-      await sb.unmountAll();
-      m = await sb.mount(lower, { mountpoint: m.mountpoint });
-    }
-    work = join(m.mountpoint, `t${++testNo}`);
-    await runOk("mkdir", [work]);
-  });
-  afterAll(async () => {
-    if (m && isMounted(m.mountpoint)) await forceUnmount(m.mountpoint).catch(() => undefined);
-    await sb?.cleanup();
-  });
+  mountedSuite("programs", (s: SuiteMount) => ({ sb, lower, m, work } = s));
 
   it("cp -a of a tree (symlinks, hard link, empty and block-edge files, several MiB) matches the source", async () => {
     const src = await sb.mkdir("src");
