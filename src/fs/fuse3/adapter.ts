@@ -114,10 +114,34 @@ export class LowLevelAdapter {
     this.native.replyErr(req, 0);
   }
 
+  /** Runs an operation that answers nothing but success. */
+  private thenOk(op: number, req: Request, work: () => Promise<void>): void {
+    this.run(op, req, async () => {
+      await work();
+      this.ok(req);
+    });
+  }
+
   private async entry(req: Request, parent: Node, name: string, path: string): Promise<void> {
     const attr = await this.fs.getattr(path);
     const node = this.nodes.lookup(parent, name, inodeOf(attr));
     this.native.replyEntry(req, node.id, attrRecord(attr));
+  }
+
+  /** Makes `name` in directory `parentId` with `make`, then answers with its entry. */
+  private newEntry(
+    op: number,
+    req: Request,
+    parentId: number,
+    name: string,
+    make: (path: string) => Promise<void>,
+  ): void {
+    const parent = this.nodes.get(parentId);
+    const path = this.nodes.childPath(parent, name);
+    this.run(op, req, async () => {
+      await make(path);
+      await this.entry(req, parent, name, path);
+    });
   }
 
   private async attrOf(node: Node, fh: number): Promise<Attr> {
@@ -177,41 +201,21 @@ export class LowLevelAdapter {
         const path = nodes.path(nodes.get(n(0)));
         return this.run(op, req, async () => native.replyReadlink(req, await fs.readlink(path)));
       }
-      case OP.MKNOD: {
-        const parent = nodes.get(n(0));
-        const path = nodes.childPath(parent, s(1));
-        const who = this.caller(n(4), n(5));
-        return this.run(op, req, async () => {
-          await fs.mknod(path, n(2), n(3), who);
-          await this.entry(req, parent, s(1), path);
-        });
-      }
-      case OP.MKDIR: {
-        const parent = nodes.get(n(0));
-        const path = nodes.childPath(parent, s(1));
-        const who = this.caller(n(3), n(4));
-        return this.run(op, req, async () => {
-          await fs.mkdir(path, n(2), who);
-          await this.entry(req, parent, s(1), path);
-        });
-      }
-      case OP.SYMLINK: {
-        const parent = nodes.get(n(1));
-        const path = nodes.childPath(parent, s(2));
-        const who = this.caller(n(3), n(4));
-        return this.run(op, req, async () => {
-          await fs.symlink(s(0), path, who);
-          await this.entry(req, parent, s(2), path);
-        });
-      }
+      case OP.MKNOD:
+        return this.newEntry(op, req, n(0), s(1), (path) =>
+          fs.mknod(path, n(2), n(3), this.caller(n(4), n(5))),
+        );
+      case OP.MKDIR:
+        return this.newEntry(op, req, n(0), s(1), (path) =>
+          fs.mkdir(path, n(2), this.caller(n(3), n(4))),
+        );
+      case OP.SYMLINK:
+        return this.newEntry(op, req, n(1), s(2), (path) =>
+          fs.symlink(s(0), path, this.caller(n(3), n(4))),
+        );
       case OP.LINK: {
         const existing = nodes.path(nodes.get(n(0)));
-        const parent = nodes.get(n(1));
-        const path = nodes.childPath(parent, s(2));
-        return this.run(op, req, async () => {
-          await fs.link(existing, path);
-          await this.entry(req, parent, s(2), path);
-        });
+        return this.newEntry(op, req, n(1), s(2), (path) => fs.link(existing, path));
       }
       case OP.UNLINK:
       case OP.RMDIR: {
@@ -272,10 +276,7 @@ export class LowLevelAdapter {
       }
       case OP.FLUSH: {
         const path = this.pathOrEmpty(nodes.get(n(0)));
-        return this.run(op, req, async () => {
-          await fs.flush(path, n(1));
-          this.ok(req);
-        });
+        return this.thenOk(op, req, () => fs.flush(path, n(1)));
       }
       case OP.RELEASE: {
         const node = nodes.get(n(0));
@@ -291,10 +292,7 @@ export class LowLevelAdapter {
       }
       case OP.FSYNC: {
         const path = this.pathOrEmpty(nodes.get(n(0)));
-        return this.run(op, req, async () => {
-          await fs.fsync(path, n(2), n(1) !== 0);
-          this.ok(req);
-        });
+        return this.thenOk(op, req, () => fs.fsync(path, n(2), n(1) !== 0));
       }
       case OP.OPENDIR: {
         const node = nodes.get(n(0));
@@ -332,10 +330,7 @@ export class LowLevelAdapter {
         });
       case OP.SETXATTR: {
         const path = nodes.path(nodes.get(n(0)));
-        return this.run(op, req, async () => {
-          await fs.setxattr(path, s(1), a[2] as Buffer, n(3));
-          this.ok(req);
-        });
+        return this.thenOk(op, req, () => fs.setxattr(path, s(1), a[2] as Buffer, n(3)));
       }
       case OP.GETXATTR: {
         const path = nodes.path(nodes.get(n(0)));
@@ -354,17 +349,11 @@ export class LowLevelAdapter {
       }
       case OP.REMOVEXATTR: {
         const path = nodes.path(nodes.get(n(0)));
-        return this.run(op, req, async () => {
-          await fs.removexattr(path, s(1));
-          this.ok(req);
-        });
+        return this.thenOk(op, req, () => fs.removexattr(path, s(1)));
       }
       case OP.ACCESS: {
         const path = nodes.path(nodes.get(n(0)));
-        return this.run(op, req, async () => {
-          await fs.access(path, n(1));
-          this.ok(req);
-        });
+        return this.thenOk(op, req, () => fs.access(path, n(1)));
       }
       case OP.FALLOCATE: {
         const path = this.pathOrEmpty(nodes.get(n(0)));
