@@ -20,6 +20,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <time.h>
 #include <fuse_lowlevel.h>
 #include <node_api.h>
@@ -564,6 +566,23 @@ static int get_string(napi_env env, napi_value v, char *out, size_t cap) {
   return len + 1 >= cap ? -1 : 0;
 }
 
+/* libfuse reports why a mount failed through its log; keep the last error for the exception. */
+static char last_error[512];
+
+static void capture_log(enum fuse_log_level level, const char *fmt, va_list ap) {
+  if (level > FUSE_LOG_ERR) return;
+  vsnprintf(last_error, sizeof last_error, fmt, ap);
+  size_t len = strlen(last_error);
+  while (len > 0 && (last_error[len - 1] == '\n' || last_error[len - 1] == ' ')) last_error[--len] = 0;
+}
+
+static napi_value mount_error(napi_env env, const char *code, const char *fallback) {
+  const char *message = last_error[0] ? last_error : fallback;
+  if (strncmp(message, "fuse: ", 6) == 0) message += 6;
+  napi_throw_error(env, code, message);
+  return NULL;
+}
+
 /* mount(mountpoint, options, dispatch, entryTimeout, attrTimeout, maxWrite, writeback, spinMicroseconds) -> session */
 static napi_value js_mount(napi_env env, napi_callback_info info) {
   size_t argc = 8;
@@ -587,19 +606,18 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   s->writeback = dbl(env, argv[6]) != 0;
   s->spin_ns = (uint64_t)(dbl(env, argv[7]) * 1000);
 
+  last_error[0] = 0;
   char *fuse_argv[] = {"cryptmount", "-o", options, NULL};
   struct fuse_args args = FUSE_ARGS_INIT(3, fuse_argv);
   s->se = fuse_session_new(&args, &operations, sizeof operations, s);
   if (!s->se) {
     free(s);
-    napi_throw_error(env, "EINVAL", "invalid FUSE options");
-    return NULL;
+    return mount_error(env, "EINVAL", "invalid FUSE options");
   }
   if (fuse_session_mount(s->se, mountpoint) != 0) {
     fuse_session_destroy(s->se);
     free(s);
-    napi_throw_error(env, "EMOUNT", "the kernel refused the mount");
-    return NULL;
+    return mount_error(env, "EMOUNT", "the kernel refused the mount");
   }
   int fd = fuse_session_fd(s->se);
   fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -924,6 +942,7 @@ static napi_value js_utimensat(napi_env env, napi_callback_info info) {
 }
 
 static napi_value init_module(napi_env env, napi_value exports) {
+  fuse_set_log_func(capture_log);
   struct {
     const char *name;
     napi_callback fn;
