@@ -405,7 +405,7 @@ export class CryptFs implements FileSystem {
     const st = await this.io.lstat(located.lower);
     if (!st.isDirectory()) throw new FsError("ENOTDIR");
     await this.emptyForRemoval(located.lower);
-    this.names.forgetDir(located.lower);
+    this.names.forgetRemovedDir(located.lower);
     await this.io.rmdir(located.lower);
     await this.names.removeSidecar(located);
   }
@@ -430,11 +430,14 @@ export class CryptFs implements FileSystem {
       throw new FsError("ENOTDIR");
     }
     await this.names.writeSidecar(target);
-    if (sourceStat.isDirectory()) {
-      this.names.forgetDir(source.lower);
-      this.names.forgetDir(target.lower);
-    }
+    const moved = () => {
+      this.names.forgetMovedDir(source.lower);
+      this.names.forgetMovedDir(target.lower);
+    };
+    if (sourceStat.isDirectory()) moved();
     await this.io.rename(source.lower, target.lower);
+    // Again after the move: another request may have cached the old place meanwhile.
+    if (sourceStat.isDirectory()) moved();
     if (source.entry !== target.entry || source.parentLower !== target.parentLower) {
       await this.names.removeSidecar(source);
     }

@@ -56,9 +56,9 @@ class Cache<K, V> {
     this.young.delete(key);
     this.old.delete(key);
   }
-  clear(): void {
-    this.young.clear();
-    this.old.clear();
+  deleteWhere(predicate: (key: K) => boolean): void {
+    for (const map of [this.young, this.old])
+      for (const key of [...map.keys()]) if (predicate(key)) map.delete(key);
   }
 }
 
@@ -75,23 +75,28 @@ export class Namespace {
   private readonly encrypted = new Cache<string, string>(65536);
   private readonly decrypted = new Cache<string, string | null>(65536);
   /**
-   * Cleartext path -> location, below directories with exactly one ID,
-   * where a location is a pure function of the ancestors' IDs and the names
-   * (whether the entry exists or not). Only a directory rename or removal
-   * changes which ID a path passes through: forgetDir clears it all.
+   * Cleartext path -> location, below directories with exactly one ID. A
+   * location is a pure function of the parent's lower path, its ID and the
+   * name (whether the entry exists or not), so an entry stays valid while
+   * the parent's ID list in `dirIds` is the very array it was computed with:
+   * removing, recreating or moving a directory replaces or drops that array,
+   * which invalidates every path below it at no cost.
    */
-  private readonly located = new Cache<string, Located>(65536);
+  private readonly located = new Cache<string, { at: Located; parentIds: Buffer[] }>(65536);
+  private readonly rootIds: Buffer[];
 
   constructor(
     private readonly root: string,
     private readonly keyring: Keyring,
     private readonly log: Logger,
     private readonly io: LowerIo = asyncLowerIo,
-  ) {}
+  ) {
+    this.rootIds = [keyring.volume.rootDirId];
+  }
 
   /** Directory IDs of a lower directory, canonical first. Empty when it has none. */
   async idsOf(lowerDir: string): Promise<Buffer[]> {
-    if (lowerDir === this.root) return [this.keyring.volume.rootDirId];
+    if (lowerDir === this.root) return this.rootIds;
     const cached = this.dirIds.get(lowerDir);
     if (cached) return cached;
     const ids: Buffer[] = [];
@@ -119,10 +124,15 @@ export class Namespace {
     return id;
   }
 
-  /** A directory was removed or renamed: nothing cached below it holds. */
-  forgetDir(_lowerDir: string): void {
-    this.dirIds.clear();
-    this.located.clear();
+  /** A directory was removed (it was empty): its IDs go, and with them every cached path below it. */
+  forgetRemovedDir(lowerDir: string): void {
+    this.dirIds.delete(lowerDir);
+  }
+
+  /** A directory moved (or was replaced by one that moved): the IDs cached at and below its lower path go. */
+  forgetMovedDir(lowerDir: string): void {
+    const prefix = lowerDir + "/";
+    this.dirIds.deleteWhere((key) => key === lowerDir || key.startsWith(prefix));
   }
 
   private encrypt(dirId: Buffer, name: string): string {
@@ -138,14 +148,19 @@ export class Namespace {
   /** Lower location of cleartext `path` ("/" separated, absolute within the volume). */
   async locate(path: string): Promise<Located> {
     const cached = this.located.get(path);
-    if (cached) return cached;
+    if (cached && this.cachedIds(cached.at.parentLower) === cached.parentIds) return cached.at;
     const cut = path.lastIndexOf("/");
     if (cut < 0 || path.length <= 1) return { lower: this.root, parentLower: this.root, entry: "" };
     const parentPath = cut === 0 ? "/" : path.slice(0, cut);
     const parent = await this.locate(parentPath);
     const located = await this.child(parent.lower, path.slice(cut + 1));
-    if ((await this.idsOf(parent.lower)).length === 1) this.located.set(path, located);
+    const parentIds = await this.idsOf(parent.lower);
+    if (parentIds.length === 1) this.located.set(path, { at: located, parentIds });
     return located;
+  }
+
+  private cachedIds(lowerDir: string): Buffer[] | undefined {
+    return lowerDir === this.root ? this.rootIds : this.dirIds.get(lowerDir);
   }
 
   /** Location of `name` inside lower directory `parentLower`. */
