@@ -48,6 +48,16 @@ async function read(fs: CryptFs, path: string): Promise<string> {
   }
 }
 
+/** A volume holding the file at `/d1/d2/name`, read once so that its location is cached. */
+async function volumeWith(io: typeof directLowerIo, file: string): Promise<CryptFs> {
+  const fs = volume(io);
+  const parts = file.split("/").filter(Boolean);
+  for (let i = 1; i < parts.length; i++) await fs.mkdir("/" + parts.slice(0, i).join("/"), 0o755);
+  await touch(fs, file);
+  expect(await read(fs, file)).toBe(file);
+  return fs;
+}
+
 const names = async (fs: CryptFs, path: string) => (await fs.list(path)).map((e) => e.name).sort();
 const missing = (p: Promise<unknown>) => p.then(() => "exists", toErrno);
 
@@ -56,11 +66,7 @@ describe.each([
   ["threadpool", asyncLowerIo],
 ])("namespace caches (%s I/O)", (_label, io) => {
   it("a directory removed and made again at the same path shows only its new entries", async () => {
-    const fs = volume(io);
-    await fs.mkdir("/a", 0o755);
-    await fs.mkdir("/a/x", 0o755);
-    await touch(fs, "/a/x/old");
-    expect(await read(fs, "/a/x/old")).toBe("/a/x/old");
+    const fs = await volumeWith(io, "/a/x/old");
     await fs.unlink("/a/x/old");
     await fs.rmdir("/a/x");
     await fs.mkdir("/a/x", 0o755);
@@ -71,11 +77,7 @@ describe.each([
   });
 
   it("a directory moved away, changed there and moved back shows its changes", async () => {
-    const fs = volume(io);
-    await fs.mkdir("/a", 0o755);
-    await fs.mkdir("/a/x", 0o755);
-    await touch(fs, "/a/x/f");
-    expect(await read(fs, "/a/x/f")).toBe("/a/x/f");
+    const fs = await volumeWith(io, "/a/x/f");
     await fs.rename("/a", "/b");
     expect(await missing(fs.getattr("/a/x/f"))).toBe("ENOENT");
     await fs.unlink("/b/x/f");
