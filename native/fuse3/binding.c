@@ -428,9 +428,10 @@ static const struct fuse_lowlevel_ops operations = {
 
 /* ---- the session on the event loop ----------------------------------------- */
 
-/* The session struct is freed once both the uv handle is closed and JS has let go of it. */
+/* The session struct is freed once the uv handle is closed, JS has let go of
+ * it and libfuse's session is gone (late answers still reach it until then). */
 static void release_session(session_t *s) {
-  if (s->poll_closed && s->finalized) free(s);
+  if (s->poll_closed && s->finalized && !s->se) free(s);
 }
 
 static void on_poll_closed(uv_handle_t *handle) {
@@ -668,6 +669,7 @@ static void answered(session_t *s) {
   s->destroy_pending = 0;
   fuse_session_destroy(s->se);
   s->se = NULL;
+  release_session(s);
 }
 
 static napi_value reply_failed(session_t *s, fuse_req_t req, int err) {
