@@ -15,7 +15,7 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promis
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { afterAll, beforeAll, beforeEach } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach } from "vitest";
 import { parseMountinfo } from "../../src/mount/mountinfo.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -587,7 +587,26 @@ export async function newLowerEntries(
 }
 
 // ---------------------------------------------------------------------------
-// A suite on one mounted volume
+// Suite lifecycles
+
+/**
+ * Registers the hooks of a suite with its own sandbox: made once before the
+ * tests (then `ready` runs, e.g. to create volumes), everything it mounted
+ * unmounted after each test, and removed at the end whatever happened.
+ */
+export function sandboxSuite(label: string, ready: (sb: Sandbox) => void | Promise<void>): void {
+  let sb: Sandbox | undefined;
+  beforeAll(async () => {
+    sb = await Sandbox.create(label);
+    await ready(sb);
+  });
+  afterEach(async () => {
+    await sb?.unmountAll();
+  });
+  afterAll(async () => {
+    await sb?.cleanup();
+  });
+}
 
 /** What a suite on one mounted volume works with; `work` is a fresh directory in the mount for each test. */
 export interface SuiteMount {

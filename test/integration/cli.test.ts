@@ -4,7 +4,7 @@
 
 import { readdir, readlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   EXIT,
   Sandbox,
@@ -20,21 +20,16 @@ import {
   start,
   waitFor,
   waitForExit,
+  sandboxSuite,
 } from "../helpers/volume.js";
 
 let sb: Sandbox;
 let lower: string;
 
 describe.skipIf(!haveFuse)("cryptmount CLI", () => {
-  beforeAll(async () => {
-    sb = await Sandbox.create("cli");
+  sandboxSuite("cli", async (s) => {
+    sb = s;
     lower = await sb.createVolume();
-  });
-  afterEach(async () => {
-    await sb.unmountAll();
-  });
-  afterAll(async () => {
-    await sb?.cleanup();
   });
 
   /** One line on stderr, prefixed, without a stack trace. */
@@ -48,7 +43,7 @@ describe.skipIf(!haveFuse)("cryptmount CLI", () => {
 
   it("init prints a recovery key and creates a volume that info describes", async () => {
     const dir = sb.path("fresh");
-    const r = await sb.cli([
+    const initArgs = [
       "init",
       "--passfile",
       sb.passfile,
@@ -57,7 +52,8 @@ describe.skipIf(!haveFuse)("cryptmount CLI", () => {
       "--kdf-iterations",
       "3",
       dir,
-    ]);
+    ];
+    const r = await sb.cli(initArgs);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/Created cryptmount volume \S+ in /);
     expect(r.stdout).toMatch(/Recovery key/);
@@ -71,16 +67,7 @@ describe.skipIf(!haveFuse)("cryptmount CLI", () => {
     expect(info).not.toContain("correct horse");
 
     // init refuses a directory that already is a volume.
-    const again = await sb.cli([
-      "init",
-      "--passfile",
-      sb.passfile,
-      "--kdf-memory",
-      "65536",
-      "--kdf-iterations",
-      "3",
-      dir,
-    ]);
+    const again = await sb.cli(initArgs);
     expect(again.code).not.toBe(0);
     expect(again.stderr).not.toMatch(/\n\s+at /);
   });

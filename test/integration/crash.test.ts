@@ -6,7 +6,7 @@
 // were being written. Never garbage.
 
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   HELPERS,
   abortConnection,
@@ -20,6 +20,7 @@ import {
   waitFor,
   waitForExit,
   type Started,
+  sandboxSuite,
 } from "../helpers/volume.js";
 
 const B = 32 * 1024;
@@ -54,14 +55,8 @@ function acked(stdout: string): number {
 }
 
 describe.skipIf(!haveFuse)("crash: kill -9 of the server during writes", () => {
-  beforeAll(async () => {
-    sb = await Sandbox.create("crash");
-  });
-  afterEach(async () => {
-    await sb.unmountAll();
-  });
-  afterAll(async () => {
-    await sb?.cleanup();
+  sandboxSuite("crash", (s) => {
+    sb = s;
   });
 
   it("closed files are intact; acknowledged appends survive; the rest is the pattern or EIO", async () => {

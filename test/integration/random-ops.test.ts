@@ -4,8 +4,8 @@
 // and the final trees must be equal, also after a remount.
 
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { HELPERS, Sandbox, haveFuse, run, runOk } from "../helpers/volume.js";
+import { describe, expect, it } from "vitest";
+import { HELPERS, Sandbox, haveFuse, run, runOk, sandboxSuite } from "../helpers/volume.js";
 
 const script = join(HELPERS, "random_ops.py");
 const COUNT = 3000;
@@ -36,14 +36,8 @@ function firstDifference(a: string, b: string): string | undefined {
 }
 
 describe.skipIf(!haveFuse)("random operations", () => {
-  beforeAll(async () => {
-    sb = await Sandbox.create("random");
-  });
-  afterEach(async () => {
-    await sb.unmountAll();
-  });
-  afterAll(async () => {
-    await sb?.cleanup();
+  sandboxSuite("random", (s) => {
+    sb = s;
   });
 
   for (const seed of [20240601, 7]) {

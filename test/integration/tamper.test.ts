@@ -5,7 +5,7 @@
 
 import { open, rename, truncate } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   HEADER_SIZE,
   SEALED_BLOCK_SIZE,
@@ -21,6 +21,7 @@ import {
   shOk,
   type LogRecord,
   type Mounted,
+  sandboxSuite,
 } from "../helpers/volume.js";
 
 const B = 32 * 1024;
@@ -84,14 +85,8 @@ function ddError(stderr: string): void {
 }
 
 describe.skipIf(!haveFuse)("tampered lower files", () => {
-  beforeAll(async () => {
-    sb = await Sandbox.create("tamper");
-  });
-  afterEach(async () => {
-    await sb.unmountAll();
-  });
-  afterAll(async () => {
-    await sb?.cleanup();
+  sandboxSuite("tamper", (s) => {
+    sb = s;
   });
 
   it("a flipped byte in a content block: EIO for that block, logged with path and block; the rest reads", async () => {

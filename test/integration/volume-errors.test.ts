@@ -8,7 +8,16 @@ import { mkdir, readdir, rm, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { CLI, Sandbox, haveFuse, isMounted, pyOk, runOk, seededBytes } from "../helpers/volume.js";
+import {
+  CLI,
+  Sandbox,
+  haveFuse,
+  isMounted,
+  pyOk,
+  runOk,
+  seededBytes,
+  sandboxSuite,
+} from "../helpers/volume.js";
 import {
   CONFIG,
   CONFIG_BAK,
@@ -44,20 +53,14 @@ const COMMANDS: Command[] = ["mount", "passwd", "rekey", "fsck", "info"];
 const KEYED: Command[] = ["mount", "passwd", "rekey", "fsck"];
 
 describe.skipIf(!haveFuse)("bad input", () => {
-  beforeAll(async () => {
-    sb = await Sandbox.create("verrors");
+  sandboxSuite("verrors", async (s) => {
+    sb = s;
     good = (await initVolume(sb, ["--block-size", "4096"])).lower;
     const m = await mountVolume(sb, good);
     await writeNamed(m.mountpoint, FILES);
     manifest = await checksumTree(m.mountpoint);
     await unmountVolume(sb, m);
     newPass = await secretFile(sb, "new.pass", "the new passphrase");
-  });
-  afterEach(async () => {
-    await sb.unmountAll();
-  });
-  afterAll(async () => {
-    await sb?.cleanup();
   });
 
   /** Arguments for `command` on `lower` with the key options `key` (a fresh, empty mount point for mount). */
@@ -420,6 +423,20 @@ describe.skipIf(!haveFuse)("a full disk", () => {
     await fs?.cleanup();
   });
 
+  /** A new volume on an 8 MiB loop filesystem (`disk`); undefined, with the test skipped, without loop devices. */
+  async function volumeOnSmallDisk(ctx: {
+    skip: (note: string) => void;
+  }): Promise<{ lower: string; diskDir: string } | undefined> {
+    if (skipReason) {
+      ctx.skip(`loop devices unavailable: ${skipReason}`);
+      return undefined;
+    }
+    disk = await makeLoopFs(fs, 8);
+    const lower = join(disk.dir, "lower");
+    await runOk(process.execPath, [CLI, "init", "--passfile", fs.passfile, ...MIN_KDF, lower]);
+    return { lower, diskDir: disk.dir };
+  }
+
   /** Fills what is left of the filesystem with a file outside the volume, in small writes, until nothing fits. */
   async function fillRest(dir: string): Promise<void> {
     for (let round = 0; round < 3; round++) {
@@ -431,13 +448,9 @@ describe.skipIf(!haveFuse)("a full disk", () => {
   }
 
   it("writing past capacity fails with ENOSPC (not EIO); earlier files stay intact; passwd and rekey fail cleanly", async (ctx) => {
-    if (skipReason) {
-      ctx.skip(`loop devices unavailable: ${skipReason}`);
-      return;
-    }
-    disk = await makeLoopFs(fs, 8);
-    const lower = join(disk.dir, "lower");
-    await runOk(process.execPath, [CLI, "init", "--passfile", fs.passfile, ...MIN_KDF, lower]);
+    const small = await volumeOnSmallDisk(ctx);
+    if (!small) return;
+    const { lower, diskDir } = small;
     let m = await mountVolume(fs, lower);
     const keep = {
       "keep/a.bin": seededBytes("full-a", 200_000),
@@ -456,7 +469,7 @@ describe.skipIf(!haveFuse)("a full disk", () => {
     for (const k of ["fsync", "close"]) if (big[k] !== undefined) expect(big[k], k).toBe("ENOSPC");
 
     // More writes of every kind: ENOSPC, never EIO.
-    await fillRest(disk.dir);
+    await fillRest(diskDir);
     const more = JSON.parse(await pyOk(TRY_MORE, [m.mountpoint])) as Record<string, string>;
     for (const [what, result] of Object.entries(more))
       expect([what, result]).not.toEqual([what, "EIO"]);
@@ -475,7 +488,7 @@ describe.skipIf(!haveFuse)("a full disk", () => {
     expect(aboutKept).toEqual([]);
 
     // passwd on the full disk: fails cleanly, config unchanged, no temp file left, old passphrase works.
-    await fillRest(disk.dir);
+    await fillRest(diskDir);
     const before = await configCopies(lower);
     const newPass = await secretFile(fs, "new.pass", "never set");
     const r = await cli(fs, [
@@ -510,19 +523,15 @@ describe.skipIf(!haveFuse)("a full disk", () => {
   // A write that fails with ENOSPC part-way cuts the lower file back and
   // reseals the old final block; a create that fails unlinks its lower file.
   it("a write or create that fails with ENOSPC leaves the volume consistent (fsck clean)", async (ctx) => {
-    if (skipReason) {
-      ctx.skip(`loop devices unavailable: ${skipReason}`);
-      return;
-    }
-    disk = await makeLoopFs(fs, 8);
-    const lower = join(disk.dir, "lower");
-    await runOk(process.execPath, [CLI, "init", "--passfile", fs.passfile, ...MIN_KDF, lower]);
+    const small = await volumeOnSmallDisk(ctx);
+    if (!small) return;
+    const { lower, diskDir } = small;
     const m = await mountVolume(fs, lower);
     const big = JSON.parse(
       await pyOk(WRITE_UNTIL_FULL, [join(m.mountpoint, "big.bin"), String(64 * 1024)]),
     ) as Record<string, string | number>;
     expect(big.error).toBe("ENOSPC");
-    await fillRest(disk.dir);
+    await fillRest(diskDir);
     await pyOk(TRY_MORE, [m.mountpoint]);
     // What the writer was told succeeded reads back.
     const readBack = await checksumTree(m.mountpoint, ["big.bin"], true);

@@ -7,7 +7,7 @@
 
 import { readdir, rename, rm, truncate, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   HEADER_SIZE,
   Sandbox,
@@ -18,6 +18,7 @@ import {
   runOk,
   seededBytes,
   sh,
+  sandboxSuite,
 } from "../helpers/volume.js";
 import {
   BLOCK_OVERHEAD,
@@ -61,8 +62,8 @@ const lowerOf = new Map<string, string>();
 let pristineSnapshot: Record<string, string>;
 
 describe.skipIf(!haveFuse)("fsck", () => {
-  beforeAll(async () => {
-    sb = await Sandbox.create("vfsck");
+  sandboxSuite("vfsck", async (s) => {
+    sb = s;
     pristine = (await initVolume(sb, ["--block-size", String(BS), "--no-recovery"])).lower;
     const m = await mountVolume(sb, pristine);
     for (const [path, data] of Object.entries(FILES)) {
@@ -82,12 +83,6 @@ describe.skipIf(!haveFuse)("fsck", () => {
     );
     await unmountVolume(sb, m);
     pristineSnapshot = lowerSnapshot(pristine);
-  });
-  afterEach(async () => {
-    await sb.unmountAll();
-  });
-  afterAll(async () => {
-    await sb?.cleanup();
   });
 
   /** A copy of the pristine volume to damage. */

@@ -5,7 +5,7 @@
 import { existsSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import {
   ROOT,
   Sandbox,
@@ -16,6 +16,7 @@ import {
   run,
   sh,
   waitForExit,
+  sandboxSuite,
 } from "../helpers/volume.js";
 import {
   checksumTree,
@@ -38,18 +39,12 @@ const haveCryptmountInPath = existsSync("/usr/local/bin/cryptmount");
 const canMount = haveFuse && process.getuid?.() === 0 && haveMountFuse && haveCryptmountInPath;
 
 describe.skipIf(!canMount)("mount(8), fstab and umount(8)", () => {
-  beforeAll(async () => {
-    sb = await Sandbox.create("vmount");
+  sandboxSuite("vmount", async (s) => {
+    sb = s;
     lower = await sb.createVolume();
     const m = await mountVolume(sb, lower);
     await writeNamed(m.mountpoint, files);
     await unmountVolume(sb, m);
-  });
-  afterEach(async () => {
-    await sb.unmountAll();
-  });
-  afterAll(async () => {
-    await sb?.cleanup();
   });
 
   /**

@@ -3,8 +3,8 @@
 // stays byte-identical and the cleartext reads the same).
 
 import { randomBytes } from "node:crypto";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { Sandbox, haveFuse, isMounted, seededBytes } from "../helpers/volume.js";
+import { describe, expect, it } from "vitest";
+import { Sandbox, haveFuse, isMounted, seededBytes, sandboxSuite } from "../helpers/volume.js";
 import {
   MIN_KDF,
   checksumTree,
@@ -34,14 +34,8 @@ interface Volume {
 
 describe.skipIf(!haveFuse)("passwd", () => {
   let counter = 0;
-  beforeAll(async () => {
-    sb = await Sandbox.create("vpasswd");
-  });
-  afterEach(async () => {
-    await sb.unmountAll();
-  });
-  afterAll(async () => {
-    await sb?.cleanup();
+  sandboxSuite("vpasswd", (s) => {
+    sb = s;
   });
 
   /** A small volume with seeded content; its manifest and a snapshot of the lower files. */

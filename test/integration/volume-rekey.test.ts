@@ -5,8 +5,16 @@
 
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { CLI, Sandbox, haveFuse, listTree, seededBytes, waitFor } from "../helpers/volume.js";
+import { describe, expect, it } from "vitest";
+import {
+  CLI,
+  Sandbox,
+  haveFuse,
+  listTree,
+  seededBytes,
+  waitFor,
+  sandboxSuite,
+} from "../helpers/volume.js";
 import {
   checksumTree,
   cli,
@@ -43,14 +51,8 @@ async function treeWithoutConfig(lower: string): Promise<string[]> {
 }
 
 describe.skipIf(!haveFuse)("rekey", () => {
-  beforeAll(async () => {
-    sb = await Sandbox.create("vrekey");
-  });
-  afterEach(async () => {
-    await sb.unmountAll();
-  });
-  afterAll(async () => {
-    await sb?.cleanup();
+  sandboxSuite("vrekey", (s) => {
+    sb = s;
   });
 
   it(
