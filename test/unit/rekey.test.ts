@@ -31,7 +31,7 @@ import {
 import { parseRecoveryKey } from "../../src/format/recovery.js";
 import { OpenFile } from "../../src/fs/open-file.js";
 import type { Secret } from "../../src/keys/kek.js";
-import { UserError } from "../../src/volume/errors.js";
+import { rejection } from "../helpers/user-error.js";
 import { Fsck } from "../../src/volume/fsck.js";
 import { rekey, volumeFiles } from "../../src/volume/rekey.js";
 import {
@@ -64,12 +64,7 @@ afterAll(async () => {
 
 /** Exit code of a rejected unlock (3 for a wrong secret). */
 async function refusal(promise: Promise<unknown>): Promise<number> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(UserError);
-  return (err as UserError).exitCode;
+  return (await rejection(promise)).exitCode;
 }
 
 /**

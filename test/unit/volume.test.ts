@@ -10,6 +10,7 @@ import { ARGON2_MINIMUM, parseConfig } from "../../src/format/config.js";
 import { parseRecoveryKey } from "../../src/format/recovery.js";
 import type { Secret } from "../../src/keys/kek.js";
 import { UserError } from "../../src/volume/errors.js";
+import { rejection } from "../helpers/user-error.js";
 import {
   CONFIG_BACKUP,
   CONFIG_FILE,
@@ -41,15 +42,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await rm(temp, { recursive: true, force: true });
 });
-
-async function rejection(promise: Promise<unknown>): Promise<UserError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(UserError);
-  return err as UserError;
-}
 
 describe("initVolume", () => {
   it("writes a config and its backup, and nothing else", async () => {
