@@ -145,12 +145,6 @@ export class CryptFs implements FileSystem {
     return this.toAttr(st, handle.file.size);
   }
 
-  async readdir(path: string): Promise<string[]> {
-    const { lower } = await this.names.locate(path);
-    const entries = await this.names.list(lower, path);
-    return [".", "..", ...entries.map((e) => e.name)];
-  }
-
   async list(path: string): Promise<DirEntry[]> {
     const { lower } = await this.names.locate(path);
     const entries = await this.names.list(lower, path);

@@ -309,11 +309,6 @@ export class OpenFile implements FileCipher {
 }
 
 /**
- * Lower files are opened without updating their access time: reading a
- * header is our business, not the user's (O_NOATIME needs ownership or
- * root; without it we fall back to a plain open).
- */
-/**
  * Reusable buffers for sealed blocks on their way to decryption. A fresh
  * 1 MiB buffer costs 256 page faults on first touch, more than reading into it.
  */
@@ -331,6 +326,11 @@ class BufferPool {
 
 const sealedBuffers = new BufferPool(8);
 
+/**
+ * Lower files are opened without updating their access time: reading a
+ * header is our business, not the user's (O_NOATIME needs ownership or
+ * root; without it we fall back to a plain open).
+ */
 async function openLower(io: LowerIo, lower: string, writable: boolean): Promise<LowerFile> {
   const modes = writable ? [constants.O_RDWR] : [constants.O_RDWR, constants.O_RDONLY];
   for (const [i, mode] of modes.entries()) {

@@ -50,7 +50,6 @@ export type TimeSpec = bigint | "now" | "omit";
 export interface FileSystem {
   getattr(path: string): Promise<Attr>;
   fgetattr(path: string, fh: number): Promise<Attr>;
-  readdir(path: string): Promise<string[]>;
   /** The entries of a directory without "." and "..". */
   list(path: string): Promise<DirEntry[]>;
   access(path: string, mode: number): Promise<void>;

@@ -1,7 +1,14 @@
 import type { Logger } from "pino";
 import { FsError, errnoNumber, toErrno } from "../errors.js";
 import type { Attr, Caller, DirEntry, FileSystem, TimeSpec } from "../types.js";
-import { ATTR_FIELDS, OP, splitTime, type NativeBinding, type Request } from "./binding.js";
+import {
+  ATTR_FIELDS,
+  OP,
+  joinTime,
+  splitTime,
+  type NativeBinding,
+  type Request,
+} from "./binding.js";
 import { NodeTable, type Node } from "./node-table.js";
 
 /**
@@ -25,8 +32,6 @@ const S_IFDIR = 0o040000;
 /** Smallest size of a directory entry in a READDIR / READDIRPLUS reply (name of 1 byte). */
 const MIN_DIRENT = 32;
 const MIN_DIRENTPLUS = 160;
-
-const NS_PER_S = 1_000_000_000n;
 
 function putAttr(out: Float64Array, at: number, attr: Attr): void {
   out[at] = attr.ino;
@@ -62,7 +67,7 @@ function timeSpec(
   nsec: number,
 ): TimeSpec {
   if (valid & nowBit) return "now";
-  if (valid & setBit) return BigInt(sec) * NS_PER_S + BigInt(nsec);
+  if (valid & setBit) return joinTime(sec, nsec);
   return "omit";
 }
 

@@ -105,6 +105,11 @@ export function splitTime(ns: bigint): [seconds: number, nanoseconds: number] {
   return [Number(seconds), Number(ns - seconds * NS_PER_S)];
 }
 
+/** The inverse of splitTime. */
+export function joinTime(seconds: number, nanoseconds: number): bigint {
+  return BigInt(seconds) * NS_PER_S + BigInt(nanoseconds);
+}
+
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 export const BINDING_PATH = join(root, "build", "cryptmount_fuse3.node");
 
