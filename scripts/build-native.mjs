@@ -1,12 +1,16 @@
 #!/usr/bin/env node
-// Builds cryptmount's FUSE binding (native/fuse3/binding.c, libfuse 3
-// low-level API, Node-API) into build/cryptmount_fuse3.node.
+// Builds cryptmount's Node-API addons into build/cryptmount_<name>.node:
 //
-// A Node-API addon needs no link step against Node, so this is one compiler
-// call: cc -shared with Node's headers and `pkg-config fuse3`. No node-gyp,
-// no network. Runs from "postinstall"; safe to run again at any time.
+//   fuse3   native/fuse3/binding.c   the FUSE binding (libfuse 3 low-level API)
+//   lower   native/lower/lower.c     descriptor-relative I/O on the lower directory
+//   secure  native/secure/secure.c   built only when its source exists
 //
-// Needs: a C compiler (cc), pkg-config and libfuse3-dev
+// A Node-API addon needs no link step against Node, so each addon is one
+// compiler call: cc -shared with Node's headers (and `pkg-config fuse3` for
+// fuse3). No node-gyp, no network. Runs from "postinstall"; safe to run again
+// at any time.
+//
+// Needs: a C compiler (cc); for fuse3 also pkg-config and libfuse3-dev
 // (apt-get install -y gcc pkg-config libfuse3-dev).
 // CRYPTMOUNT_SKIP_NATIVE_BUILD=1 skips the build (exit 0).
 
@@ -16,19 +20,26 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const source = path.join(root, "native", "fuse3", "binding.c");
-const output = path.join(root, "build", "cryptmount_fuse3.node");
+
+/** name -> source; `pkg`: a pkg-config package it needs; `optional`: skipped when the source is missing. */
+const ADDONS = [
+  { name: "fuse3", source: "native/fuse3/binding.c", pkg: "fuse3" },
+  { name: "lower", source: "native/lower/lower.c" },
+  { name: "secure", source: "native/secure/secure.c", optional: true },
+];
 
 function fail(message) {
   console.error(`build-native: error: ${message}`);
   process.exit(1);
 }
 
-function pkgConfig(flag) {
-  const r = spawnSync("pkg-config", [flag, "fuse3"], { encoding: "utf8" });
+function pkgConfig(flag, pkg) {
+  const r = spawnSync("pkg-config", [flag, pkg], { encoding: "utf8" });
   if (r.error || r.status !== 0)
     fail(
-      "libfuse 3 development files not found; install them: apt-get install -y libfuse3-dev pkg-config",
+      pkg === "fuse3"
+        ? "libfuse 3 development files not found; install them: apt-get install -y libfuse3-dev pkg-config"
+        : `pkg-config ${pkg} failed; install its development package and pkg-config`,
     );
   return r.stdout.trim().split(/\s+/).filter(Boolean);
 }
@@ -50,30 +61,42 @@ if (process.env.CRYPTMOUNT_SKIP_NATIVE_BUILD === "1") {
   process.exit(0);
 }
 if (process.platform !== "linux") {
-  console.warn(`build-native: warning: FUSE is only built on Linux (this is ${process.platform})`);
+  console.warn(
+    `build-native: warning: the native addons are only built on Linux (this is ${process.platform})`,
+  );
   process.exit(0);
 }
 
-fs.mkdirSync(path.dirname(output), { recursive: true });
-const args = [
-  "-O2",
-  "-g",
-  "-Wall",
-  "-Wextra",
-  "-Werror",
-  "-shared",
-  "-fPIC",
-  "-DNODE_GYP_MODULE_NAME=cryptmount_fuse3",
-  `-I${nodeIncludeDir()}`,
-  ...pkgConfig("--cflags"),
-  source,
-  "-o",
-  output + ".tmp",
-  ...pkgConfig("--libs"),
-];
 const cc = process.env.CC || "cc";
-const r = spawnSync(cc, args, { stdio: "inherit" });
-if (r.error) fail(`${cc} not found; install a C compiler: apt-get install -y gcc`);
-if (r.status !== 0) fail(`${cc} failed (exit ${r.status})`);
-fs.renameSync(output + ".tmp", output);
-console.log(`build-native: built ${path.relative(root, output)}`);
+const includeDir = nodeIncludeDir();
+fs.mkdirSync(path.join(root, "build"), { recursive: true });
+
+for (const addon of ADDONS) {
+  const source = path.join(root, addon.source);
+  const output = path.join(root, "build", `cryptmount_${addon.name}.node`);
+  if (addon.optional && !fs.existsSync(source)) {
+    console.log(`build-native: skipped ${addon.name} (${addon.source} does not exist)`);
+    continue;
+  }
+  const args = [
+    "-O2",
+    "-g",
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-shared",
+    "-fPIC",
+    `-DNODE_GYP_MODULE_NAME=cryptmount_${addon.name}`,
+    `-I${includeDir}`,
+    ...(addon.pkg ? pkgConfig("--cflags", addon.pkg) : []),
+    source,
+    "-o",
+    output + ".tmp",
+    ...(addon.pkg ? pkgConfig("--libs", addon.pkg) : []),
+  ];
+  const r = spawnSync(cc, args, { stdio: "inherit" });
+  if (r.error) fail(`${cc} not found; install a C compiler: apt-get install -y gcc`);
+  if (r.status !== 0) fail(`${cc} failed on ${addon.source} (exit ${r.status})`);
+  fs.renameSync(output + ".tmp", output);
+  console.log(`build-native: built ${path.relative(root, output)}`);
+}

@@ -171,7 +171,7 @@ export const directLowerIo: LowerIo = {
 };
 
 /** statfs f_type of local filesystems whose metadata calls never wait on a network. */
-const LOCAL_FILESYSTEMS = new Set([
+export const LOCAL_FILESYSTEMS: ReadonlySet<number> = new Set([
   0xef53, // ext2/3/4
   0x58465342, // xfs
   0x9123683e, // btrfs
