@@ -891,21 +891,25 @@ static napi_value call(napi_env env, napi_callback_info info) {
   if (!r->err && (napi_create_string_utf8(env, "cryptmount:lower", NAPI_AUTO_LENGTH, &resource) !=
                       napi_ok ||
                   napi_create_async_work(env, NULL, resource, work_execute, work_complete, r,
-                                         &r->work) != napi_ok ||
-                  napi_queue_async_work(env, r->work) != napi_ok)) {
-    if (r->work) napi_delete_async_work(env, r->work);
-    r->work = NULL;
+                                         &r->work) != napi_ok)) {
     r->err = EAGAIN;
     r->message = "lower binding: could not queue the request";
   }
-  if (r->err) { /* settle now, nothing was queued */
-    bool failed;
-    napi_value v = deliver(env, r, &failed);
-    napi_reject_deferred(env, r->deferred, v);
-    if (r->buf_ref) napi_delete_reference(env, r->buf_ref);
-    free(r->out);
-    free(r);
+  /* Once queued, the request belongs to the threadpool and work_complete:
+   * not even r->err may be read here (the worker is writing it). */
+  if (!r->err && napi_queue_async_work(env, r->work) == napi_ok) return promise;
+  if (r->work) {
+    napi_delete_async_work(env, r->work);
+    r->err = EAGAIN;
+    r->message = "lower binding: could not queue the request";
   }
+  /* Nothing was queued: settle now. */
+  bool failed;
+  napi_value v = deliver(env, r, &failed);
+  napi_reject_deferred(env, r->deferred, v);
+  if (r->buf_ref) napi_delete_reference(env, r->buf_ref);
+  free(r->out);
+  free(r);
   return promise;
 }
 
