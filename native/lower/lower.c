@@ -198,10 +198,11 @@ static int open_regular(request_t *r, const char *name, int flags, mode_t mode, 
     r->message = NOT_REGULAR;
     return -EIO;
   }
-  if (!(flags & O_NONBLOCK)) {
-    int now = fcntl(fd, F_GETFL);
-    if (now < 0 || fcntl(fd, F_SETFL, now & ~O_NONBLOCK) < 0) return -(close_keeping_errno(fd), errno);
-  }
+  /* F_SETFL changes only O_APPEND, O_DIRECT, O_NOATIME, O_NONBLOCK and
+   * O_ASYNC, so the caller's flags minus O_NONBLOCK restore what they asked
+   * for without an F_GETFL (this is the hot path of every FUSE open). */
+  if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags & ~(O_NONBLOCK | O_ASYNC)) < 0)
+    return -(close_keeping_errno(fd), errno);
   return fd;
 }
 
@@ -344,11 +345,11 @@ static int chmod_entry(request_t *r) {
 }
 
 static int read_small_file(request_t *r) {
+  if (r->num[0] < 0) return EINVAL;
+  size_t max = (size_t)r->num[0];
   struct stat st;
   int fd = open_regular(r, r->name, O_RDONLY, 0, &st);
   if (fd < 0) return -fd;
-  size_t max = (size_t)r->num[0];
-  if (r->num[0] < 0) return close(fd), EINVAL;
   if ((uint64_t)st.st_size > max) return close(fd), EFBIG;
   /* One byte past the limit shows a file that grew since the fstat. */
   size_t cap = (size_t)st.st_size + 1;
@@ -676,7 +677,7 @@ static napi_value make_statfs(napi_env env, const struct statfs *s) {
       {"bsize", (double)s->f_bsize}, {"blocks", (double)s->f_blocks},
       {"bfree", (double)s->f_bfree}, {"bavail", (double)s->f_bavail},
       {"files", (double)s->f_files}, {"ffree", (double)s->f_ffree},
-      {"type", (double)(unsigned long)s->f_type}, {"namelen", (double)s->f_namelen},
+      {"type", (double)(uint32_t)s->f_type}, {"namelen", (double)s->f_namelen},
   };
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++)
     if (napi_set_named_property(env, v, fields[i].key, number(env, fields[i].value)) != napi_ok)
@@ -742,14 +743,24 @@ static napi_value deliver(napi_env env, request_t *r, bool *failed) {
   return make_error(env, ENOMEM, "lower binding: could not build the result");
 }
 
+/* A JS number that is an exact integer (NaN, 1.5 or Infinity are refused:
+ * napi_get_value_int64 would quietly make them 0, the descriptor of stdin). */
+static bool get_integer(napi_env env, napi_value v, int64_t *out) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok) return false;
+  if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return false;
+  *out = (int64_t)d;
+  return (double)*out == d;
+}
+
 /*
  * Decodes the JS arguments by the operation's signature:
- *   d  descriptor (int32)              -> fd, then fd2
+ *   d  descriptor (an int32)           -> fd, then fd2
  *   n  name: one path component        -> name, then name2
  *   e  like n, but "" is the descriptor itself (self)
  *   t  text up to PATH_MAX - 1 bytes   -> text (path, symlink target)
  *   a  xattr name up to 255 bytes      -> text
- *   i  integer (int64)                 -> num[], in order
+ *   i  integer (exact, int64)          -> num[], in order
  *   f  boolean                         -> num[], in order
  *   b  Buffer                          -> buf, buf_len (*buf_arg: its JS value)
  * A bad argument fails the request with EINVAL (never throws: every method
@@ -763,9 +774,9 @@ static void parse(napi_env env, request_t *r, size_t argc, napi_value *argv, nap
     if (!v) v = undefined(env);
     switch (sig[i]) {
     case 'd': {
-      int32_t fd;
-      if (napi_get_value_int32(env, v, &fd) != napi_ok) goto bad_number;
-      *(fds++ ? &r->fd2 : &r->fd) = fd;
+      int64_t fd;
+      if (!get_integer(env, v, &fd) || fd < INT32_MIN || fd > INT32_MAX) goto bad_number;
+      *(fds++ ? &r->fd2 : &r->fd) = (int)fd;
       break;
     }
     case 'n':
@@ -789,7 +800,7 @@ static void parse(napi_env env, request_t *r, size_t argc, napi_value *argv, nap
       break;
     }
     case 'i':
-      if (napi_get_value_int64(env, v, &r->num[nums++]) != napi_ok) goto bad_number;
+      if (!get_integer(env, v, &r->num[nums++])) goto bad_number;
       break;
     case 'f': {
       bool flag;
@@ -813,7 +824,7 @@ static void parse(napi_env env, request_t *r, size_t argc, napi_value *argv, nap
   }
   return;
 bad_number:
-  r->err = EINVAL, r->message = "expected a number";
+  r->err = EINVAL, r->message = "expected an integer";
   return;
 bad_boolean:
   r->err = EINVAL, r->message = "expected a boolean";
