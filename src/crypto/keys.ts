@@ -76,7 +76,8 @@ export function deriveVolumeKeys(volumeSecret: Uint8Array, volumeId: Uint8Array)
  */
 export class Keyring {
   private readonly epochs = new Map<number, EpochKeys>();
-  readonly volume: VolumeKeys;
+  private readonly volumeKeys: VolumeKeys;
+  private wiped = false;
 
   constructor(
     readonly volumeId: Buffer,
@@ -88,14 +89,26 @@ export class Keyring {
       this.epochs.set(epoch, deriveEpochKeys(key, volumeId, epoch));
     }
     if (!this.epochs.has(currentEpoch)) throw new Error("keyring lacks the current epoch");
-    this.volume = deriveVolumeKeys(volumeSecret, volumeId);
+    this.volumeKeys = deriveVolumeKeys(volumeSecret, volumeId);
+  }
+
+  /** Keys are refused once wiped: nothing can be sealed under zeroed keys by mistake. */
+  private live(): void {
+    if (this.wiped) throw new Error("the volume's keys were wiped (volume closed)");
+  }
+
+  get volume(): VolumeKeys {
+    this.live();
+    return this.volumeKeys;
   }
 
   epoch(epoch: number): EpochKeys | undefined {
+    this.live();
     return this.epochs.get(epoch);
   }
 
   get current(): EpochKeys {
+    this.live();
     return this.epochs.get(this.currentEpoch)!;
   }
 
@@ -104,8 +117,9 @@ export class Keyring {
   }
 
   wipe(): void {
+    this.wiped = true;
     for (const keys of this.epochs.values()) wipe(keys.headerWrap, keys.configWrap, keys.configMac);
-    const v = this.volume;
+    const v = this.volumeKeys;
     wipe(v.names, v.symlinks, v.xattrNames, v.xattrValues);
   }
 }

@@ -1,594 +1,590 @@
-import { lutimes, statfs } from "node:fs/promises";
-import { asyncLowerIo, type LowerIo } from "./lower-io.js";
-import { constants, type BigIntStats } from "node:fs";
-import { dirname, basename, join } from "node:path";
+import { constants } from "node:fs";
 import type { Logger } from "pino";
 import type { Keyring } from "../crypto/keys.js";
 import { ContentGeometry } from "../format/content.js";
 import { isFormatError } from "../format/errors.js";
-import { MAX_NAME_BYTES, classifyLowerEntry } from "../format/names.js";
-import { decryptSymlink, encryptSymlink, symlinkTargetLength } from "../format/symlink.js";
-import {
-  XATTR_PREFIX,
-  decryptXattrName,
-  decryptXattrValue,
-  encryptXattrName,
-  encryptXattrValue,
-} from "../format/xattr.js";
-import * as xattr from "fs-xattr";
+import { MAX_NAME_BYTES } from "../format/names.js";
+import { decryptSymlink, encryptSymlink } from "../format/symlink.js";
+import { Attributes } from "./attributes.js";
 import { FsError } from "./errors.js";
-import { Namespace } from "./namespace.js";
-import { OpenFile } from "./open-file.js";
-import type { Attr, Caller, DirEntry, FileSystem, FsStats, TimeSpec } from "./types.js";
-
-/** Sets both timestamps of a lower path without following a symlink. */
-export type SetTimes = (lower: string, atimeNs: bigint, mtimeNs: bigint) => void | Promise<void>;
+import { Gate } from "./gate.js";
+import { inodeKey, isDir, type Fd, type LowerOps } from "./lower/ops.js";
+import { LowerDirectory, Namespace, type LowerName } from "./namespace.js";
+import { OpenFiles } from "./open-files.js";
+import {
+  RENAME_NOREPLACE,
+  type Attr,
+  type Caller,
+  type DirEntry,
+  type Directory,
+  type Entry,
+  type FileSystem,
+  type FsStats,
+  type Place,
+  type Target,
+  type TimeSpec,
+} from "./types.js";
+import { Xattrs, type XattrPlace } from "./xattrs.js";
 
 export interface CryptFsOptions {
   readonly readOnly?: boolean;
-  /** Exact (nanosecond) timestamps need a native utimensat; the fallback keeps microseconds. */
-  readonly setTimes?: SetTimes;
-  /** Lower metadata calls (default: async through the threadpool). */
-  readonly io?: LowerIo;
 }
 
-const setTimesMicroseconds: SetTimes = (lower, atimeNs, mtimeNs) =>
-  lutimes(lower, Number(atimeNs / 1000n) / 1e6, Number(mtimeNs / 1000n) / 1e6);
-
-interface Handle {
-  readonly file: OpenFile;
-  readonly lower: string;
-  readonly writable: boolean;
-  /** The lower stat taken at create, used once by the fgetattr that follows. */
-  fresh?: BigIntStats;
-}
-
-const XATTR_CREATE = 1;
-const XATTR_REPLACE = 2;
 const S_ISGID = 0o2000;
 const CREATE_FLAGS = constants.O_CREAT | constants.O_EXCL | constants.O_RDWR | constants.O_NOATIME;
 const ACCESS_MODE = constants.O_RDONLY | constants.O_WRONLY | constants.O_RDWR;
 
-function inodeKey(st: { dev: bigint | number; ino: bigint | number }): string {
-  return `${st.dev}:${st.ino}`;
+/** A place resolved to its lower directory and entry name ("" for a directory's own handle). */
+interface Resolved {
+  readonly dir: LowerDirectory;
+  readonly entry: string;
+  readonly name?: LowerName;
+  readonly displayPath: string;
 }
 
-function cleartextParent(path: string): { parent: string; name: string } {
-  return { parent: dirname(path), name: basename(path) };
+function childPath(parent: Directory, name: string): string {
+  return parent.displayPath === "/" ? "/" + name : parent.displayPath + "/" + name;
+}
+
+/** Our own handles only: the adapter hands back what lookup gave it. */
+function lowerDir(dir: Directory): LowerDirectory {
+  if (!(dir instanceof LowerDirectory)) throw new FsError("EBADF");
+  return dir;
 }
 
 /**
- * The filesystem operations over an encrypted lower directory. Translates
- * cleartext paths through the Namespace and file contents through OpenFile;
- * knows nothing of FUSE.
+ * The filesystem operations over an encrypted lower directory. Every lower
+ * call is relative to an open directory handle and never follows a symlink
+ * (LowerOps); names go through the Namespace, contents through OpenFiles,
+ * attributes and xattrs through their modules. Knows nothing of FUSE.
  */
 export class CryptFs implements FileSystem {
   private readonly names: Namespace;
-  private readonly geometry: ContentGeometry;
-  private readonly files = new Map<string, OpenFile>();
-  private readonly opening = new Map<string, Promise<OpenFile>>();
-  private readonly handles = new Map<number, Handle>();
-  private nextHandle = 1;
-
+  private readonly files: OpenFiles;
+  private readonly attrs: Attributes;
+  private readonly xattrs: Xattrs;
+  private readonly gate = new Gate();
   private readonly readOnly: boolean;
-  private readonly io: LowerIo;
-  private readonly setTimes: SetTimes;
   /** Only root can give new entries to their callers. */
   private readonly chownNew = process.getuid?.() === 0;
 
-  constructor(
-    private readonly root: string,
+  private constructor(
+    readonly root: LowerDirectory,
     private readonly keyring: Keyring,
     blockSize: number,
     private readonly log: Logger,
-    options: CryptFsOptions = {},
+    private readonly io: LowerOps,
+    options: CryptFsOptions,
   ) {
-    this.io = options.io ?? asyncLowerIo;
-    this.names = new Namespace(root, keyring, log, this.io);
-    this.geometry = new ContentGeometry(blockSize);
+    const geometry = new ContentGeometry(blockSize);
+    this.names = new Namespace(keyring, log, io);
+    this.files = new OpenFiles(keyring, geometry, log, io);
+    this.attrs = new Attributes(geometry, log, (inode) => this.files.sizeOf(inode));
+    this.xattrs = new Xattrs(keyring, log, io);
     this.readOnly = options.readOnly ?? false;
-    this.setTimes = options.setTimes ?? setTimesMicroseconds;
   }
 
-  // --- attributes ------------------------------------------------------------
-
-  private toAttr(st: BigIntStats, size: number): Attr {
-    return {
-      mode: Number(st.mode),
-      uid: Number(st.uid),
-      gid: Number(st.gid),
-      size,
-      nlink: Number(st.nlink),
-      ino: Number(st.ino),
-      dev: Number(st.dev),
-      rdev: Number(st.rdev),
-      blksize: Number(st.blksize),
-      blocks: Number(st.blocks),
-      atimeNs: st.atimeNs,
-      mtimeNs: st.mtimeNs,
-      ctimeNs: st.ctimeNs,
-    };
-  }
-
-  private cleartextSize(st: BigIntStats, path: string): number {
-    if (st.isFile()) {
-      const open = this.files.get(inodeKey(st));
-      if (open) return open.size;
-      try {
-        return this.geometry.cleartextSize(Number(st.size));
-      } catch (err) {
-        if (!isFormatError(err)) throw err;
-        this.log.warn(
-          { path, problem: err.message },
-          "file has an invalid length; reported as empty",
-        );
-        return 0;
-      }
-    }
-    if (st.isSymbolicLink()) return symlinkTargetLength(Number(st.size));
-    return Number(st.size);
-  }
-
-  async getattr(path: string): Promise<Attr> {
-    const { lower } = await this.names.locate(path);
-    const st = await this.io.lstatBig(lower);
-    return this.toAttr(st, this.cleartextSize(st, path));
-  }
-
-  async fgetattr(path: string, fh: number): Promise<Attr> {
-    const handle = this.handles.get(fh);
-    if (!handle) return this.getattr(path);
-    const fresh = handle.fresh;
-    handle.fresh = undefined;
-    // Through the descriptor: an open file that was unlinked still has attributes.
-    const st = fresh ?? (await handle.file.stat());
-    return this.toAttr(st, handle.file.size);
-  }
-
-  async list(path: string): Promise<DirEntry[]> {
-    const { lower } = await this.names.locate(path);
-    const entries = await this.names.list(lower, path);
-    return entries.map(({ name, entry }) => {
-      const entryLower = join(lower, entry);
-      return {
-        name,
-        attr: async () => {
-          const st = await this.io.lstatBig(entryLower);
-          return this.toAttr(st, this.cleartextSize(st, join(path, name)));
-        },
-      };
-    });
-  }
-
-  async access(path: string): Promise<void> {
-    const { lower } = await this.names.locate(path);
-    await this.io.lstat(lower);
-  }
-
-  async statfs(): Promise<FsStats> {
-    const s = await statfs(this.root);
-    return {
-      bsize: s.bsize,
-      frsize: s.bsize,
-      blocks: s.blocks,
-      bfree: s.bfree,
-      bavail: s.bavail,
-      files: s.files,
-      ffree: s.ffree,
-      favail: s.ffree,
-      namemax: MAX_NAME_BYTES,
-    };
-  }
-
-  // --- file contents ---------------------------------------------------------
-
-  private allocateHandle(handle: Handle): number {
-    while (this.handles.has(this.nextHandle)) this.nextHandle = (this.nextHandle % 0x7fffffff) + 1;
-    const fh = this.nextHandle;
-    this.nextHandle = (this.nextHandle % 0x7fffffff) + 1;
-    this.handles.set(fh, handle);
-    handle.file.references++;
-    return fh;
-  }
-
-  private handle(fh: number): Handle {
-    const handle = this.handles.get(fh);
-    if (!handle) throw new FsError("EBADF");
-    return handle;
+  /** Opens the lower root directory; everything below is reached from this handle. */
+  static async open(
+    lowerRoot: string,
+    keyring: Keyring,
+    blockSize: number,
+    log: Logger,
+    io: LowerOps,
+    options: CryptFsOptions = {},
+  ): Promise<CryptFs> {
+    const fd = await io.openRoot(lowerRoot);
+    const st = await io.fstat(fd);
+    const root = new LowerDirectory(fd, inodeKey(st), "/", true);
+    return new CryptFs(root, keyring, blockSize, log, io, options);
   }
 
   private requireWritable(): void {
     if (this.readOnly) throw new FsError("EROFS");
   }
 
-  /** The shared state of the lower file at `lower`, opened once per inode. */
-  private async acquire(lower: string, path: string, writable: boolean): Promise<OpenFile> {
-    const st = await this.io.lstat(lower);
-    if (st.isDirectory()) throw new FsError("EISDIR");
-    if (!st.isFile()) throw new FsError("EINVAL");
-    const key = inodeKey(st);
-    let file = this.files.get(key);
-    if (!file) {
-      let pending = this.opening.get(key);
-      if (!pending) {
-        pending = OpenFile.open(
-          lower,
-          key,
-          this.keyring,
-          this.geometry,
-          writable,
-          path,
-          this.log,
-          this.io,
-        );
-        this.opening.set(key, pending);
-        pending.then(
-          (f) => {
-            this.files.set(key, f);
-            this.opening.delete(key);
-          },
-          () => this.opening.delete(key),
-        );
+  private async locate(place: Place): Promise<Resolved> {
+    const dir = lowerDir(place.parent);
+    const name = await this.names.existing(dir, place.name);
+    return { dir, entry: name.entry, name, displayPath: childPath(dir, place.name) };
+  }
+
+  private async locateNew(place: Place): Promise<Resolved> {
+    const dir = lowerDir(place.parent);
+    const name = await this.names.forNew(dir, place.name);
+    return { dir, entry: name.entry, name, displayPath: childPath(dir, place.name) };
+  }
+
+  private resolve(target: Target): Promise<Resolved> | Resolved {
+    if ("dir" in target) {
+      const dir = lowerDir(target.dir);
+      return { dir, entry: "", displayPath: dir.displayPath };
+    }
+    return this.locate(target);
+  }
+
+  private xattrPlace(at: Resolved): XattrPlace {
+    return { dir: at.dir.fd, entry: at.entry, displayPath: at.displayPath };
+  }
+
+  // --- lookups and attributes ---------------------------------------------------
+
+  lookup(place: Place): Promise<Entry> {
+    return this.gate.run(async () => this.entryAt(await this.locate(place)));
+  }
+
+  /** The entry at a resolved place; a directory is opened (its handle is the caller's). */
+  private async entryAt(at: Resolved): Promise<Entry> {
+    const st = await this.io.stat(at.dir.fd, at.entry);
+    if (!isDir(st)) return { attr: this.attrs.of(st, at.displayPath) };
+    // The handle's own stat is the truth: the entry may have changed since the stat above.
+    const fd = await this.io.openDir(at.dir.fd, at.entry);
+    try {
+      const own = await this.io.fstat(fd);
+      const dir = new LowerDirectory(fd, inodeKey(own), at.displayPath, false);
+      return { attr: this.attrs.of(own, at.displayPath), dir };
+    } catch (err) {
+      await this.io.close(fd).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  releaseDir(handle: Directory): void {
+    const dir = lowerDir(handle);
+    if (dir.isRoot || --dir.references > 0) return;
+    void this.io.close(dir.fd).catch(() => undefined);
+  }
+
+  getattr(target: Target): Promise<Attr> {
+    return this.gate.run(async () => {
+      const at = await this.resolve(target);
+      return this.attrs.of(await this.io.stat(at.dir.fd, at.entry), at.displayPath);
+    });
+  }
+
+  fgetattr(fh: number): Promise<Attr> {
+    return this.gate.run(async () => {
+      const handle = this.files.handle(fh);
+      const file = handle.slot.open;
+      const fresh = handle.fresh;
+      handle.fresh = undefined;
+      // Through the descriptor: an open file that was unlinked still has attributes.
+      const st = fresh ?? (await file.stat());
+      return this.attrs.of(st, file.displayPath, file.size);
+    });
+  }
+
+  list(handle: Directory): Promise<DirEntry[]> {
+    return this.gate.run(async () => {
+      const dir = lowerDir(handle);
+      const entries = await this.names.list(dir);
+      return entries.map(({ name, entry }) => ({
+        name,
+        lookup: () =>
+          this.gate.run(() => this.entryAt({ dir, entry, displayPath: childPath(dir, name) })),
+      }));
+    });
+  }
+
+  access(target: Target): Promise<void> {
+    return this.gate.run(async () => {
+      const at = await this.resolve(target);
+      await this.io.stat(at.dir.fd, at.entry);
+    });
+  }
+
+  statfs(): Promise<FsStats> {
+    return this.gate.run(async () => {
+      const s = await this.io.statfs(this.root.fd);
+      return {
+        bsize: s.bsize,
+        frsize: s.bsize,
+        blocks: s.blocks,
+        bfree: s.bfree,
+        bavail: s.bavail,
+        files: s.files,
+        ffree: s.ffree,
+        favail: s.ffree,
+        namemax: MAX_NAME_BYTES,
+      };
+    });
+  }
+
+  // --- file contents -------------------------------------------------------------
+
+  open(place: Place, flags: number): Promise<number> {
+    return this.gate.run(async () => {
+      const writable = (flags & ACCESS_MODE) !== constants.O_RDONLY;
+      if (writable) this.requireWritable();
+      const at = await this.locate(place);
+      const truncate = writable && (flags & constants.O_TRUNC) !== 0;
+      return this.files.open(at.dir.fd, at.entry, writable, truncate, at.displayPath);
+    });
+  }
+
+  create(place: Place, mode: number, flags: number, caller?: Caller): Promise<number> {
+    return this.gate.run(async () => {
+      this.requireWritable();
+      const dir = lowerDir(place.parent);
+      const exclusive = (flags & constants.O_EXCL) !== 0;
+      // In a merged directory the name may exist under another of its IDs.
+      if ((await this.names.idsOf(dir)).length > 1) {
+        const existing = await this.locate(place);
+        if (await this.io.stat(dir.fd, existing.entry).catch(() => undefined))
+          return this.openExisting(existing, flags, exclusive);
       }
-      file = await pending;
-    }
-    if (writable) await file.ensureWritable(lower);
-    return file;
+      const at = await this.locateNew(place);
+      await this.names.writeSidecar(dir, at.name!);
+      let opened;
+      try {
+        opened = await this.io.openFile(dir.fd, at.entry, CREATE_FLAGS, mode & 0o7777);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "EEXIST")
+          return this.openExisting(at, flags, exclusive);
+        throw err;
+      }
+      try {
+        await this.own(dir, at.entry, caller);
+        const st = caller && this.chownNew ? await this.io.fstat(opened.fd) : opened.stat;
+        return await this.files.created(opened.fd, st, at.displayPath);
+      } catch (err) {
+        // No headerless lower file may stay behind (a full disk, say).
+        await this.io.unlink(dir.fd, at.entry).catch(() => undefined);
+        await this.names.removeSidecar(dir, at.name!);
+        throw err;
+      }
+    });
   }
 
-  async open(path: string, flags: number): Promise<number> {
-    const writable = (flags & ACCESS_MODE) !== constants.O_RDONLY;
-    if (writable) this.requireWritable();
-    const { lower } = await this.names.locate(path);
-    const file = await this.acquire(lower, path, writable);
-    const fh = this.allocateHandle({ file, lower, writable });
-    if (flags & constants.O_TRUNC && writable) {
-      await file.lock.write(() => file.truncate(0));
-    }
-    return fh;
-  }
-
-  async create(path: string, mode: number, flags: number, caller?: Caller): Promise<number> {
-    this.requireWritable();
-    const { parent, name } = cleartextParent(path);
-    const parentLoc = await this.names.locate(parent);
-    const exclusive = (flags & constants.O_EXCL) !== 0;
-    // In a merged directory the name may exist under another of its IDs.
-    if ((await this.names.idsOf(parentLoc.lower)).length > 1) {
-      const existing = await this.names.child(parentLoc.lower, name);
-      if (await this.io.lstat(existing.lower).catch(() => undefined))
-        return this.openExisting(path, flags, exclusive);
-    }
-    const located = await this.names.forNew(parentLoc.lower, name);
-    await this.names.writeSidecar(located);
-    let handle;
-    try {
-      handle = await this.io.open(located.lower, CREATE_FLAGS, mode & 0o7777);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "EEXIST")
-        return this.openExisting(path, flags, exclusive);
-      throw err;
-    }
-    let st: BigIntStats;
-    let file: OpenFile;
-    try {
-      await this.own(located.lower, parentLoc.lower, caller);
-      st = await handle.stat();
-      file = await OpenFile.initialize(
-        handle,
-        inodeKey(st),
-        this.keyring,
-        this.geometry,
-        path,
-        this.log,
-        this.io,
-      );
-    } catch (err) {
-      // No headerless lower file may stay behind (a full disk, say).
-      await handle.close().catch(() => undefined);
-      await this.io.unlink(located.lower).catch(() => undefined);
-      await this.names.removeSidecar(located);
-      throw err;
-    }
-    this.files.set(file.inode, file);
-    // The kernel asks for the new file's attributes right away: answer from this stat.
-    return this.allocateHandle({ file, lower: located.lower, writable: true, fresh: st });
-  }
-
-  private openExisting(path: string, flags: number, exclusive: boolean): Promise<number> {
+  private openExisting(at: Resolved, flags: number, exclusive: boolean): Promise<number> {
     if (exclusive) throw new FsError("EEXIST");
-    return this.open(path, (flags & ~constants.O_CREAT) | constants.O_RDWR);
+    const truncate = (flags & constants.O_TRUNC) !== 0;
+    return this.files.open(at.dir.fd, at.entry, true, truncate, at.displayPath);
   }
 
-  async read(_path: string, fh: number, length: number, position: number): Promise<Buffer> {
-    const { file } = this.handle(fh);
-    const data = await file.lock.read(() => file.read(position, length));
-    return data.length > length ? data.subarray(0, length) : data;
+  read(fh: number, length: number, position: number): Promise<Buffer> {
+    return this.gate.run(async () => {
+      const { slot } = this.files.handle(fh);
+      const data = await slot.lock.read(() => slot.open.read(position, length));
+      return data.length > length ? data.subarray(0, length) : data;
+    });
   }
 
-  async write(
-    _path: string,
-    fh: number,
-    data: Buffer,
-    length: number,
-    position: number,
-  ): Promise<number> {
-    const handle = this.handle(fh);
-    if (!handle.writable) throw new FsError("EBADF");
-    const { file } = handle;
-    await file.lock.write(() => file.write(position, data.subarray(0, length)));
-    return length;
+  write(fh: number, data: Buffer, position: number): Promise<number> {
+    return this.gate.run(async () => {
+      const { slot, writable } = this.files.handle(fh);
+      if (!writable) throw new FsError("EBADF");
+      await slot.lock.write(() => slot.open.write(position, data));
+      return data.length;
+    });
   }
 
   async flush(): Promise<void> {
     // Writes go through to the lower file at once; nothing is held back.
   }
 
-  async fsync(_path: string, fh: number, dataOnly: boolean): Promise<void> {
-    const { file } = this.handle(fh);
-    await file.lock.write(() => file.sync(dataOnly));
+  fsync(fh: number, dataOnly: boolean): Promise<void> {
+    return this.gate.run(async () => {
+      const { slot } = this.files.handle(fh);
+      await slot.lock.write(() => slot.open.sync(dataOnly));
+    });
   }
 
-  async release(_path: string, fh: number): Promise<void> {
-    const handle = this.handles.get(fh);
-    if (!handle) return;
-    this.handles.delete(fh);
-    const { file } = handle;
-    if (--file.references === 0) {
-      this.files.delete(file.inode);
-      await file.lock.write(() => file.close());
-    }
+  release(fh: number): Promise<void> {
+    return this.gate.run(() => this.files.release(fh));
   }
 
-  async truncate(path: string, size: number): Promise<void> {
-    this.requireWritable();
-    const { lower } = await this.names.locate(path);
-    const file = await this.acquire(lower, path, true);
-    file.references++;
-    try {
-      await file.lock.write(() => file.truncate(size));
-    } finally {
-      if (--file.references === 0) {
-        this.files.delete(file.inode);
-        await file.lock.write(() => file.close());
+  truncate(place: Place, size: number): Promise<void> {
+    return this.gate.run(async () => {
+      this.requireWritable();
+      const at = await this.locate(place);
+      await this.files.withWritable(at.dir.fd, at.entry, at.displayPath, (file) =>
+        file.truncate(size),
+      );
+    });
+  }
+
+  ftruncate(fh: number, size: number): Promise<void> {
+    return this.gate.run(async () => {
+      this.requireWritable();
+      const { slot } = this.files.handle(fh);
+      await slot.lock.write(() => slot.open.truncate(size));
+    });
+  }
+
+  /** Plain allocation grows the file by sealed zero blocks; other modes have no encrypted form yet. */
+  fallocate(fh: number, mode: number, offset: number, length: number): Promise<void> {
+    return this.gate.run(async () => {
+      this.requireWritable();
+      if (mode !== 0) throw new FsError("EOPNOTSUPP");
+      const { slot, writable } = this.files.handle(fh);
+      if (!writable) throw new FsError("EBADF");
+      await slot.lock.write(async () => {
+        if (offset + length > slot.open.size) await slot.open.truncate(offset + length);
+      });
+    });
+  }
+
+  // --- namespace -------------------------------------------------------------------
+
+  unlink(place: Place): Promise<void> {
+    return this.gate.run(async () => {
+      this.requireWritable();
+      const at = await this.locate(place);
+      await this.io.unlink(at.dir.fd, at.entry);
+      await this.names.removeSidecar(at.dir, at.name!);
+    });
+  }
+
+  mkdir(place: Place, mode: number, caller?: Caller): Promise<Entry> {
+    return this.gate.run(async () => {
+      this.requireWritable();
+      const at = await this.locateNew(place);
+      await this.names.writeSidecar(at.dir, at.name!);
+      await this.io.mkdir(at.dir.fd, at.entry, mode & 0o7777);
+      let entry: Entry | undefined;
+      try {
+        entry = await this.entryAt(at);
+        const dir = lowerDir(entry.dir!);
+        dir.ids = [];
+        await this.names.createDirId(dir);
+        await this.own(at.dir, at.entry, caller);
+        await this.io.fsyncDir(at.dir.fd);
+        return caller && this.chownNew ? { ...entry, attr: await this.statOf(at) } : entry;
+      } catch (err) {
+        if (entry?.dir) this.releaseDir(entry.dir);
+        await this.removeEmptyDir(at).catch(() => undefined);
+        throw err;
       }
-    }
+    });
   }
 
-  async ftruncate(_path: string, fh: number, size: number): Promise<void> {
-    this.requireWritable();
-    const { file } = this.handle(fh);
-    await file.lock.write(() => file.truncate(size));
+  private async statOf(at: Resolved): Promise<Attr> {
+    return this.attrs.of(await this.io.stat(at.dir.fd, at.entry), at.displayPath);
   }
 
-  // --- namespace -------------------------------------------------------------
-
-  private async locateNew(path: string) {
-    const { parent, name } = cleartextParent(path);
-    const parentLoc = await this.names.locate(parent);
-    return this.names.forNew(parentLoc.lower, name);
-  }
-
-  async unlink(path: string): Promise<void> {
-    this.requireWritable();
-    const located = await this.names.locate(path);
-    await this.io.unlink(located.lower);
-    await this.names.removeSidecar(located);
-  }
-
-  async mkdir(path: string, mode: number, caller?: Caller): Promise<void> {
-    this.requireWritable();
-    const located = await this.locateNew(path);
-    await this.names.writeSidecar(located);
-    await this.io.mkdir(located.lower, mode & 0o7777);
-    await this.names.createDirId(located.lower);
-    await this.own(located.lower, located.parentLower, caller);
-  }
-
-  /** Removes the ID entries of an empty lower directory; ENOTEMPTY when it holds user entries. */
-  private async emptyForRemoval(lowerDir: string): Promise<void> {
-    const entries = await this.io.readdir(lowerDir);
-    const ids = entries.filter((e) => classifyLowerEntry(e).kind === "dir-id");
-    if (ids.length !== entries.length) throw new FsError("ENOTEMPTY");
-    for (const id of ids) await this.io.unlink(join(lowerDir, id));
-  }
-
-  async rmdir(path: string): Promise<void> {
-    this.requireWritable();
-    const located = await this.names.locate(path);
-    const st = await this.io.lstat(located.lower);
-    if (!st.isDirectory()) throw new FsError("ENOTDIR");
-    await this.emptyForRemoval(located.lower);
-    this.names.forgetRemovedDir(located.lower);
-    await this.io.rmdir(located.lower);
-    await this.names.removeSidecar(located);
-  }
-
-  async rename(from: string, to: string): Promise<void> {
-    this.requireWritable();
-    const source = await this.names.locate(from);
-    const existing = await this.names.locate(to);
-    // locate finds an existing target under any of the directory's IDs; a missing one gets the canonical name.
-    const targetStat = await this.io.lstat(existing.lower).catch(() => undefined);
-    const target = targetStat ? existing : await this.locateNew(to);
-    if (source.lower === target.lower) return;
-    const sourceStat = await this.io.lstat(source.lower);
-    // Two names of one inode (hard links): rename(2) does nothing, so the
-    // source keeps its name and must keep its long-name sidecar too.
-    if (targetStat && targetStat.dev === sourceStat.dev && targetStat.ino === sourceStat.ino)
-      return;
-    if (targetStat?.isDirectory()) {
-      if (!sourceStat.isDirectory()) throw new FsError("EISDIR");
-      await this.emptyForRemoval(target.lower);
-    } else if (targetStat && sourceStat.isDirectory()) {
-      throw new FsError("ENOTDIR");
-    }
-    await this.names.writeSidecar(target);
-    const moved = () => {
-      this.names.forgetMovedDir(source.lower);
-      this.names.forgetMovedDir(target.lower);
-    };
-    if (sourceStat.isDirectory()) moved();
-    await this.io.rename(source.lower, target.lower);
-    // Again after the move: another request may have cached the old place meanwhile.
-    if (sourceStat.isDirectory()) moved();
-    if (source.entry !== target.entry || source.parentLower !== target.parentLower) {
-      await this.names.removeSidecar(source);
-    }
-  }
-
-  async link(existing: string, path: string): Promise<void> {
-    this.requireWritable();
-    const source = await this.names.locate(existing);
-    const target = await this.locateNew(path);
-    await this.names.writeSidecar(target);
-    await this.io.link(source.lower, target.lower);
-  }
-
-  async symlink(target: string, path: string, caller?: Caller): Promise<void> {
-    this.requireWritable();
-    const located = await this.locateNew(path);
-    await this.names.writeSidecar(located);
-    await this.io.symlink(encryptSymlink(this.keyring.volume.symlinks, target), located.lower);
-    await this.own(located.lower, located.parentLower, caller);
-  }
-
-  async readlink(path: string): Promise<string> {
-    const { lower } = await this.names.locate(path);
-    const stored = await this.io.readlink(lower);
+  /** Removes a lower directory that holds only ID entries (and puts them back if the removal fails). */
+  private async removeEmptyDir(at: Resolved): Promise<void> {
+    const fd = await this.io.openDir(at.dir.fd, at.entry);
     try {
-      return decryptSymlink(this.keyring.volume.symlinks, stored);
-    } catch (err) {
-      if (isFormatError(err))
-        this.log.error({ path, problem: err.message }, "corrupt symlink: read refused");
-      throw err;
+      const ids = await this.emptyIds(fd);
+      for (const id of ids) await this.io.unlink(fd, id);
+      try {
+        await this.io.rmdir(at.dir.fd, at.entry);
+      } catch (err) {
+        await this.restoreIds(fd, ids);
+        throw err;
+      }
+    } finally {
+      await this.io.close(fd).catch(() => undefined);
     }
+    await this.names.removeSidecar(at.dir, at.name!);
   }
 
-  async mknod(path: string, mode: number, _rdev: number, caller?: Caller): Promise<void> {
+  /** The ID entries of an empty directory; ENOTEMPTY when it holds anything else. */
+  private async emptyIds(fd: Fd): Promise<string[]> {
+    const { ids, others } = await this.names.idEntries(fd);
+    if (others > 0) throw new FsError("ENOTEMPTY");
+    return ids;
+  }
+
+  private async restoreIds(fd: Fd, ids: string[]): Promise<void> {
+    for (const id of ids) {
+      await this.io
+        .createFile(fd, id, Buffer.alloc(0), 0o444, { exclusive: true, sync: false })
+        .catch((err: Error) =>
+          this.log.error({ err: err.message }, "could not restore a directory ID entry"),
+        );
+    }
+    await this.io.fsyncDir(fd).catch(() => undefined);
+  }
+
+  rmdir(place: Place): Promise<void> {
+    return this.gate.run(async () => {
+      this.requireWritable();
+      const at = await this.locate(place);
+      const st = await this.io.stat(at.dir.fd, at.entry);
+      if (!isDir(st)) throw new FsError("ENOTDIR");
+      await this.removeEmptyDir(at);
+    });
+  }
+
+  rename(from: Place, to: Place, flags: number): Promise<void> {
+    return this.gate.run(async () => {
+      this.requireWritable();
+      // RENAME_EXCHANGE and whiteouts have no encrypted equivalent yet.
+      if (flags & ~RENAME_NOREPLACE) throw new FsError("EINVAL");
+      const source = await this.locate(from);
+      const existing = await this.locate(to);
+      // locate finds an existing target under any of the directory's IDs; a missing one gets the canonical name.
+      const targetStat = await this.io.stat(existing.dir.fd, existing.entry).catch(() => undefined);
+      const target = targetStat ? existing : await this.locateNew(to);
+      if (source.dir === target.dir && source.entry === target.entry) return;
+      if (targetStat && flags & RENAME_NOREPLACE) throw new FsError("EEXIST");
+      const sourceStat = await this.io.stat(source.dir.fd, source.entry);
+      // Two names of one inode (hard links): rename(2) does nothing, so the
+      // source keeps its name and must keep its long-name sidecar too.
+      if (targetStat && inodeKey(targetStat) === inodeKey(sourceStat)) return;
+      let removedIds: { fd: Fd; ids: string[] } | undefined;
+      if (targetStat && isDir(targetStat)) {
+        if (!isDir(sourceStat)) throw new FsError("EISDIR");
+        const fd = await this.io.openDir(target.dir.fd, target.entry);
+        try {
+          const ids = await this.emptyIds(fd);
+          for (const id of ids) await this.io.unlink(fd, id);
+          removedIds = { fd, ids };
+        } catch (err) {
+          await this.io.close(fd).catch(() => undefined);
+          throw err;
+        }
+      } else if (targetStat && isDir(sourceStat)) {
+        throw new FsError("ENOTDIR");
+      }
+      try {
+        await this.names.writeSidecar(target.dir, target.name!);
+        await this.io.rename(
+          source.dir.fd,
+          source.entry,
+          target.dir.fd,
+          target.entry,
+          flags & RENAME_NOREPLACE,
+        );
+      } catch (err) {
+        // The replaced directory is still there: it gets its IDs back.
+        if (removedIds) await this.restoreIds(removedIds.fd, removedIds.ids);
+        throw err;
+      } finally {
+        if (removedIds) await this.io.close(removedIds.fd).catch(() => undefined);
+      }
+      if (source.entry !== target.entry || source.dir !== target.dir)
+        await this.names.removeSidecar(source.dir, source.name!);
+    });
+  }
+
+  link(existing: Place, place: Place): Promise<Entry> {
+    return this.gate.run(async () => {
+      this.requireWritable();
+      const source = await this.locate(existing);
+      const target = await this.locateNew(place);
+      await this.names.writeSidecar(target.dir, target.name!);
+      await this.io.link(source.dir.fd, source.entry, target.dir.fd, target.entry);
+      return { attr: await this.statOf(target) };
+    });
+  }
+
+  symlink(linkTarget: string, place: Place, caller?: Caller): Promise<Entry> {
+    return this.gate.run(async () => {
+      this.requireWritable();
+      const at = await this.locateNew(place);
+      const stored = encryptSymlink(this.keyring.volume.symlinks, linkTarget);
+      await this.names.writeSidecar(at.dir, at.name!);
+      await this.io.symlink(stored, at.dir.fd, at.entry);
+      await this.own(at.dir, at.entry, caller);
+      return { attr: await this.statOf(at) };
+    });
+  }
+
+  readlink(place: Place): Promise<string> {
+    return this.gate.run(async () => {
+      const at = await this.locate(place);
+      const stored = await this.io.readlink(at.dir.fd, at.entry);
+      try {
+        return decryptSymlink(this.keyring.volume.symlinks, stored);
+      } catch (err) {
+        if (isFormatError(err))
+          this.log.error(
+            { path: at.displayPath, problem: err.message },
+            "corrupt symlink: read refused",
+          );
+        throw err;
+      }
+    });
+  }
+
+  async mknod(place: Place, mode: number, _rdev: number, caller?: Caller): Promise<Entry> {
     // Only regular files: device nodes, FIFOs and sockets have no encrypted form yet.
     if ((mode & constants.S_IFMT) !== constants.S_IFREG) throw new FsError("EPERM");
-    const fh = await this.create(path, mode, constants.O_EXCL | constants.O_WRONLY, caller);
-    await this.release(path, fh);
+    const fh = await this.create(place, mode, constants.O_EXCL | constants.O_WRONLY, caller);
+    try {
+      return { attr: await this.fgetattr(fh) };
+    } finally {
+      await this.release(fh);
+    }
   }
 
-  // --- metadata --------------------------------------------------------------
-
-  async chmod(path: string, mode: number): Promise<void> {
-    this.requireWritable();
-    const { lower } = await this.names.locate(path);
-    await this.io.chmod(lower, mode & 0o7777);
+  fsyncdir(handle: Directory): Promise<void> {
+    return this.gate.run(() => this.io.fsyncDir(lowerDir(handle).fd));
   }
 
-  async chown(path: string, uid: number, gid: number): Promise<void> {
-    this.requireWritable();
-    const { lower } = await this.names.locate(path);
-    await this.io.lchown(lower, uid, gid);
+  // --- metadata --------------------------------------------------------------------
+
+  chmod(target: Target, mode: number): Promise<void> {
+    return this.gate.run(async () => {
+      this.requireWritable();
+      const at = await this.resolve(target);
+      await this.io.chmod(at.dir.fd, at.entry, mode & 0o7777);
+    });
   }
 
-  async utimens(path: string, atime: TimeSpec, mtime: TimeSpec): Promise<void> {
-    this.requireWritable();
-    if (atime === "omit" && mtime === "omit") return;
-    const { lower } = await this.names.locate(path);
-    const current =
-      atime === "omit" || mtime === "omit" ? await this.io.lstatBig(lower) : undefined;
-    const now = BigInt(Date.now()) * 1_000_000n;
-    const pick = (spec: TimeSpec, keep: bigint | undefined): bigint =>
-      spec === "now" ? now : spec === "omit" ? keep! : spec;
-    await this.setTimes(lower, pick(atime, current?.atimeNs), pick(mtime, current?.mtimeNs));
+  chown(target: Target, uid: number, gid: number): Promise<void> {
+    return this.gate.run(async () => {
+      this.requireWritable();
+      const at = await this.resolve(target);
+      await this.io.chown(at.dir.fd, at.entry, uid, gid);
+    });
+  }
+
+  utimens(target: Target, atime: TimeSpec, mtime: TimeSpec): Promise<void> {
+    return this.gate.run(async () => {
+      this.requireWritable();
+      if (atime === "omit" && mtime === "omit") return;
+      const at = await this.resolve(target);
+      await this.io.utimens(at.dir.fd, at.entry, atime, mtime);
+    });
   }
 
   /** Gives a new lower entry to the caller (gid stays the parent's in a setgid directory). */
-  private async own(lower: string, parentLower: string, caller: Caller | undefined): Promise<void> {
+  private async own(parent: LowerDirectory, entry: string, caller?: Caller): Promise<void> {
     if (!this.chownNew || !caller || (caller.uid === 0 && caller.gid === 0)) return;
-    const parent = await this.io.lstat(parentLower);
-    const gid = parent.mode & S_ISGID ? parent.gid : caller.gid;
-    await this.io.lchown(lower, caller.uid, gid);
+    const st = await this.io.stat(parent.fd, "");
+    const gid = st.mode & S_ISGID ? st.gid : caller.gid;
+    await this.io.chown(parent.fd, entry, caller.uid, gid);
   }
 
-  // --- extended attributes (user.* only, encrypted) --------------------------
+  // --- extended attributes -----------------------------------------------------------
 
-  private async xattrTarget(path: string): Promise<string> {
-    const { lower } = await this.names.locate(path);
-    const st = await this.io.lstat(lower);
-    // Linux allows user.* attributes on files and directories only.
-    if (!st.isFile() && !st.isDirectory()) throw new FsError("EPERM");
-    return lower;
+  setxattr(target: Target, name: string, value: Buffer, flags: number): Promise<void> {
+    return this.gate.run(async () => {
+      this.requireWritable();
+      await this.xattrs.set(this.xattrPlace(await this.resolve(target)), name, value, flags);
+    });
   }
 
-  private xattrName(name: string): string {
-    try {
-      return encryptXattrName(this.keyring.volume, name);
-    } catch (err) {
-      if (isFormatError(err))
-        throw new FsError(err.code === "NAME_TOO_LONG" ? "ERANGE" : "EOPNOTSUPP");
-      throw err;
-    }
-  }
-
-  async setxattr(path: string, name: string, value: Buffer, flags: number): Promise<void> {
-    this.requireWritable();
-    const lower = await this.xattrTarget(path);
-    const lowerName = this.xattrName(name);
-    if (flags & (XATTR_CREATE | XATTR_REPLACE)) {
-      const exists = (await xattr.listAttributes(lower)).includes(lowerName);
-      if (flags & XATTR_CREATE && exists) throw new FsError("EEXIST");
-      if (flags & XATTR_REPLACE && !exists) throw new FsError("ENODATA");
-    }
-    await xattr.setAttribute(
-      lower,
-      lowerName,
-      encryptXattrValue(this.keyring.volume, lowerName, value),
+  getxattr(target: Target, name: string): Promise<Buffer | undefined> {
+    return this.gate.run(async () =>
+      this.xattrs.get(this.xattrPlace(await this.resolve(target)), name),
     );
   }
 
-  async getxattr(path: string, name: string): Promise<Buffer | undefined> {
-    // The kernel asks for security.capability on every write: answer without work.
-    if (!name.startsWith(XATTR_PREFIX) || name.length === XATTR_PREFIX.length) return undefined;
-    const { lower } = await this.names.locate(path);
-    const lowerName = this.xattrName(name);
-    let stored: Buffer;
-    try {
-      stored = await xattr.getAttribute(lower, lowerName);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === "ENODATA" || code === "ENOATTR" || code === "ENOTSUP" || code === "EOPNOTSUPP")
-        return undefined;
-      throw err;
-    }
-    try {
-      return decryptXattrValue(this.keyring.volume, lowerName, stored);
-    } catch (err) {
-      if (isFormatError(err))
-        this.log.error({ path, attribute: name }, "corrupt extended attribute: read refused");
-      throw err;
-    }
+  listxattr(target: Target): Promise<string[]> {
+    return this.gate.run(async () => this.xattrs.list(this.xattrPlace(await this.resolve(target))));
   }
 
-  async listxattr(path: string): Promise<string[]> {
-    const { lower } = await this.names.locate(path);
-    const st = await this.io.lstat(lower);
-    if (!st.isFile() && !st.isDirectory()) return [];
-    const names = await xattr.listAttributes(lower).catch(() => [] as string[]);
-    return names.flatMap((n) => decryptXattrName(this.keyring.volume, n) ?? []);
+  removexattr(target: Target, name: string): Promise<void> {
+    return this.gate.run(async () => {
+      this.requireWritable();
+      await this.xattrs.remove(this.xattrPlace(await this.resolve(target)), name);
+    });
   }
 
-  async removexattr(path: string, name: string): Promise<void> {
-    this.requireWritable();
-    const lower = await this.xattrTarget(path);
-    try {
-      await xattr.removeAttribute(lower, this.xattrName(name));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOATTR") throw new FsError("ENODATA");
-      throw err;
-    }
-  }
-
+  /**
+   * Refuses new operations, waits for those in flight, then closes every
+   * file (zeroing its key) and the root handle. The keyring is not ours:
+   * its owner wipes it once this has resolved.
+   */
   async destroy(): Promise<void> {
-    const open = [...this.files.values()];
-    this.files.clear();
-    this.handles.clear();
-    for (const file of open) await file.lock.write(() => file.close()).catch(() => undefined);
-    this.keyring.wipe();
+    await this.gate.close();
+    await this.files.closeAll();
+    await this.io.close(this.root.fd).catch(() => undefined);
   }
 }

@@ -1,5 +1,3 @@
-import { asyncLowerIo, type LowerIo } from "./lower-io.js";
-import { join } from "node:path";
 import type { Logger } from "pino";
 import type { Keyring } from "../crypto/keys.js";
 import { DIR_ID_SIZE } from "../crypto/keys.js";
@@ -14,20 +12,41 @@ import {
   lowerEntryFor,
   verifyLongName,
 } from "../format/names.js";
-import { FsError } from "./errors.js";
+import type { Fd, LowerOps } from "./lower/ops.js";
+import type { Directory } from "./types.js";
 
-/** Where a cleartext path lives below. */
-export interface Located {
-  /** Lower path of the entry (it may not exist yet). */
-  readonly lower: string;
-  readonly parentLower: string;
-  /** Lower entry name, and the sidecar content when the name is long. */
+/** The lower name of a cleartext entry, and the sidecar content when the name is long (docs/format.md §10, §11). */
+export interface LowerName {
   readonly entry: string;
   readonly longName?: string;
 }
 
 /** A lower name no entry can have (no format entry is named so): lookups in ID-less directories miss. */
-const NO_ENTRY = "cm.none";
+const NO_ENTRY: LowerName = { entry: "cm.none" };
+
+/** A sidecar holds one encoded name of at most 363 characters (§11); anything larger is not one. */
+const MAX_SIDECAR_BYTES = 1024;
+
+/**
+ * An open handle on one lower directory: an O_PATH descriptor, so every
+ * call below it is relative to this very directory, wherever it has moved
+ * and whatever now stands at its old path. Its directory IDs are cached
+ * here, with the handle: they travel with it when it is renamed, and go
+ * when it is closed.
+ */
+export class LowerDirectory implements Directory {
+  /** Directory IDs, canonical first; undefined until read. */
+  ids: Buffer[] | undefined;
+  /** Holders (the kernel's node, readdir results in flight); the descriptor closes at 0. */
+  references = 1;
+
+  constructor(
+    readonly fd: Fd,
+    readonly inode: string,
+    readonly displayPath: string,
+    readonly isRoot: boolean,
+  ) {}
+}
 
 /**
  * A bounded cache in two generations: hits in the old one move to the new
@@ -52,87 +71,70 @@ class Cache<K, V> {
     }
     this.young.set(key, value);
   }
-  delete(key: K): void {
-    this.young.delete(key);
-    this.old.delete(key);
-  }
-  deleteWhere(predicate: (key: K) => boolean): void {
-    for (const map of [this.young, this.old])
-      for (const key of [...map.keys()]) if (predicate(key)) map.delete(key);
-  }
 }
 
 /**
- * The encrypted namespace: maps cleartext paths to lower paths and lists
- * directories. Owns the caches of directory IDs and of name encryptions.
+ * The encrypted namespace: cleartext names in a lower directory to lower
+ * entry names and back. Owns the caches of name encryptions.
  *
  * A directory may carry several IDs ("cm.d.<id>" entries) when two machines
  * created it independently and a sync client merged them; names are tried
- * under each, new names use the smallest (docs/format.md, "Directory IDs").
+ * under each, new names use the smallest (docs/format.md §12).
  */
 export class Namespace {
-  private readonly dirIds = new Cache<string, Buffer[]>(4096);
   private readonly encrypted = new Cache<string, string>(65536);
   private readonly decrypted = new Cache<string, string | null>(65536);
-  /**
-   * Cleartext path -> location, below directories with exactly one ID. A
-   * location is a pure function of the parent's lower path, its ID and the
-   * name (whether the entry exists or not), so an entry stays valid while
-   * the parent's ID list in `dirIds` is the very array it was computed with:
-   * removing, recreating or moving a directory replaces or drops that array,
-   * which invalidates every path below it at no cost.
-   */
-  private readonly located = new Cache<string, { at: Located; parentIds: Buffer[] }>(65536);
-  private readonly rootIds: Buffer[];
 
   constructor(
-    private readonly root: string,
     private readonly keyring: Keyring,
     private readonly log: Logger,
-    private readonly io: LowerIo = asyncLowerIo,
-  ) {
-    this.rootIds = [keyring.volume.rootDirId];
-  }
+    private readonly io: LowerOps,
+  ) {}
 
-  /** Directory IDs of a lower directory, canonical first. Empty when it has none. */
-  async idsOf(lowerDir: string): Promise<Buffer[]> {
-    if (lowerDir === this.root) return this.rootIds;
-    const cached = this.dirIds.get(lowerDir);
-    if (cached) return cached;
+  /** The directory IDs among a directory's lower entry names, sorted (§12). */
+  private idsAmong(names: readonly string[]): Buffer[] {
     const ids: Buffer[] = [];
-    for (const name of await this.io.readdir(lowerDir)) {
+    for (const name of names) {
       const kind = classifyLowerEntry(name);
       if (kind.kind === "dir-id") ids.push(kind.id);
     }
-    ids.sort(Buffer.compare);
-    this.dirIds.set(lowerDir, ids);
+    return ids.sort(Buffer.compare);
+  }
+
+  /** Directory IDs of a lower directory, canonical first. Empty when it has none. */
+  async idsOf(dir: LowerDirectory): Promise<Buffer[]> {
+    if (dir.isRoot) return (dir.ids ??= [this.keyring.volume.rootDirId]);
+    if (dir.ids) return dir.ids;
+    const ids = this.idsAmong(await this.io.list(dir.fd));
+    dir.ids = ids;
     return ids;
   }
 
-  /** The ID new names in `lowerDir` get; mints one for a directory that lost or never got its ID. */
-  async canonicalId(lowerDir: string): Promise<Buffer> {
-    const ids = await this.idsOf(lowerDir);
+  /** The ID new names in `dir` get; mints one for a directory that lost or never got its ID. */
+  async canonicalId(dir: LowerDirectory): Promise<Buffer> {
+    const ids = await this.idsOf(dir);
     if (ids[0]) return ids[0];
-    this.log.warn({ dir: lowerDir }, "directory had no ID entry; created a new one");
-    return this.createDirId(lowerDir);
+    this.log.warn({ dir: dir.displayPath }, "directory had no ID entry; created a new one");
+    return this.createDirId(dir);
   }
 
-  async createDirId(lowerDir: string): Promise<Buffer> {
+  /** Gives a directory a fresh ID, durably: the entry and the directory that holds it are synced. */
+  async createDirId(dir: LowerDirectory): Promise<Buffer> {
     const id = randomPool.bytes(DIR_ID_SIZE);
-    await this.io.createFile(join(lowerDir, dirIdEntryName(id)), "", 0o444);
-    this.dirIds.set(lowerDir, [id]);
+    await this.io.createFile(dir.fd, dirIdEntryName(id), Buffer.alloc(0), 0o444, {
+      exclusive: true,
+      sync: false,
+    });
+    await this.io.fsyncDir(dir.fd);
+    dir.ids = [...(dir.ids ?? []), id].sort(Buffer.compare);
     return id;
   }
 
-  /** A directory was removed (it was empty): its IDs go, and with them every cached path below it. */
-  forgetRemovedDir(lowerDir: string): void {
-    this.dirIds.delete(lowerDir);
-  }
-
-  /** A directory moved (or was replaced by one that moved): the IDs cached at and below its lower path go. */
-  forgetMovedDir(lowerDir: string): void {
-    const prefix = lowerDir + "/";
-    this.dirIds.deleteWhere((key) => key === lowerDir || key.startsWith(prefix));
+  /** The ID entries of a directory, by name (rmdir removes them and puts them back on failure). */
+  async idEntries(dir: Fd): Promise<{ ids: string[]; others: number }> {
+    const names = await this.io.list(dir);
+    const ids = names.filter((n) => classifyLowerEntry(n).kind === "dir-id");
+    return { ids, others: names.length - ids.length };
   }
 
   private encrypt(dirId: Buffer, name: string): string {
@@ -145,103 +147,88 @@ export class Namespace {
     return encoded;
   }
 
-  /** Lower location of cleartext `path` ("/" separated, absolute within the volume). */
-  async locate(path: string): Promise<Located> {
-    const cached = this.located.get(path);
-    if (cached && this.cachedIds(cached.at.parentLower) === cached.parentIds) return cached.at;
-    const cut = path.lastIndexOf("/");
-    if (cut < 0 || path.length <= 1) return { lower: this.root, parentLower: this.root, entry: "" };
-    const parentPath = cut === 0 ? "/" : path.slice(0, cut);
-    const parent = await this.locate(parentPath);
-    const located = await this.child(parent.lower, path.slice(cut + 1));
-    const parentIds = await this.idsOf(parent.lower);
-    if (parentIds.length === 1) this.located.set(path, { at: located, parentIds });
-    return located;
-  }
-
-  private cachedIds(lowerDir: string): Buffer[] | undefined {
-    return lowerDir === this.root ? this.rootIds : this.dirIds.get(lowerDir);
-  }
-
-  /** Location of `name` inside lower directory `parentLower`. */
-  async child(parentLower: string, name: string): Promise<Located> {
-    let ids: Buffer[];
-    try {
-      ids = await this.idsOf(parentLower);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOTDIR") throw new FsError("ENOTDIR");
-      throw err;
-    }
+  /** The lower name of an existing `name` in `dir` (or of where it would be). */
+  async existing(dir: LowerDirectory, name: string): Promise<LowerName> {
+    const ids = await this.idsOf(dir);
     // A directory without an ID holds no readable names: nothing can be found in it.
-    if (ids.length === 0)
-      return { lower: join(parentLower, NO_ENTRY), parentLower, entry: NO_ENTRY };
-    const candidates = ids.map((id) => {
-      const found = lowerEntryFor(this.encrypt(id, name));
-      return { ...found, lower: join(parentLower, found.entry), parentLower };
-    });
-    if (candidates.length > 1) {
-      for (const candidate of candidates) {
-        if (await this.io.lstat(candidate.lower).catch(() => undefined)) return candidate;
-      }
+    if (ids.length === 0) return NO_ENTRY;
+    if (ids.length === 1) return lowerEntryFor(this.encrypt(ids[0]!, name));
+    const candidates = ids.map((id) => lowerEntryFor(this.encrypt(id, name)));
+    for (const candidate of candidates) {
+      if (await this.io.stat(dir.fd, candidate.entry).catch(() => undefined)) return candidate;
     }
     return candidates[0]!;
   }
 
-  /** The location a new entry `name` in `parentLower` gets (canonical ID). */
-  async forNew(parentLower: string, name: string): Promise<Located> {
-    const id = await this.canonicalId(parentLower);
-    const found = lowerEntryFor(this.encrypt(id, name));
-    return { ...found, lower: join(parentLower, found.entry), parentLower };
+  /** The lower name a new entry `name` in `dir` gets (canonical ID). */
+  async forNew(dir: LowerDirectory, name: string): Promise<LowerName> {
+    return lowerEntryFor(this.encrypt(await this.canonicalId(dir), name));
   }
 
-  async writeSidecar(located: Located): Promise<void> {
-    if (located.longName === undefined) return;
-    await this.io.unlink(located.lower + SIDECAR_SUFFIX).catch(() => undefined);
-    await this.io.createFile(located.lower + SIDECAR_SUFFIX, located.longName, 0o444);
+  /**
+   * Writes a long name's sidecar by temp file and rename, so a crash never
+   * leaves an existing entry without its sidecar, then syncs the directory
+   * so the sidecar is durable before the entry it names is created.
+   */
+  async writeSidecar(dir: LowerDirectory, at: LowerName): Promise<void> {
+    if (at.longName === undefined) return;
+    const sidecar = at.entry + SIDECAR_SUFFIX;
+    const temp = `${sidecar}.tmp-${randomPool.bytes(6).toString("hex")}`;
+    await this.io.createFile(dir.fd, temp, Buffer.from(at.longName, "ascii"), 0o444, {
+      exclusive: true,
+      sync: true,
+    });
+    try {
+      await this.io.rename(dir.fd, temp, dir.fd, sidecar, 0);
+    } catch (err) {
+      await this.io.unlink(dir.fd, temp).catch(() => undefined);
+      throw err;
+    }
+    await this.io.fsyncDir(dir.fd);
   }
 
-  async removeSidecar(located: Located): Promise<void> {
-    if (located.longName === undefined) return;
-    await this.io.unlink(located.lower + SIDECAR_SUFFIX).catch(() => undefined);
+  async removeSidecar(dir: LowerDirectory, at: LowerName): Promise<void> {
+    if (at.longName === undefined) return;
+    await this.io.unlink(dir.fd, at.entry + SIDECAR_SUFFIX).catch(() => undefined);
   }
 
   /**
    * Decrypted names of a lower directory. Entries that do not decrypt are
-   * skipped and logged, never fatal to the listing.
+   * skipped and logged, never fatal to the listing. The listing also
+   * refreshes the directory's IDs (a sync may have merged in another).
    */
-  async list(lowerDir: string, cleartextDir: string): Promise<{ name: string; entry: string }[]> {
-    const ids = await this.idsOf(lowerDir);
+  async list(dir: LowerDirectory): Promise<{ name: string; entry: string }[]> {
+    const entries = await this.io.list(dir.fd);
+    const ids = dir.isRoot ? await this.idsOf(dir) : this.idsAmong(entries);
+    if (!dir.isRoot && !sameIds(ids, dir.ids)) dir.ids = ids;
     const out: { name: string; entry: string }[] = [];
-    for (const entry of await this.io.readdir(lowerDir)) {
-      const name = await this.nameOf(lowerDir, entry, ids, cleartextDir);
+    for (const entry of entries) {
+      const name = await this.nameOf(dir, entry, ids);
       if (name !== null) out.push({ name, entry });
     }
     return out;
   }
 
-  private async nameOf(
-    lowerDir: string,
-    entry: string,
-    ids: Buffer[],
-    cleartextDir: string,
-  ): Promise<string | null> {
+  private async nameOf(dir: LowerDirectory, entry: string, ids: Buffer[]): Promise<string | null> {
     const kind = classifyLowerEntry(entry);
     let encoded: string;
     if (kind.kind === "name") encoded = kind.encoded;
     else if (kind.kind === "long-name") {
       try {
-        encoded = (await this.io.readText(join(lowerDir, entry + SIDECAR_SUFFIX))).trim();
+        const stored = await this.io.readSmallFile(
+          dir.fd,
+          entry + SIDECAR_SUFFIX,
+          MAX_SIDECAR_BYTES,
+        );
+        encoded = stored.toString("latin1").trim();
         verifyLongName(entry, encoded);
       } catch (err) {
-        this.log.warn(
-          { dir: cleartextDir, entry, err: describe(err) },
-          "long name unreadable; entry hidden",
-        );
+        this.hidden(dir, entry, `long name unreadable (${describe(err)})`);
         return null;
       }
     } else {
       if (kind.kind === "foreign")
-        this.log.debug({ dir: cleartextDir, entry }, "foreign lower entry hidden");
+        this.log.debug({ dir: dir.displayPath, entry }, "foreign lower entry hidden");
       return null;
     }
     const cacheKey = ids.map((id) => id.toString("hex")).join(",") + "/" + encoded;
@@ -257,13 +244,32 @@ export class Namespace {
         if (!isFormatError(err)) throw err;
       }
     }
-    if (name === null) {
-      const why = ids.length === 0 ? "directory ID missing" : "name failed authentication";
-      this.log.warn({ dir: cleartextDir, entry }, `${why}; entry hidden`);
-    }
+    if (name === null)
+      this.hidden(
+        dir,
+        entry,
+        ids.length === 0 ? "directory ID missing" : "name failed authentication",
+      );
     this.decrypted.set(cacheKey, name);
     return name;
   }
+
+  /**
+   * An entry that cannot be shown. The cleartext directory and the lower
+   * entry name are never logged side by side at default levels: that pair
+   * would let a log reader map cleartext names to lower ones.
+   */
+  private hidden(dir: LowerDirectory, entry: string, why: string): void {
+    this.log.warn(
+      { dir: dir.displayPath },
+      `an entry is hidden: ${why} (cryptmount fsck names it)`,
+    );
+    this.log.debug({ dir: dir.displayPath, entry }, `hidden lower entry: ${why}`);
+  }
+}
+
+function sameIds(a: Buffer[], b: Buffer[] | undefined): boolean {
+  return b !== undefined && a.length === b.length && a.every((id, i) => id.equals(b[i]!));
 }
 
 function describe(err: unknown): string {

@@ -1,67 +1,67 @@
-import { asyncLowerIo, type LowerFile, type LowerIo } from "./lower-io.js";
-import { constants, type BigIntStats } from "node:fs";
+import { constants } from "node:fs";
 import type { Logger } from "pino";
 import type { Keyring } from "../crypto/keys.js";
 import { ContentGeometry, openBlocks, sealBlocks, type FileCipher } from "../format/content.js";
 import { HEADER_SIZE, createHeader, openHeader } from "../format/header.js";
 import { isFormatError } from "../format/errors.js";
 import { FsError } from "./errors.js";
-import { RwLock } from "./mutex.js";
+import type { Fd, LowerOps, LowerStat } from "./lower/ops.js";
 
 /** Zero-filling grows files in pieces of this size, to bound memory. */
 const EXTEND_CHUNK = 1 << 20;
+
+/** A lower file descriptor from LowerOps.openFile, with its stat taken through it. */
+export interface OpenedLower {
+  readonly fd: Fd;
+  readonly stat: LowerStat;
+  readonly writable: boolean;
+}
 
 /**
  * The one state of an open lower file, shared by every handle on the same
  * inode (hard links and several opens see one file). Owns the lower file
  * descriptor, the unwrapped file key, the cleartext size, and a copy of the
- * final block's cleartext so appends need not read it back.
+ * final block's cleartext so appends need not read it back. Once closed it
+ * refuses everything: its key is zeroed, and nothing may be sealed with it.
  */
 export class OpenFile implements FileCipher {
-  /** Reads overlap; writes, truncates, syncs and close run alone. */
-  readonly lock = new RwLock();
-  references = 0;
   private tail: { index: number; data: Buffer } | undefined;
+  private closed = false;
 
   private constructor(
-    readonly inode: string,
-    private handle: LowerFile,
-    private writable: boolean,
+    private fd: Fd,
+    private writableFd: boolean,
     readonly fileKey: Buffer,
     readonly fileId: Buffer,
     readonly geometry: ContentGeometry,
     public size: number,
     public displayPath: string,
     private readonly log: Logger,
-    private readonly io: LowerIo,
+    private readonly io: LowerOps,
   ) {}
 
-  /** Opens an existing lower file and verifies its header. */
+  get writable(): boolean {
+    return this.writableFd;
+  }
+
+  /** Takes over an open lower descriptor and verifies the file's header; closes it on failure. */
   static async open(
-    lower: string,
-    inode: string,
+    lower: OpenedLower,
     keyring: Keyring,
     geometry: ContentGeometry,
-    writable: boolean,
     displayPath: string,
     log: Logger,
-    io: LowerIo = asyncLowerIo,
+    io: LowerOps,
   ): Promise<OpenFile> {
-    const handle = await openLower(io, lower, writable);
     try {
-      const lowerSize = Number((await handle.stat()).size);
+      const lowerSize = lower.stat.size;
       const bytes = Buffer.alloc(HEADER_SIZE);
-      await handle.read(bytes, 0, HEADER_SIZE, 0);
-      const header = openHeader(
-        keyring,
-        bytes.subarray(0, Math.min(lowerSize, HEADER_SIZE)),
-        geometry.blockSize,
-      );
+      const got = await io.pread(lower.fd, bytes, 0, Math.min(lowerSize, HEADER_SIZE), 0);
+      const header = openHeader(keyring, bytes.subarray(0, got), geometry.blockSize);
       const size = geometry.cleartextSize(lowerSize);
       return new OpenFile(
-        inode,
-        handle,
-        writable,
+        lower.fd,
+        lower.writable,
         header.fileKey,
         header.fileId,
         geometry,
@@ -71,7 +71,7 @@ export class OpenFile implements FileCipher {
         io,
       );
     } catch (err) {
-      await handle.close();
+      await io.close(lower.fd).catch(() => undefined);
       if (isFormatError(err)) {
         log.error({ path: displayPath, problem: err.message }, "cannot open file: header invalid");
         throw new FsError("EIO", err.message);
@@ -82,18 +82,16 @@ export class OpenFile implements FileCipher {
 
   /** Writes header + empty final block into a freshly created (empty) lower file. */
   static async initialize(
-    handle: LowerFile,
-    inode: string,
+    fd: Fd,
     keyring: Keyring,
     geometry: ContentGeometry,
     displayPath: string,
     log: Logger,
-    io: LowerIo = asyncLowerIo,
+    io: LowerOps,
   ): Promise<OpenFile> {
     const { bytes, header } = createHeader(keyring, { blockSize: geometry.blockSize });
     const file = new OpenFile(
-      inode,
-      handle,
+      fd,
       true,
       header.fileKey,
       header.fileId,
@@ -104,18 +102,22 @@ export class OpenFile implements FileCipher {
       io,
     );
     const empty = sealBlocks(file, 0, Buffer.alloc(0), true);
-    await handle.write(Buffer.concat([bytes, empty]), 0, HEADER_SIZE + empty.length, 0);
+    await file.writeAll(Buffer.concat([bytes, empty]), 0);
     file.tail = { index: 0, data: Buffer.alloc(0) };
     return file;
   }
 
-  /** Reopens the lower file read-write when the first writer arrives. */
-  async ensureWritable(lower: string): Promise<void> {
-    if (this.writable) return;
-    const handle = await openLower(this.io, lower, true);
-    await this.handle.close();
-    this.handle = handle;
-    this.writable = true;
+  /** The first writer arrived: a read-write descriptor of the same inode replaces the read-only one. */
+  async upgrade(fd: Fd): Promise<void> {
+    this.assertOpen();
+    const old = this.fd;
+    this.fd = fd;
+    this.writableFd = true;
+    await this.io.close(old);
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new FsError("EBADF", "file already closed");
   }
 
   private finalIndex(size = this.size): number {
@@ -143,7 +145,8 @@ export class OpenFile implements FileCipher {
   ): Promise<Buffer> {
     const { sealedBlockSize } = this.geometry;
     const end = start + sealed.length;
-    const { bytesRead } = await this.handle.read(sealed, 0, sealed.length, start);
+    this.assertOpen();
+    const bytesRead = await this.io.pread(this.fd, sealed, 0, sealed.length, start);
     const finalIndex = this.finalIndex();
     const { cleartext, failure } = openBlocks(
       this,
@@ -234,7 +237,7 @@ export class OpenFile implements FileCipher {
   private async restoreEnd(size: number, finalBlock: Buffer): Promise<void> {
     const index = this.finalIndex(size);
     try {
-      await this.handle.truncate(this.geometry.blockOffset(index));
+      await this.io.ftruncate(this.fd, this.geometry.blockOffset(index));
       this.size = size;
       await this.writePlain(index, finalBlock, true);
     } catch (err) {
@@ -246,24 +249,23 @@ export class OpenFile implements FileCipher {
   }
 
   private async writePlain(first: number, plain: Buffer, endsFile: boolean): Promise<void> {
+    // A closed file's key is zeroed: sealing with it would write readable data.
+    this.assertOpen();
     const sealed = sealBlocks(this, first, plain, endsFile);
-    const at = this.geometry.blockOffset(first);
-    let done = 0;
-    while (done < sealed.length) {
-      const { bytesWritten } = await this.handle.write(
-        sealed,
-        done,
-        sealed.length - done,
-        at + done,
-      );
-      done += bytesWritten;
-    }
+    await this.writeAll(sealed, this.geometry.blockOffset(first));
     if (endsFile) {
       const full = Math.floor(plain.length / this.geometry.blockSize);
       this.tail = {
         index: first + full,
         data: Buffer.from(plain.subarray(full * this.geometry.blockSize)),
       };
+    }
+  }
+
+  private async writeAll(data: Buffer, at: number): Promise<void> {
+    let done = 0;
+    while (done < data.length) {
+      done += await this.io.pwrite(this.fd, data, done, data.length - done, at + done);
     }
   }
 
@@ -285,26 +287,30 @@ export class OpenFile implements FileCipher {
         ? Buffer.from((await this.readBlocks(newFinal, newFinal)).subarray(0, keep))
         : Buffer.alloc(0);
     // Cut first, then seal the new final block: a crash between leaves a detectably truncated file.
-    await this.handle.truncate(this.geometry.blockOffset(newFinal));
+    this.assertOpen();
+    await this.io.ftruncate(this.fd, this.geometry.blockOffset(newFinal));
     this.tail = undefined;
     this.size = target;
     await this.writePlain(newFinal, block, true);
   }
 
   async sync(dataOnly: boolean): Promise<void> {
-    if (dataOnly) await this.handle.datasync();
-    else await this.handle.sync();
+    this.assertOpen();
+    await this.io.fsync(this.fd, dataOnly);
   }
 
   /** The lower file's own stat, through its descriptor (valid after unlink too). */
-  stat(): Promise<BigIntStats> {
-    return this.handle.stat();
+  stat(): Promise<LowerStat> {
+    this.assertOpen();
+    return this.io.fstat(this.fd);
   }
 
   async close(): Promise<void> {
-    await this.handle.close();
+    if (this.closed) return;
+    this.closed = true;
     this.fileKey.fill(0);
     this.tail = undefined;
+    await this.io.close(this.fd);
   }
 }
 
@@ -327,20 +333,35 @@ class BufferPool {
 const sealedBuffers = new BufferPool(8);
 
 /**
- * Lower files are opened without updating their access time: reading a
+ * Opens a lower file without following a symlink or blocking on a FIFO
+ * (LowerOps.openFile), and without updating its access time: reading a
  * header is our business, not the user's (O_NOATIME needs ownership or
- * root; without it we fall back to a plain open).
+ * root; without it we fall back to a plain open). A reader gets a
+ * read-write descriptor where it may, so a later writer needs no reopen.
  */
-async function openLower(io: LowerIo, lower: string, writable: boolean): Promise<LowerFile> {
+export async function openLower(
+  io: LowerOps,
+  dir: Fd,
+  entry: string,
+  writable: boolean,
+): Promise<OpenedLower> {
   const modes = writable ? [constants.O_RDWR] : [constants.O_RDWR, constants.O_RDONLY];
   for (const [i, mode] of modes.entries()) {
     try {
-      return await io.open(lower, mode | constants.O_NOATIME);
+      return await openWith(io, dir, entry, mode);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === "EPERM") return io.open(lower, mode);
-      if (code !== "EACCES" || i === modes.length - 1) throw err;
+      if ((err as NodeJS.ErrnoException).code !== "EACCES" || i === modes.length - 1) throw err;
     }
   }
   throw new Error("unreachable");
+}
+
+async function openWith(io: LowerOps, dir: Fd, entry: string, mode: number): Promise<OpenedLower> {
+  const writable = mode !== constants.O_RDONLY;
+  try {
+    return { ...(await io.openFile(dir, entry, mode | constants.O_NOATIME)), writable };
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EPERM") throw err;
+    return { ...(await io.openFile(dir, entry, mode)), writable };
+  }
 }

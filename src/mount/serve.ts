@@ -3,8 +3,8 @@ import type { Logger } from "pino";
 import type { Keyring } from "../crypto/keys.js";
 import type { VolumeConfig } from "../format/config.js";
 import { CryptFs } from "../fs/crypt-fs.js";
-import { FuseMount, nativeSetTimes } from "../fs/fuse3/mount.js";
-import { lowerIoFor } from "../fs/lower-io.js";
+import { FuseMount } from "../fs/fuse3/mount.js";
+import { lowerOpsFor } from "../fs/lower/ops.js";
 import { EXIT, UserError } from "../volume/errors.js";
 import { FSTYPE, currentMounts } from "./mountinfo.js";
 import { removeRecord, writeRecord } from "./runtime.js";
@@ -102,10 +102,9 @@ export async function serve(
 ): Promise<number> {
   // Modes arrive with the caller's umask applied by the kernel; ours must not apply twice.
   process.umask(0);
-  const fs = new CryptFs(lower, keyring, config.blockSize, log, {
+  const io = await lowerOpsFor(lower, settings.asyncMetadata);
+  const fs = await CryptFs.open(lower, keyring, config.blockSize, log, io, {
     readOnly: settings.readOnly,
-    setTimes: nativeSetTimes,
-    io: await lowerIoFor(lower, settings.asyncMetadata),
   });
   let finished: (code: number) => void = () => undefined;
   const done = new Promise<number>((resolve) => (finished = resolve));
@@ -113,6 +112,7 @@ export async function serve(
 
   const finish = async (code: number) => {
     await fs.destroy().catch(() => undefined);
+    keyring.wipe();
     await removeRecord(mountpoint);
     finished(code);
   };
@@ -138,6 +138,7 @@ export async function serve(
     await mount.mount();
   } catch (err) {
     await fs.destroy().catch(() => undefined);
+    keyring.wipe();
     throw new UserError(`${mountpoint}: mount failed: ${(err as Error).message}`, EXIT.mountPoint);
   }
   await writeRecord({

@@ -1,5 +1,3 @@
-import { constants } from "node:fs";
-import { asyncLowerIo } from "../../src/fs/lower-io.js";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,7 +6,7 @@ import pino from "pino";
 import { afterAll, describe, expect, it } from "vitest";
 import { Keyring } from "../../src/crypto/keys.js";
 import { ContentGeometry } from "../../src/format/content.js";
-import { OpenFile } from "../../src/fs/open-file.js";
+import { createLowerFile, openLowerFile } from "../helpers/lower-files.js";
 
 const B = 4096;
 const dir = mkdtempSync(join(tmpdir(), "cm-openfile-"));
@@ -54,12 +52,7 @@ describe("OpenFile read-modify-write", () => {
       fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 25 }), async (ops) => {
         const path = join(dir, `f${run++}`);
         const ring = keyring();
-        const handle = await asyncLowerIo.open(
-          path,
-          constants.O_CREAT | constants.O_EXCL | constants.O_RDWR,
-          0o600,
-        );
-        const file = await OpenFile.initialize(handle, "i", ring, geometry, path, log);
+        const file = await createLowerFile(path, ring, geometry, log);
         let model: Buffer = Buffer.alloc(0);
         for (const o of ops) {
           if (o.kind === "write") await file.write(o.at, Buffer.alloc(o.length, o.byte));
@@ -71,7 +64,7 @@ describe("OpenFile read-modify-write", () => {
         await file.close();
         const { size: lowerSize } = await (await import("node:fs/promises")).stat(path);
         expect(lowerSize).toBe(geometry.lowerSize(model.length));
-        const again = await OpenFile.open(path, "i", ring, geometry, false, path, log);
+        const again = await openLowerFile(path, ring, geometry, log);
         expect(again.size).toBe(model.length);
         expect((await again.read(0, model.length + 1)).equals(model)).toBe(true);
         // Reads at every block boundary neighbourhood agree with the model too.

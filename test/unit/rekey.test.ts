@@ -4,8 +4,6 @@
 // and a new recovery slot, so every other secret, even together with an old
 // copy of the config, opens nothing new.
 
-import { constants } from "node:fs";
-import { asyncLowerIo } from "../../src/fs/lower-io.js";
 import { randomBytes } from "node:crypto";
 import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -29,7 +27,7 @@ import {
   lowerEntryFor,
 } from "../../src/format/names.js";
 import { parseRecoveryKey } from "../../src/format/recovery.js";
-import { OpenFile } from "../../src/fs/open-file.js";
+import { createLowerFile } from "../helpers/lower-files.js";
 import type { Secret } from "../../src/keys/kek.js";
 import { rejection } from "../helpers/user-error.js";
 import { Fsck } from "../../src/volume/fsck.js";
@@ -103,12 +101,7 @@ async function makeVolume(name: string): Promise<{ lower: string; recoveryKey: s
   }
   // Through OpenFile, as the filesystem writes: created empty, then appended in pieces.
   const written = entry(root, lower, "written");
-  const handle = await asyncLowerIo.open(
-    written.path,
-    constants.O_CREAT | constants.O_EXCL | constants.O_RDWR,
-    0o600,
-  );
-  const file = await OpenFile.initialize(handle, "w", keyring, geometry, written.path, log);
+  const file = await createLowerFile(written.path, keyring, geometry, log);
   await file.write(0, pattern(B - 1));
   await file.write(B - 1, pattern(B + 2).subarray(B - 1));
   await file.close();

@@ -38,7 +38,8 @@ import { formatRecoveryKey, parseRecoveryKey } from "../../src/format/recovery.j
 import { decryptSymlink, encryptSymlink } from "../../src/format/symlink.js";
 import { decryptXattrValue, encryptXattrName, encryptXattrValue } from "../../src/format/xattr.js";
 import { FsError } from "../../src/fs/errors.js";
-import { OpenFile } from "../../src/fs/open-file.js";
+import type { OpenFile } from "../../src/fs/open-file.js";
+import { openLowerFile } from "../helpers/lower-files.js";
 import { decryptFile } from "./lower-walk.js";
 
 const B = 4096;
@@ -566,7 +567,7 @@ describe("through OpenFile: a read that reaches the end of the file verifies the
   const openLower = async (lower: Buffer) => {
     const path = join(dir, `f${n++}`);
     writeFileSync(path, lower);
-    return OpenFile.open(path, path, keyring, geometry, false, path, log);
+    return openLowerFile(path, keyring, geometry, log);
   };
   const refused = async (file: OpenFile, position: number, length: number) => {
     const err = await file.read(position, length).then(
@@ -617,7 +618,7 @@ describe("through OpenFile: a read that reaches the end of the file verifies the
   it("a file without its final block does not open", async () => {
     const path = join(dir, "truncated");
     writeFileSync(path, aligned.subarray(0, aligned.length - EMPTY_FINAL));
-    const err = await OpenFile.open(path, path, keyring, geometry, false, path, log).then(
+    const err = await openLowerFile(path, keyring, geometry, log).then(
       () => undefined,
       (e: unknown) => e,
     );

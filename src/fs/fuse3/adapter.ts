@@ -1,6 +1,16 @@
 import type { Logger } from "pino";
 import { FsError, errnoNumber, toErrno } from "../errors.js";
-import type { Attr, Caller, DirEntry, FileSystem, TimeSpec } from "../types.js";
+import type {
+  Attr,
+  Caller,
+  DirEntry,
+  Directory,
+  Entry,
+  FileSystem,
+  Place,
+  Target,
+  TimeSpec,
+} from "../types.js";
 import {
   ATTR_FIELDS,
   OP,
@@ -25,7 +35,6 @@ const SET_ATIME = 1 << 4;
 const SET_MTIME = 1 << 5;
 const SET_ATIME_NOW = 1 << 7;
 const SET_MTIME_NOW = 1 << 8;
-const RENAME_NOREPLACE = 1;
 /** d_ino for entries listed without attributes (as libfuse's high-level API reports). */
 const UNKNOWN_INO = 0xffffffff;
 const S_IFDIR = 0o040000;
@@ -46,11 +55,6 @@ function putAttr(out: Float64Array, at: number, attr: Attr): void {
   [out[at + 9], out[at + 10]] = splitTime(attr.atimeNs);
   [out[at + 11], out[at + 12]] = splitTime(attr.mtimeNs);
   [out[at + 13], out[at + 14]] = splitTime(attr.ctimeNs);
-}
-
-/** Which lower inode: names that share it (hard links) share a node. */
-function inodeOf(attr: Attr): string {
-  return `${attr.dev}:${attr.ino}`;
 }
 
 function attrRecord(attr: Attr): Float64Array {
@@ -84,7 +88,7 @@ export interface SessionHooks {
 }
 
 export class LowLevelAdapter {
-  private readonly nodes = new NodeTable();
+  private readonly nodes: NodeTable;
   private readonly dirs = new Map<number, OpenDir>();
   private nextDir = 1;
 
@@ -93,7 +97,12 @@ export class LowLevelAdapter {
     private readonly native: NativeBinding,
     private readonly log: Logger,
     private readonly hooks: SessionHooks,
-  ) {}
+  ) {
+    // A node the kernel forgot takes its directory handle with it.
+    this.nodes = new NodeTable(fs.root, (node) => {
+      if (node.dir) fs.releaseDir(node.dir);
+    });
+  }
 
   /** The function the native side calls for every request; it never throws. */
   readonly dispatch = (op: number, req: Request | null, ...args: unknown[]): void => {
@@ -127,10 +136,43 @@ export class LowLevelAdapter {
     });
   }
 
-  private async entry(req: Request, parent: Node, name: string, path: string): Promise<void> {
-    const attr = await this.fs.getattr(path);
-    const node = this.nodes.lookup(parent, name, inodeOf(attr));
-    this.native.replyEntry(req, node.id, attrRecord(attr));
+  /** The directory handle of a node; ENOTDIR for anything else. */
+  private dirOf(node: Node): Directory {
+    if (!node.dir) throw new FsError("ENOTDIR");
+    return node.dir;
+  }
+
+  private place(parent: Node, name: string): Place {
+    return { parent: this.dirOf(parent), name };
+  }
+
+  /** Where a node's entry is: its first name (a hard link has several). ENOENT once all are gone. */
+  private placeOf(node: Node): Place {
+    const first = node.names[0];
+    if (!first) throw new FsError("ENOENT");
+    return this.place(first.parent, first.name);
+  }
+
+  /** A directory acts through its own handle; anything else through its name. */
+  private target(node: Node): Target {
+    return node.dir ? { dir: node.dir } : this.placeOf(node);
+  }
+
+  /** Records a found entry under `name` in `parent` (counting a lookup when asked) and keeps one handle per node. */
+  private remember(parent: Node, name: string, entry: Entry, lookup: boolean): Node {
+    const node = lookup
+      ? this.nodes.lookup(parent, name, entry.attr.inode)
+      : this.nodes.child(parent, name, entry.attr.inode);
+    if (entry.dir) {
+      if (node.dir) this.fs.releaseDir(entry.dir);
+      else node.dir = entry.dir;
+    }
+    return node;
+  }
+
+  private replyEntry(req: Request, parent: Node, name: string, entry: Entry): void {
+    const node = this.remember(parent, name, entry, true);
+    this.native.replyEntry(req, node.id, attrRecord(entry.attr));
   }
 
   /** Makes `name` in directory `parentId` with `make`, then answers with its entry. */
@@ -139,37 +181,19 @@ export class LowLevelAdapter {
     req: Request,
     parentId: number,
     name: string,
-    make: (path: string) => Promise<void>,
+    make: (place: Place) => Promise<Entry>,
   ): void {
     const parent = this.nodes.get(parentId);
-    const path = this.nodes.childPath(parent, name);
-    this.run(op, req, async () => {
-      await make(path);
-      await this.entry(req, parent, name, path);
-    });
+    const place = this.place(parent, name);
+    this.run(op, req, async () => this.replyEntry(req, parent, name, await make(place)));
   }
 
   private async attrOf(node: Node, fh: number): Promise<Attr> {
-    if (fh >= 0) return this.fs.fgetattr(this.pathOrEmpty(node), fh);
-    let path: string;
-    try {
-      path = this.nodes.path(node);
-    } catch (err) {
-      // Unlinked but still open: the attributes come from the open file.
-      const [open] = node.handles;
-      if (open === undefined) throw err;
-      return this.fs.fgetattr("", open);
-    }
-    return this.fs.getattr(path);
-  }
-
-  /** Handle-based operations only log the path; an unlinked file has none. */
-  private pathOrEmpty(node: Node): string {
-    try {
-      return this.nodes.path(node);
-    } catch {
-      return "";
-    }
+    if (fh >= 0) return this.fs.fgetattr(fh);
+    // Unlinked but still open: the attributes come from the open file.
+    const [open] = node.handles;
+    if (!node.dir && node.names.length === 0 && open !== undefined) return this.fs.fgetattr(open);
+    return this.fs.getattr(this.target(node));
   }
 
   private caller(uid: number, gid: number): Caller {
@@ -188,11 +212,14 @@ export class LowLevelAdapter {
     }
     const n = (i: number) => a[i] as number;
     const s = (i: number) => a[i] as string;
+    const target = (i: number) => this.target(nodes.get(n(i)));
     switch (op) {
       case OP.LOOKUP: {
         const parent = nodes.get(n(0));
-        const path = nodes.childPath(parent, s(1));
-        return this.run(op, req, () => this.entry(req, parent, s(1), path));
+        const place = this.place(parent, s(1));
+        return this.run(op, req, async () =>
+          this.replyEntry(req, parent, s(1), await fs.lookup(place)),
+        );
       }
       case OP.GETATTR: {
         const node = nodes.get(n(0));
@@ -203,44 +230,55 @@ export class LowLevelAdapter {
       case OP.SETATTR:
         return this.run(op, req, () => this.setattr(req, nodes.get(n(0)), a as number[]));
       case OP.READLINK: {
-        const path = nodes.path(nodes.get(n(0)));
-        return this.run(op, req, async () => native.replyReadlink(req, await fs.readlink(path)));
+        const place = this.placeOf(nodes.get(n(0)));
+        return this.run(op, req, async () => native.replyReadlink(req, await fs.readlink(place)));
       }
       case OP.MKNOD:
-        return this.newEntry(op, req, n(0), s(1), (path) =>
-          fs.mknod(path, n(2), n(3), this.caller(n(4), n(5))),
+        return this.newEntry(op, req, n(0), s(1), (place) =>
+          fs.mknod(place, n(2), n(3), this.caller(n(4), n(5))),
         );
       case OP.MKDIR:
-        return this.newEntry(op, req, n(0), s(1), (path) =>
-          fs.mkdir(path, n(2), this.caller(n(3), n(4))),
+        return this.newEntry(op, req, n(0), s(1), (place) =>
+          fs.mkdir(place, n(2), this.caller(n(3), n(4))),
         );
       case OP.SYMLINK:
-        return this.newEntry(op, req, n(1), s(2), (path) =>
-          fs.symlink(s(0), path, this.caller(n(3), n(4))),
+        return this.newEntry(op, req, n(1), s(2), (place) =>
+          fs.symlink(s(0), place, this.caller(n(3), n(4))),
         );
       case OP.LINK: {
-        const existing = nodes.path(nodes.get(n(0)));
-        return this.newEntry(op, req, n(1), s(2), (path) => fs.link(existing, path));
+        const existing = this.placeOf(nodes.get(n(0)));
+        return this.newEntry(op, req, n(1), s(2), (place) => fs.link(existing, place));
       }
       case OP.UNLINK:
       case OP.RMDIR: {
         const parent = nodes.get(n(0));
-        const path = nodes.childPath(parent, s(1));
+        const place = this.place(parent, s(1));
         return this.run(op, req, async () => {
-          await (op === OP.UNLINK ? fs.unlink(path) : fs.rmdir(path));
+          await (op === OP.UNLINK ? fs.unlink(place) : fs.rmdir(place));
           nodes.detach(parent, s(1));
           this.ok(req);
         });
       }
-      case OP.RENAME:
-        return this.run(op, req, () =>
-          this.rename(req, nodes.get(n(0)), s(1), nodes.get(n(2)), s(3), n(4)),
-        );
+      case OP.RENAME: {
+        const parent = nodes.get(n(0));
+        const newParent = nodes.get(n(2));
+        const [name, newName] = [s(1), s(3)];
+        const from = this.place(parent, name);
+        const to = this.place(newParent, newName);
+        return this.run(op, req, async () => {
+          const source = nodes.named(parent, name);
+          const replaced = nodes.named(newParent, newName);
+          await fs.rename(from, to, n(4));
+          // Two names of one inode: rename(2) leaves both in place.
+          if (!(source && source === replaced)) nodes.move(parent, name, newParent, newName);
+          this.ok(req);
+        });
+      }
       case OP.OPEN: {
         const node = nodes.get(n(0));
-        const path = nodes.path(node);
+        const place = this.placeOf(node);
         return this.run(op, req, async () => {
-          const fh = await fs.open(path, n(1));
+          const fh = await fs.open(place, n(1));
           nodes.opened(node, fh);
           native.replyOpen(req, fh, 0);
         });
@@ -248,62 +286,54 @@ export class LowLevelAdapter {
       case OP.CREATE: {
         const parent = nodes.get(n(0));
         const name = s(1);
-        const path = nodes.childPath(parent, name);
+        const place = this.place(parent, name);
         const who = this.caller(n(4), n(5));
         return this.run(op, req, async () => {
-          const fh = await fs.create(path, n(2), n(3), who);
+          const fh = await fs.create(place, n(2), n(3), who);
           let attr: Attr;
           try {
-            attr = await fs.fgetattr(path, fh);
+            attr = await fs.fgetattr(fh);
           } catch (err) {
-            await fs.release(path, fh);
+            await fs.release(fh);
             throw err;
           }
-          const node = nodes.lookup(parent, name, inodeOf(attr));
+          const node = this.remember(parent, name, { attr }, true);
           nodes.opened(node, fh);
           native.replyCreate(req, node.id, attrRecord(attr), fh, 0);
         });
       }
-      case OP.READ: {
-        const path = this.pathOrEmpty(nodes.get(n(0)));
-        const size = n(1);
+      case OP.READ:
         return this.run(op, req, async () => {
-          const data = await fs.read(path, n(3), size, n(2));
+          const data = await fs.read(n(3), n(1), n(2));
           native.replyBuf(req, data, data.length);
         });
-      }
       case OP.WRITE: {
-        const path = this.pathOrEmpty(nodes.get(n(0)));
         const data = a[1] as Buffer;
         return this.run(op, req, async () =>
-          native.replyWrite(req, await fs.write(path, n(3), data, data.length, n(2))),
+          native.replyWrite(req, await fs.write(n(3), data, n(2))),
         );
       }
-      case OP.FLUSH: {
-        const path = this.pathOrEmpty(nodes.get(n(0)));
-        return this.thenOk(op, req, () => fs.flush(path, n(1)));
-      }
+      case OP.FLUSH:
+        return this.thenOk(op, req, () => fs.flush(n(1)));
       case OP.RELEASE: {
         const node = nodes.get(n(0));
         const fh = n(1);
         return this.run(op, req, async () => {
           try {
-            await fs.release(this.pathOrEmpty(node), fh);
+            await fs.release(fh);
           } finally {
             nodes.closed(node, fh);
           }
           this.ok(req);
         });
       }
-      case OP.FSYNC: {
-        const path = this.pathOrEmpty(nodes.get(n(0)));
-        return this.thenOk(op, req, () => fs.fsync(path, n(2), n(1) !== 0));
-      }
+      case OP.FSYNC:
+        return this.thenOk(op, req, () => fs.fsync(n(2), n(1) !== 0));
       case OP.OPENDIR: {
         const node = nodes.get(n(0));
-        const path = nodes.path(node);
+        const dir = this.dirOf(node);
         return this.run(op, req, async () => {
-          const entries = await fs.list(path);
+          const entries = await fs.list(dir);
           const fh = this.nextDir++;
           this.dirs.set(fh, { node, entries });
           native.replyOpen(req, fh, 0);
@@ -317,7 +347,7 @@ export class LowLevelAdapter {
         return this.ok(req);
       case OP.STATFS:
         return this.run(op, req, async () => {
-          const st = await fs.statfs("/");
+          const st = await fs.statfs();
           native.replyStatfs(
             req,
             Float64Array.of(
@@ -334,36 +364,34 @@ export class LowLevelAdapter {
           );
         });
       case OP.SETXATTR: {
-        const path = nodes.path(nodes.get(n(0)));
-        return this.thenOk(op, req, () => fs.setxattr(path, s(1), a[2] as Buffer, n(3)));
+        const at = target(0);
+        return this.thenOk(op, req, () => fs.setxattr(at, s(1), a[2] as Buffer, n(3)));
       }
       case OP.GETXATTR: {
-        const path = nodes.path(nodes.get(n(0)));
+        const at = target(0);
         return this.run(op, req, async () => {
-          const value = await fs.getxattr(path, s(1));
+          const value = await fs.getxattr(at, s(1));
           if (value === undefined) throw new FsError("ENODATA");
           this.replySized(req, value, n(2));
         });
       }
       case OP.LISTXATTR: {
-        const path = nodes.path(nodes.get(n(0)));
+        const at = target(0);
         return this.run(op, req, async () => {
-          const names = await fs.listxattr(path);
+          const names = await fs.listxattr(at);
           this.replySized(req, Buffer.from(names.map((name) => name + "\0").join("")), n(1));
         });
       }
       case OP.REMOVEXATTR: {
-        const path = nodes.path(nodes.get(n(0)));
-        return this.thenOk(op, req, () => fs.removexattr(path, s(1)));
+        const at = target(0);
+        return this.thenOk(op, req, () => fs.removexattr(at, s(1)));
       }
       case OP.ACCESS: {
-        const path = nodes.path(nodes.get(n(0)));
-        return this.thenOk(op, req, () => fs.access(path, n(1)));
+        const at = target(0);
+        return this.thenOk(op, req, () => fs.access(at, n(1)));
       }
-      case OP.FALLOCATE: {
-        const path = this.pathOrEmpty(nodes.get(n(0)));
-        return this.run(op, req, () => this.fallocate(req, path, n(1), n(2), n(3), n(4)));
-      }
+      case OP.FALLOCATE:
+        return this.thenOk(op, req, () => fs.fallocate(n(4), n(1), n(2), n(3)));
       default:
         native.replyErr(req, errnoNumber("ENOSYS"));
     }
@@ -379,43 +407,19 @@ export class LowLevelAdapter {
   private async setattr(req: Request, node: Node, a: number[]): Promise<void> {
     const [, valid = 0, fh = -1, mode = 0, uid = 0, gid = 0, size = 0] = a;
     const [atimeSec = 0, atimeNsec = 0, mtimeSec = 0, mtimeNsec = 0] = a.slice(7);
-    // ftruncate of an unlinked open file needs no path; everything else does.
-    const path = valid === SET_SIZE && fh >= 0 ? this.pathOrEmpty(node) : this.nodes.path(node);
-    if (valid & SET_MODE) await this.fs.chmod(path, mode);
+    // ftruncate of an unlinked open file needs no name; everything else does.
+    const at = () => this.target(node);
+    if (valid & SET_MODE) await this.fs.chmod(at(), mode);
     if (valid & (SET_UID | SET_GID))
-      await this.fs.chown(path, valid & SET_UID ? uid : -1, valid & SET_GID ? gid : -1);
+      await this.fs.chown(at(), valid & SET_UID ? uid : -1, valid & SET_GID ? gid : -1);
     if (valid & SET_SIZE) {
-      if (fh >= 0) await this.fs.ftruncate(path, fh, size);
-      else await this.fs.truncate(path, size);
+      if (fh >= 0) await this.fs.ftruncate(fh, size);
+      else await this.fs.truncate(this.placeOf(node), size);
     }
     const atime = timeSpec(valid, SET_ATIME, SET_ATIME_NOW, atimeSec, atimeNsec);
     const mtime = timeSpec(valid, SET_MTIME, SET_MTIME_NOW, mtimeSec, mtimeNsec);
-    if (atime !== "omit" || mtime !== "omit") await this.fs.utimens(path, atime, mtime);
+    if (atime !== "omit" || mtime !== "omit") await this.fs.utimens(at(), atime, mtime);
     this.native.replyAttr(req, attrRecord(await this.attrOf(node, fh)));
-  }
-
-  private async rename(
-    req: Request,
-    parent: Node,
-    name: string,
-    newParent: Node,
-    newName: string,
-    flags: number,
-  ): Promise<void> {
-    // RENAME_EXCHANGE and whiteouts have no encrypted equivalent yet.
-    if (flags & ~RENAME_NOREPLACE) throw new FsError("EINVAL");
-    const from = this.nodes.childPath(parent, name);
-    const to = this.nodes.childPath(newParent, newName);
-    const [source, target] = await Promise.all([
-      this.fs.getattr(from),
-      this.fs.getattr(to).catch(() => undefined),
-    ]);
-    if (target && flags & RENAME_NOREPLACE) throw new FsError("EEXIST");
-    await this.fs.rename(from, to);
-    // Two names of one inode: rename(2) leaves both in place.
-    if (!(target && target.ino === source.ino && target.dev === source.dev))
-      this.nodes.move(parent, name, newParent, newName);
-    this.ok(req);
   }
 
   private async readdir(
@@ -450,10 +454,10 @@ export class LowLevelAdapter {
       attrs[at] = UNKNOWN_INO;
       if (!plus) continue;
       work.push(
-        entry.attr().then(
-          (attr) => {
-            putAttr(attrs, at, attr);
-            const node = this.nodes.child(dir.node, entry.name, inodeOf(attr));
+        entry.lookup().then(
+          (found) => {
+            putAttr(attrs, at, found.attr);
+            const node = this.remember(dir.node, entry.name, found, false);
             pending[i] = node;
             nodeids![i] = node.id;
           },
@@ -469,21 +473,5 @@ export class LowLevelAdapter {
       if (i < sent) node.lookups++;
       else this.nodes.dropIfUnused(node);
     }
-  }
-
-  private async fallocate(
-    req: Request,
-    path: string,
-    mode: number,
-    offset: number,
-    length: number,
-    fh: number,
-  ): Promise<void> {
-    // Only plain allocation: the file grows by sealed zero blocks. Punching
-    // holes or keeping the size have no meaning for encrypted blocks yet.
-    if (mode !== 0) throw new FsError("EOPNOTSUPP");
-    const { size } = await this.fs.fgetattr(path, fh);
-    if (offset + length > size) await this.fs.ftruncate(path, fh, offset + length);
-    this.ok(req);
   }
 }

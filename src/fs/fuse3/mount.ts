@@ -1,9 +1,7 @@
 import type { Logger } from "pino";
-import type { SetTimes } from "../crypt-fs.js";
-import { FsError, errnoName } from "../errors.js";
 import type { FileSystem } from "../types.js";
 import { LowLevelAdapter } from "./adapter.js";
-import { nativeBinding, splitTime, type Session } from "./binding.js";
+import { nativeBinding, type Session } from "./binding.js";
 
 export interface MountOptions {
   readonly allowOther?: boolean;
@@ -81,11 +79,3 @@ export class FuseMount {
     if (session) nativeBinding().unmount(session);
   }
 }
-
-/** Exact (nanosecond) timestamps on a lower path, never following a symlink. */
-export const nativeSetTimes: SetTimes = (lower, atimeNs, mtimeNs) => {
-  const [as, ans] = splitTime(atimeNs);
-  const [ms, mns] = splitTime(mtimeNs);
-  const result = nativeBinding().utimensat(lower, as, ans, ms, mns);
-  if (result < 0) throw new FsError(errnoName(-result));
-};

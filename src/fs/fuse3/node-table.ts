@@ -1,4 +1,5 @@
 import { FsError } from "../errors.js";
+import type { Directory } from "../types.js";
 
 /** One name of a node: an entry `name` in directory `parent`. */
 export interface NodeName {
@@ -21,6 +22,8 @@ export interface Node {
   lookups: number;
   /** Open file handles on it, so an unlinked but open file keeps its attributes. */
   readonly handles: Set<number>;
+  /** The filesystem's handle on it, for a directory: everything inside is named relative to it. */
+  dir?: Directory;
 }
 
 export const ROOT_ID = 1;
@@ -35,9 +38,14 @@ export class NodeTable {
   private readonly byName = new Map<string, Node>();
   private readonly byInode = new Map<string, Node>();
   private nextId = ROOT_ID + 1;
-  readonly root: Node = { id: ROOT_ID, inode: "", names: [], lookups: 1, handles: new Set() };
+  readonly root: Node;
 
-  constructor() {
+  /** `dropped` hears of every node the table forgets (its directory handle can then close). */
+  constructor(
+    rootDir?: Directory,
+    private readonly dropped: (node: Node) => void = () => undefined,
+  ) {
+    this.root = { id: ROOT_ID, inode: "", names: [], lookups: 1, handles: new Set(), dir: rootDir };
     this.byId.set(ROOT_ID, this.root);
   }
 
@@ -114,12 +122,19 @@ export class NodeTable {
   /** Removes a node nobody refers to (no kernel lookups, no open handles). */
   dropIfUnused(node: Node): void {
     if (node.lookups > 0 || node.handles.size > 0 || node === this.root) return;
+    if (this.byId.get(node.id) !== node) return; // dropped already
     this.byId.delete(node.id);
     for (const { parent, name } of node.names) {
       const key = this.key(parent, name);
       if (this.byName.get(key) === node) this.byName.delete(key);
     }
     if (this.byInode.get(node.inode) === node) this.byInode.delete(node.inode);
+    this.dropped(node);
+  }
+
+  /** The node named `name` in `parent`, if the table knows it. */
+  named(parent: Node, name: string): Node | undefined {
+    return this.byName.get(this.key(parent, name));
   }
 
   /** `name` in `parent` no longer exists; its node lives on for the kernel and open files. */
