@@ -188,7 +188,7 @@ describe.each(flavours)("lower ops (%s)", (_flavour, ops) => {
     });
 
     it("chmod refuses a symlink", async () => {
-      await failure(ops.chmod(root, "link", 0o777), "EOPNOTSUPP", "ENOTSUP");
+      await failure(ops.chmod(root, "link", 0o777), "EOPNOTSUPP");
     });
 
     it("chown and utimens change the symlink itself", async () => {
