@@ -218,15 +218,26 @@ function asIs<T>(outcome: Promise<T>): Promise<T> {
  */
 export const threadedLowerOps: LowerOps = opsOver(() => lowerBinding().async, asIs);
 
+const inlineLowerOps = opsOver(() => lowerBinding().sync, settled);
+
 /**
  * Every call made inline on the JS thread (a few microseconds on a local
- * filesystem, far less than a threadpool hop) except fsync and fsyncDir,
- * which wait for the device. Only for local lowers (see lowerOpsFor).
+ * filesystem, far less than a threadpool hop) except those that wait for the
+ * device: fsync, fsyncDir and createFile with `sync`. Only for local lowers
+ * (see lowerOpsFor).
  */
 export const directLowerOps: LowerOps = {
-  ...opsOver(() => lowerBinding().sync, settled),
+  ...inlineLowerOps,
   fsync: threadedLowerOps.fsync,
   fsyncDir: threadedLowerOps.fsyncDir,
+  createFile: (dir, name, content, mode, options) =>
+    (options.sync ? threadedLowerOps : inlineLowerOps).createFile(
+      dir,
+      name,
+      content,
+      mode,
+      options,
+    ),
 };
 
 /** Direct on a local filesystem (LOCAL_FILESYSTEMS, as lowerIoFor decides), threaded otherwise. */
