@@ -228,6 +228,24 @@ describe.each(flavours)("lower ops (%s)", (_flavour, ops) => {
       await failure(ops.rename(root, "dirlink", root, "link", RENAME_NOREPLACE), "EEXIST");
     });
 
+    it("nothing is created through a dangling symlink to a path outside", async () => {
+      const target = join(outsideDir, "created");
+      symlinkSync(target, join(lower, "dangling"));
+      await failure(ops.openFile(root, "dangling", O_CREAT | O_WRONLY, 0o600), "ELOOP");
+      await failure(
+        ops.createFile(root, "dangling", Buffer.from("x"), 0o600, {
+          exclusive: false,
+          sync: false,
+        }),
+        "ELOOP",
+      );
+      await failure(ops.mkdir(root, "dangling", 0o700), "EEXIST");
+      await failure(ops.mknod(root, "dangling", S_IFIFO | 0o600, 0), "EEXIST");
+      await failure(ops.chmod(root, "dangling", 0o600), "EOPNOTSUPP");
+      await failure(ops.setxattr(root, "dangling", "user.a", Buffer.from("x"), 0), "EPERM");
+      expect(() => lstatSync(target)).toThrow(/ENOENT/);
+    });
+
     it("a held directory descriptor keeps its directory when the path is swapped for a symlink", async () => {
       mkdirSync(join(lower, "dir"));
       const dir = await openDir(root, "dir");
