@@ -403,13 +403,24 @@ describe.each(flavours)("lower ops (%s)", (_flavour, ops) => {
       expect(readFileSync(join(lower, "data")).subarray(10).toString()).toBe("he");
     });
 
-    it("openFile hands back a blocking descriptor", async () => {
+    it("openFile hands back a blocking descriptor with the caller's flags", async () => {
       writeFileSync(join(lower, "f"), "x");
-      const { fd } = await openFile(root, "f", O_RDONLY);
-      const info = readFileSync(`/proc/self/fdinfo/${fd}`, "utf8");
-      const flags = parseInt(/flags:\s+([0-7]+)/.exec(info)?.[1] ?? "", 8);
-      expect(flags & constants.O_NONBLOCK).toBe(0);
-      expect(flags & 0o2000000).toBe(0o2000000); // O_CLOEXEC
+      const flagsOf = (fd: Fd) => {
+        const info = readFileSync(`/proc/self/fdinfo/${fd}`, "utf8");
+        return parseInt(/flags:\s+([0-7]+)/.exec(info)?.[1] ?? "", 8);
+      };
+      const O_CLOEXEC = 0o2000000;
+      const plain = flagsOf((await openFile(root, "f", O_RDONLY)).fd);
+      expect(plain & constants.O_NONBLOCK).toBe(0);
+      expect(plain & O_CLOEXEC).toBe(O_CLOEXEC);
+      const appending = await openFile(root, "f", O_WRONLY | constants.O_APPEND);
+      expect(flagsOf(appending.fd) & (constants.O_APPEND | constants.O_NONBLOCK)).toBe(
+        constants.O_APPEND,
+      );
+      await ops.pwrite(appending.fd, Buffer.from("y"), 0, 1, 0);
+      expect(readFileSync(join(lower, "f"), "utf8")).toBe("xy");
+      const nonblocking = await openFile(root, "f", O_RDONLY | constants.O_NONBLOCK);
+      expect(flagsOf(nonblocking.fd) & constants.O_NONBLOCK).toBe(constants.O_NONBLOCK);
     });
 
     it("readSmallFile reads whole files up to maxBytes, EFBIG beyond", async () => {
