@@ -28,6 +28,7 @@
 #include <limits.h>
 #include <node_api.h>
 #include <stdbool.h>
+#include <uchar.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -757,6 +758,24 @@ static bool get_integer(napi_env env, napi_value v, int64_t *out) {
   return (double)*out == d;
 }
 
+/* V8 turns a lone surrogate into U+FFFD on the way to UTF-8, so a name with
+ * one would reach the entry whose name has a real U+FFFD. Only a string whose
+ * UTF-8 has U+FFFD is looked at again, as UTF-16. */
+static bool has_lone_surrogate(napi_env env, napi_value v, const char *utf8, size_t len) {
+  if (!memmem(utf8, len, "\xef\xbf\xbd", 3)) return false;
+  char16_t units[TEXT_BUF];
+  size_t n;
+  if (napi_get_value_string_utf16(env, v, units, TEXT_BUF, &n) != napi_ok) return true;
+  for (size_t i = 0; i < n; i++) {
+    bool high = units[i] >= 0xd800 && units[i] <= 0xdbff;
+    bool low = units[i] >= 0xdc00 && units[i] <= 0xdfff;
+    if (low) return true;
+    if (high && (i + 1 >= n || units[i + 1] < 0xdc00 || units[i + 1] > 0xdfff)) return true;
+    if (high) i++;
+  }
+  return false;
+}
+
 /*
  * Decodes the JS arguments by the operation's signature:
  *   d  descriptor (an int32)           -> fd, then fd2
@@ -789,7 +808,8 @@ static void parse(napi_env env, request_t *r, size_t argc, napi_value *argv, nap
       size_t len;
       if (napi_get_value_string_utf8(env, v, out, NAME_BUF, &len) != napi_ok) goto bad_string;
       if (len > NAME_MAX) goto too_long;
-      if (memchr(out, '/', len) || strlen(out) != len || !strcmp(out, ".") || !strcmp(out, ".."))
+      if (memchr(out, '/', len) || strlen(out) != len || !strcmp(out, ".") || !strcmp(out, "..") ||
+          has_lone_surrogate(env, v, out, len))
         goto bad_name;
       if (sig[i] == 'e' && len == 0) r->self = true;
       break;
@@ -800,7 +820,7 @@ static void parse(napi_env env, request_t *r, size_t argc, napi_value *argv, nap
       if (napi_get_value_string_utf8(env, v, r->text, max + STRING_SLACK, &len) != napi_ok)
         goto bad_string;
       if (len > max) goto too_long;
-      if (strlen(r->text) != len) goto bad_name;
+      if (strlen(r->text) != len || has_lone_surrogate(env, v, r->text, len)) goto bad_string;
       break;
     }
     case 'i':
@@ -834,13 +854,13 @@ bad_boolean:
   r->err = EINVAL, r->message = "expected a boolean";
   return;
 bad_string:
-  r->err = EINVAL, r->message = "expected a string";
+  r->err = EINVAL, r->message = "expected a string without NUL or lone surrogates";
   return;
 bad_buffer:
   r->err = EINVAL, r->message = "expected a Buffer";
   return;
 bad_name:
-  r->err = EINVAL, r->message = "a lower name must be one path component without NUL";
+  r->err = EINVAL, r->message = "a lower name must be one path component (no NUL or lone surrogate)";
   return;
 too_long:
   r->err = ENAMETOOLONG;

@@ -361,6 +361,14 @@ describe.each(flavours)("lower ops (%s)", (_flavour, ops) => {
       writeFileSync(join(lower, "a", "b"), "");
       for (const name of ["a/b", "/etc", ".", "..", "a\0b"])
         await failure(ops.stat(root, name), "EINVAL");
+      // A lone surrogate would become U+FFFD and reach this other entry.
+      writeFileSync(join(lower, "x\ufffd"), "");
+      expect(isFile(await ops.stat(root, "x\ufffd"))).toBe(true);
+      for (const name of ["x\ud800", "x\udc00", "\udc00\ud800x"])
+        await failure(ops.stat(root, name), "EINVAL");
+      await failure(ops.symlink("x\ud800", root, "s"), "EINVAL");
+      await ops.symlink("\ud83d\ude00", root, "emoji"); // a proper pair is fine
+      expect(await ops.readlink(root, "emoji")).toBe("\ud83d\ude00");
       await failure(ops.openDir(root, ".."), "EINVAL");
       await failure(ops.openFile(root, "a/b", O_RDONLY), "EINVAL");
       await failure(ops.rename(root, "a", root, "../x", 0), "EINVAL");

@@ -13,8 +13,8 @@ import { lowerBinding, type Flavour, type NativeLowerCalls, type Outcome } from 
  * swap any entry for a symlink or a FIFO at any moment; the worst they get is
  * an error (ELOOP, ENOTDIR, or EIO "lower entry is not a regular file").
  *
- * Names are single components: "/" or NUL in a name, ".", "..", fail with
- * EINVAL. "" means the directory descriptor itself where noted (stat, chmod,
+ * Names are single components: "/", NUL or a lone surrogate in a name, ".",
+ * "..", fail with EINVAL; more than 255 UTF-8 bytes with ENAMETOOLONG. "" means the directory descriptor itself where noted (stat, chmod,
  * chown, utimens and the xattr calls). Failures reject with an FsError that
  * carries the errno name and no stack.
  *
