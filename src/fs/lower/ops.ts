@@ -14,9 +14,10 @@ import { lowerBinding, type Flavour, type NativeLowerCalls, type Outcome } from 
  * an error (ELOOP, ENOTDIR, or EIO "lower entry is not a regular file").
  *
  * Names are single components: "/", NUL or a lone surrogate in a name, ".",
- * "..", fail with EINVAL; more than 255 UTF-8 bytes with ENAMETOOLONG. "" means the directory descriptor itself where noted (stat, chmod,
- * chown, utimens and the xattr calls). Failures reject with an FsError that
- * carries the errno name and no stack.
+ * "..", fail with EINVAL; more than 255 UTF-8 bytes with ENAMETOOLONG. ""
+ * means the directory descriptor itself where noted (stat, chmod, chown,
+ * utimens and the xattr calls). Failures reject with an FsError that carries
+ * the errno name and no stack.
  *
  * list() reports a lower name that is not valid UTF-8 as "/" followed by
  * its bytes in hex (see UNDECODABLE_NAME_PREFIX): no real name contains "/",
