@@ -909,9 +909,11 @@ static napi_value call(napi_env env, napi_callback_info info) {
 
   request_t *r = malloc(sizeof *r);
   napi_value promise;
-  if (!r) {
-    napi_throw_error(env, "ENOMEM", "lower binding: out of memory");
-    return NULL;
+  if (!r) { /* still a promise, as the contract says */
+    napi_deferred deferred;
+    if (napi_create_promise(env, &deferred, &promise) != napi_ok) return NULL;
+    napi_reject_deferred(env, deferred, make_error(env, ENOMEM, NULL));
+    return promise;
   }
   request_init(r, op);
   if (napi_create_promise(env, &r->deferred, &promise) != napi_ok) {
