@@ -860,7 +860,8 @@ bad_buffer:
   r->err = EINVAL, r->message = "expected a Buffer";
   return;
 bad_name:
-  r->err = EINVAL, r->message = "a lower name must be one path component (no NUL or lone surrogate)";
+  r->err = EINVAL;
+  r->message = "a lower name must be one path component (no NUL or lone surrogate)";
   return;
 too_long:
   r->err = ENAMETOOLONG;
@@ -1003,7 +1004,8 @@ static napi_value init_module(napi_env env, napi_value exports) {
       {"UTIME_OMIT", UTIME_OMIT},
   };
   for (size_t i = 0; i < sizeof constants / sizeof constants[0]; i++)
-    CHECK(napi_set_named_property(env, exports, constants[i].name, number(env, constants[i].value)));
+    CHECK(napi_set_named_property(env, exports, constants[i].name,
+                                  number(env, constants[i].value)));
   return exports;
 }
 
