@@ -28,6 +28,7 @@
 #include <limits.h>
 #include <node_api.h>
 #include <stdbool.h>
+#include <uchar.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -119,7 +120,7 @@ typedef struct request {
   struct statfs sfs;
   char *out; /* malloc'd: names (NUL-separated), xattr value, file content */
   size_t out_len;
-  size_t out_count;
+  size_t out_count; /* list: how many names */
 
   napi_async_work work;
   napi_deferred deferred;
@@ -176,11 +177,11 @@ static bool valid_utf8(const unsigned char *s, size_t n) {
   return true;
 }
 
-static int close_keeping_errno(int fd) {
-  int saved = errno;
+/* Closes a descriptor after a failed call and returns that call's errno. */
+static int close_failed(int fd) {
+  int err = errno;
   close(fd);
-  errno = saved;
-  return -1;
+  return err;
 }
 
 /*
@@ -192,7 +193,7 @@ static int close_keeping_errno(int fd) {
 static int open_regular(request_t *r, const char *name, int flags, mode_t mode, struct stat *st) {
   int fd = openat(r->fd, name, flags | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, mode);
   if (fd < 0) return -errno;
-  if (fstat(fd, st) < 0) return -(close_keeping_errno(fd), errno);
+  if (fstat(fd, st) < 0) return -close_failed(fd);
   if (!S_ISREG(st->st_mode)) {
     close(fd);
     r->message = NOT_REGULAR;
@@ -202,7 +203,7 @@ static int open_regular(request_t *r, const char *name, int flags, mode_t mode, 
    * O_ASYNC, so the caller's flags minus O_NONBLOCK restore what they asked
    * for without an F_GETFL (this is the hot path of every FUSE open). */
   if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, flags & ~(O_NONBLOCK | O_ASYNC)) < 0)
-    return -(close_keeping_errno(fd), errno);
+    return -close_failed(fd);
   return fd;
 }
 
@@ -268,7 +269,7 @@ static int list_dir(request_t *r) {
   int fd = openat(r->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return errno;
   DIR *dir = fdopendir(fd);
-  if (!dir) return close_keeping_errno(fd), errno;
+  if (!dir) return close_failed(fd);
   size_t cap = 0;
   int err = 0;
   for (;;) {
@@ -293,11 +294,14 @@ static int read_sized(request_t *r, const char *proc, bool list) {
   for (int attempt = 0; attempt < 8; attempt++) {
     ssize_t size = list ? listxattr(proc, NULL, 0) : getxattr(proc, r->text, NULL, 0);
     if (size < 0) return errno;
+    /* At least one byte: a size of 0 would make the second call another
+     * size query, not a read. */
+    size_t cap = size ? (size_t)size : 1;
     free(r->out);
-    r->out = malloc(size ? (size_t)size : 1);
+    r->out = malloc(cap);
     if (!r->out) return ENOMEM;
-    ssize_t got = list ? listxattr(proc, r->out, (size_t)size)
-                       : getxattr(proc, r->text, r->out, (size_t)size);
+    ssize_t got =
+        list ? listxattr(proc, r->out, cap) : getxattr(proc, r->text, r->out, cap);
     if (got >= 0) {
       r->out_len = (size_t)got;
       return 0;
@@ -391,10 +395,10 @@ static int create_file(request_t *r) {
   while (done < r->buf_len) {
     ssize_t n = write(fd, r->buf + done, r->buf_len - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return close_keeping_errno(fd), errno;
+    if (n < 0) return close_failed(fd);
     done += (size_t)n;
   }
-  if (sync && fsync(fd) < 0) return close_keeping_errno(fd), errno;
+  if (sync && fsync(fd) < 0) return close_failed(fd);
   /* close() reports delayed write errors on network filesystems. */
   if (close(fd) < 0 && errno != EINTR) return errno;
   return 0;
@@ -641,9 +645,10 @@ static napi_value make_buffer(napi_env env, const char *data, size_t len) {
 /* NUL-separated strings -> string[]. A name that is not valid UTF-8 becomes
  * "/" and its bytes in hex: it can reach no lower entry (a name with "/" is
  * refused) and aliases no real name. With skip_invalid it is left out. */
-static napi_value make_names(napi_env env, const char *data, size_t len, bool skip_invalid) {
+static napi_value make_names(napi_env env, const char *data, size_t len, size_t count,
+                             bool skip_invalid) {
   napi_value array;
-  if (napi_create_array(env, &array) != napi_ok) return NULL;
+  if (napi_create_array_with_length(env, count, &array) != napi_ok) return NULL;
   uint32_t index = 0;
   for (size_t at = 0; at < len;) {
     size_t n = strnlen(data + at, len - at);
@@ -715,10 +720,10 @@ static napi_value deliver(napi_env env, request_t *r, bool *failed) {
     break;
   }
   case OP_LIST:
-    v = make_names(env, r->out, r->out_len, false);
+    v = make_names(env, r->out, r->out_len, r->out_count, false);
     break;
   case OP_LISTXATTR:
-    v = make_names(env, r->out, r->out_len, true);
+    v = make_names(env, r->out, r->out_len, 0, true);
     break;
   case OP_READLINK:
     napi_create_string_utf8(env, r->text, (size_t)r->value, &v);
@@ -753,6 +758,24 @@ static bool get_integer(napi_env env, napi_value v, int64_t *out) {
   return (double)*out == d;
 }
 
+/* V8 turns a lone surrogate into U+FFFD on the way to UTF-8, so a name with
+ * one would reach the entry whose name has a real U+FFFD. Only a string whose
+ * UTF-8 has U+FFFD is looked at again, as UTF-16. */
+static bool has_lone_surrogate(napi_env env, napi_value v, const char *utf8, size_t len) {
+  if (!memmem(utf8, len, "\xef\xbf\xbd", 3)) return false;
+  char16_t units[TEXT_BUF];
+  size_t n;
+  if (napi_get_value_string_utf16(env, v, units, TEXT_BUF, &n) != napi_ok) return true;
+  for (size_t i = 0; i < n; i++) {
+    bool high = units[i] >= 0xd800 && units[i] <= 0xdbff;
+    bool low = units[i] >= 0xdc00 && units[i] <= 0xdfff;
+    if (low) return true;
+    if (high && (i + 1 >= n || units[i + 1] < 0xdc00 || units[i + 1] > 0xdfff)) return true;
+    if (high) i++;
+  }
+  return false;
+}
+
 /*
  * Decodes the JS arguments by the operation's signature:
  *   d  descriptor (an int32)           -> fd, then fd2
@@ -785,7 +808,8 @@ static void parse(napi_env env, request_t *r, size_t argc, napi_value *argv, nap
       size_t len;
       if (napi_get_value_string_utf8(env, v, out, NAME_BUF, &len) != napi_ok) goto bad_string;
       if (len > NAME_MAX) goto too_long;
-      if (memchr(out, '/', len) || strlen(out) != len || !strcmp(out, ".") || !strcmp(out, ".."))
+      if (memchr(out, '/', len) || strlen(out) != len || !strcmp(out, ".") || !strcmp(out, "..") ||
+          has_lone_surrogate(env, v, out, len))
         goto bad_name;
       if (sig[i] == 'e' && len == 0) r->self = true;
       break;
@@ -796,7 +820,7 @@ static void parse(napi_env env, request_t *r, size_t argc, napi_value *argv, nap
       if (napi_get_value_string_utf8(env, v, r->text, max + STRING_SLACK, &len) != napi_ok)
         goto bad_string;
       if (len > max) goto too_long;
-      if (strlen(r->text) != len) goto bad_name;
+      if (strlen(r->text) != len || has_lone_surrogate(env, v, r->text, len)) goto bad_string;
       break;
     }
     case 'i':
@@ -830,13 +854,14 @@ bad_boolean:
   r->err = EINVAL, r->message = "expected a boolean";
   return;
 bad_string:
-  r->err = EINVAL, r->message = "expected a string";
+  r->err = EINVAL, r->message = "expected a string without NUL or lone surrogates";
   return;
 bad_buffer:
   r->err = EINVAL, r->message = "expected a Buffer";
   return;
 bad_name:
-  r->err = EINVAL, r->message = "a lower name must be one path component without NUL";
+  r->err = EINVAL;
+  r->message = "a lower name must be one path component (no NUL or lone surrogate)";
   return;
 too_long:
   r->err = ENAMETOOLONG;
@@ -885,9 +910,11 @@ static napi_value call(napi_env env, napi_callback_info info) {
 
   request_t *r = malloc(sizeof *r);
   napi_value promise;
-  if (!r) {
-    napi_throw_error(env, "ENOMEM", "lower binding: out of memory");
-    return NULL;
+  if (!r) { /* still a promise, as the contract says */
+    napi_deferred deferred;
+    if (napi_create_promise(env, &deferred, &promise) != napi_ok) return NULL;
+    napi_reject_deferred(env, deferred, make_error(env, ENOMEM, NULL));
+    return promise;
   }
   request_init(r, op);
   if (napi_create_promise(env, &r->deferred, &promise) != napi_ok) {
@@ -977,7 +1004,8 @@ static napi_value init_module(napi_env env, napi_value exports) {
       {"UTIME_OMIT", UTIME_OMIT},
   };
   for (size_t i = 0; i < sizeof constants / sizeof constants[0]; i++)
-    CHECK(napi_set_named_property(env, exports, constants[i].name, number(env, constants[i].value)));
+    CHECK(napi_set_named_property(env, exports, constants[i].name,
+                                  number(env, constants[i].value)));
   return exports;
 }
 

@@ -121,10 +121,11 @@ export const LOWER_BINDING_VERSION = 1;
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 export const LOWER_BINDING_PATH = join(root, "build", "cryptmount_lower.node");
 
-/** errno number -> name, the first name os.constants lists (as errnoName does), built once. */
+/** errno number -> name, built once. Where two names share a number, Linux's own (strerrorname_np) wins. */
 const errnoNames = new Map<number, ErrnoName>();
 for (const [name, value] of Object.entries(constants.errno) as [ErrnoName, number][])
   if (!errnoNames.has(value)) errnoNames.set(value, name);
+for (const name of ["EAGAIN", "EOPNOTSUPP"] as const) errnoNames.set(constants.errno[name], name);
 
 function makeError(errno: number, message: string | undefined): FsError {
   return new FsError(errnoNames.get(errno) ?? "EIO", message);

@@ -13,10 +13,11 @@ import { lowerBinding, type Flavour, type NativeLowerCalls, type Outcome } from 
  * swap any entry for a symlink or a FIFO at any moment; the worst they get is
  * an error (ELOOP, ENOTDIR, or EIO "lower entry is not a regular file").
  *
- * Names are single components: "/" or NUL in a name, ".", "..", fail with
- * EINVAL. "" means the directory descriptor itself where noted (stat, chmod,
- * chown, utimens and the xattr calls). Failures reject with an FsError that
- * carries the errno name and no stack.
+ * Names are single components: "/", NUL or a lone surrogate in a name, ".",
+ * "..", fail with EINVAL; more than 255 UTF-8 bytes with ENAMETOOLONG. ""
+ * means the directory descriptor itself where noted (stat, chmod, chown,
+ * utimens and the xattr calls). Failures reject with an FsError that carries
+ * the errno name and no stack.
  *
  * list() reports a lower name that is not valid UTF-8 as "/" followed by
  * its bytes in hex (see UNDECODABLE_NAME_PREFIX): no real name contains "/",
@@ -218,15 +219,26 @@ function asIs<T>(outcome: Promise<T>): Promise<T> {
  */
 export const threadedLowerOps: LowerOps = opsOver(() => lowerBinding().async, asIs);
 
+const inlineLowerOps = opsOver(() => lowerBinding().sync, settled);
+
 /**
  * Every call made inline on the JS thread (a few microseconds on a local
- * filesystem, far less than a threadpool hop) except fsync and fsyncDir,
- * which wait for the device. Only for local lowers (see lowerOpsFor).
+ * filesystem, far less than a threadpool hop) except those that wait for the
+ * device: fsync, fsyncDir and createFile with `sync`. Only for local lowers
+ * (see lowerOpsFor).
  */
 export const directLowerOps: LowerOps = {
-  ...opsOver(() => lowerBinding().sync, settled),
+  ...inlineLowerOps,
   fsync: threadedLowerOps.fsync,
   fsyncDir: threadedLowerOps.fsyncDir,
+  createFile: (dir, name, content, mode, options) =>
+    (options.sync ? threadedLowerOps : inlineLowerOps).createFile(
+      dir,
+      name,
+      content,
+      mode,
+      options,
+    ),
 };
 
 /** Direct on a local filesystem (LOCAL_FILESYSTEMS, as lowerIoFor decides), threaded otherwise. */
