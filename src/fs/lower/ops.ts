@@ -1,6 +1,5 @@
 import { constants } from "node:fs";
 import { FsError } from "../errors.js";
-import { LOCAL_FILESYSTEMS } from "../lower-io.js";
 import type { TimeSpec } from "../types.js";
 import { splitTime } from "../fuse3/binding.js";
 import { lowerBinding, type Flavour, type NativeLowerCalls, type Outcome } from "./binding.js";
@@ -241,7 +240,17 @@ export const directLowerOps: LowerOps = {
     ),
 };
 
-/** Direct on a local filesystem (LOCAL_FILESYSTEMS, as lowerIoFor decides), threaded otherwise. */
+/** statfs f_type of local filesystems whose metadata calls never wait on a network. */
+const LOCAL_FILESYSTEMS: ReadonlySet<number> = new Set([
+  0xef53, // ext2/3/4
+  0x58465342, // xfs
+  0x9123683e, // btrfs
+  0x01021994, // tmpfs
+  0xf2f52010, // f2fs
+  0x2fc12fc1, // zfs
+]);
+
+/** Direct on a local filesystem (LOCAL_FILESYSTEMS), threaded otherwise (NFS, rclone mount, sshfs). */
 export async function lowerOpsFor(root: string, forceThreaded: boolean): Promise<LowerOps> {
   if (forceThreaded) return threadedLowerOps;
   const fd = await threadedLowerOps.openRoot(root);
