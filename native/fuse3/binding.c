@@ -11,8 +11,11 @@
  * blocks except the lower-level syscalls the kernel itself makes fast.
  *
  * Contract with JS (src/fs/fuse3-binding.ts):
- *   - dispatch(op, req, ...args) is called for every request; `req` is an
- *     opaque number that must be passed to exactly one reply function.
+ *   - dispatch(op, req, ...args) is called for every request; `req` is a
+ *     request id (an integer below 2^53, never reused) to pass to one reply
+ *     function. Replies look the id up in the table of live requests and take
+ *     it out: an unknown or already answered id is ignored (the reply returns
+ *     false), so a buggy second answer can never touch freed memory.
  *   - attributes travel as Float64Array slices of ATTR_FIELDS numbers.
  *   - FORGET needs no reply; INIT and EXIT carry no request.
  */
@@ -75,8 +78,11 @@ enum op {
   OP_FALLOCATE,
 };
 
+typedef struct table table_t;
+
 typedef struct session {
   napi_env env;
+  table_t *table;
   napi_ref dispatch_ref;
   napi_ref resource_ref;
   napi_async_context async_context;
@@ -123,16 +129,10 @@ static napi_value str(napi_env env, const char *s) {
   return v;
 }
 
-static napi_value req_value(napi_env env, fuse_req_t req) {
+static napi_value boolean(napi_env env, int value) {
   napi_value v;
-  napi_create_int64(env, (int64_t)(uintptr_t)req, &v);
+  napi_get_boolean(env, value, &v);
   return v;
-}
-
-static fuse_req_t req_of(napi_env env, napi_value v) {
-  int64_t raw = 0;
-  napi_get_value_int64(env, v, &raw);
-  return (fuse_req_t)(uintptr_t)raw;
 }
 
 static double dbl(napi_env env, napi_value v) {
@@ -141,38 +141,158 @@ static double dbl(napi_env env, napi_value v) {
   return d;
 }
 
-/* Calls dispatch(op, req, ...args). The JS side catches everything and replies
- * exactly once, so a throw here cannot be answered safely (the request may have
- * been answered already); it is only cleared. */
-static void call_js(session_t *s, fuse_req_t req, int op, size_t argc, napi_value *args) {
+/* ---- live requests ----------------------------------------------------------- */
+
+/*
+ * Every request handed to JS is entered here under a fresh id (a counter
+ * from 1 that would take centuries to reach 2^53, so ids are never reused)
+ * and taken out by the one reply that answers it. An open-addressing table
+ * with linear probing, keyed by the id itself: ids are consecutive, so they
+ * spread over the slots on their own. One table per Node environment
+ * (instance data), since the reply functions see only the environment.
+ */
+#define MAX_ID 9007199254740992.0 /* 2^53: every id below is exact in a double */
+
+typedef struct live {
+  uint64_t id; /* 0: a free slot */
+  fuse_req_t req;
+  session_t *s;
+  size_t size; /* bytes the kernel asked for (READ, READDIR, xattrs, WRITE), else 0 */
+} live_t;
+
+struct table {
+  live_t *slots;
+  size_t mask; /* capacity - 1; capacity is a power of two */
+  size_t count;
+  uint64_t next_id;
+};
+
+static int table_put(table_t *t, const live_t *entry) {
+  if ((t->count + 1) * 2 > t->mask + 1 || !t->slots) {
+    size_t capacity = t->slots ? (t->mask + 1) * 2 : 64;
+    live_t *slots = calloc(capacity, sizeof *slots);
+    if (!slots) return -1;
+    for (size_t i = 0; t->slots && i <= t->mask; i++) {
+      if (!t->slots[i].id) continue;
+      size_t j = t->slots[i].id & (capacity - 1);
+      while (slots[j].id) j = (j + 1) & (capacity - 1);
+      slots[j] = t->slots[i];
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->mask = capacity - 1;
+  }
+  size_t i = entry->id & t->mask;
+  while (t->slots[i].id) i = (i + 1) & t->mask;
+  t->slots[i] = *entry;
+  t->count++;
+  return 0;
+}
+
+/* Takes request `id` out of the table into *out; 0 if it is not live. */
+static int table_take(table_t *t, uint64_t id, live_t *out) {
+  if (!t || !t->slots || !id) return 0;
+  size_t i = id & t->mask;
+  while (t->slots[i].id != id) {
+    if (!t->slots[i].id) return 0;
+    i = (i + 1) & t->mask;
+  }
+  *out = t->slots[i];
+  t->count--;
+  /* Backward-shift deletion: later entries of the probe run move up so that
+   * no lookup stops early at the hole. */
+  for (size_t j = (i + 1) & t->mask; t->slots[j].id; j = (j + 1) & t->mask) {
+    size_t home = t->slots[j].id & t->mask;
+    int stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+    if (stays) continue;
+    t->slots[i] = t->slots[j];
+    i = j;
+  }
+  t->slots[i].id = 0;
+  return 1;
+}
+
+static table_t *table_of(napi_env env) {
+  void *data = NULL;
+  if (napi_get_instance_data(env, &data) != napi_ok) return NULL;
+  return data;
+}
+
+static void finalize_table(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  table_t *t = data;
+  free(t->slots);
+  free(t);
+}
+
+/* The live request a JS value names: taken out of the table (0 if none). */
+static int take_request(napi_env env, napi_value v, live_t *out) {
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok || !(d >= 1 && d < MAX_ID) ||
+      d != (double)(uint64_t)d)
+    return 0;
+  return table_take(table_of(env), (uint64_t)d, out);
+}
+
+static void answered(session_t *s);
+
+/* Arguments of a dispatch after op and req. */
+#define MAX_DISPATCH_ARGS 14
+
+/*
+ * Calls dispatch(op, req, ...args); a request (req non-NULL) is entered in
+ * the table first. The JS side catches everything, so a throw is a bug: the
+ * request, if JS has not answered it, gets EIO (a later answer from JS then
+ * finds no request and is ignored).
+ */
+static void call_js(session_t *s, fuse_req_t req, int op, size_t size, size_t argc,
+                    napi_value *args) {
   napi_env env = s->env;
-  napi_value argv[16];
+  napi_value argv[MAX_DISPATCH_ARGS + 2];
   napi_value global, result;
+  live_t entry = {.req = req, .s = s, .size = size};
+  if (argc > MAX_DISPATCH_ARGS) argc = MAX_DISPATCH_ARGS; /* never: DISPATCH checks */
   argv[0] = num(env, op);
-  if (req)
-    argv[1] = req_value(env, req);
-  else
+  if (req) {
+    entry.id = ++s->table->next_id;
+    if (table_put(s->table, &entry) != 0) {
+      fuse_reply_err(req, ENOMEM);
+      return;
+    }
+    s->outstanding++;
+    argv[1] = num(env, (double)entry.id);
+  } else {
     napi_get_null(env, &argv[1]);
-  for (size_t i = 0; i < argc && i < 14; i++) argv[i + 2] = args[i];
+  }
+  for (size_t i = 0; i < argc; i++) argv[i + 2] = args[i];
   napi_get_global(env, &global);
-  if (req && op != OP_FORGET) s->outstanding++;
   if (napi_call_function(env, global, s->dispatch, argc + 2, argv, &result) != napi_ok) {
     napi_value exception;
     napi_get_and_clear_last_exception(env, &exception);
+    live_t live;
+    if (req && table_take(s->table, entry.id, &live)) {
+      fuse_reply_err(live.req, EIO);
+      answered(live.s);
+    }
   }
 }
 
 /* Opens a handle scope around a dispatch. The session is read once, before
- * the call: JS may answer (and so free) the request synchronously. */
-#define DISPATCH(session, req, op, ...)                                        \
+ * the call: JS may answer (and so free) the request synchronously. `size` is
+ * what the kernel asked for (0 when it asks for no data). */
+#define DISPATCH_SIZED(session, req, op, size, ...)                            \
   do {                                                                         \
     session_t *s_ = (session);                                                 \
     napi_handle_scope scope_;                                                  \
     napi_open_handle_scope(s_->env, &scope_);                                  \
     napi_value args_[] = {__VA_ARGS__};                                        \
-    call_js(s_, (req), (op), sizeof(args_) / sizeof(args_[0]), args_);         \
+    _Static_assert(sizeof(args_) / sizeof(args_[0]) <= MAX_DISPATCH_ARGS,      \
+                   "too many dispatch arguments");                             \
+    call_js(s_, (req), (op), (size), sizeof(args_) / sizeof(args_[0]), args_); \
     napi_close_handle_scope(s_->env, scope_);                                  \
   } while (0)
+#define DISPATCH(session, req, op, ...) DISPATCH_SIZED(session, req, op, 0, __VA_ARGS__)
 
 #define S(req) ((session_t *)fuse_req_userdata(req))
 #define E(req) (S(req)->env)
@@ -279,7 +399,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
 
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi) {
-  DISPATCH(S(req), req, OP_READ, num(E(req), ino), num(E(req), (double)size),
+  DISPATCH_SIZED(S(req), req, OP_READ, size, num(E(req), ino), num(E(req), (double)size),
            num(E(req), (double)off), fh_of(req, fi));
 }
 
@@ -297,7 +417,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     return;
   }
   napi_value args[] = {num(env, ino), data, num(env, (double)off), fh_of(req, fi)};
-  call_js(S(req), req, OP_WRITE, 4, args); /* req may be answered (freed) from here on */
+  call_js(S(req), req, OP_WRITE, size, 4, args); /* req may be answered (freed) from here on */
   napi_close_handle_scope(env, scope);
 }
 
@@ -320,13 +440,13 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi) {
-  DISPATCH(S(req), req, OP_READDIR, num(E(req), ino), num(E(req), (double)size),
+  DISPATCH_SIZED(S(req), req, OP_READDIR, size, num(E(req), ino), num(E(req), (double)size),
            num(E(req), (double)off), fh_of(req, fi));
 }
 
 static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                            struct fuse_file_info *fi) {
-  DISPATCH(S(req), req, OP_READDIRPLUS, num(E(req), ino), num(E(req), (double)size),
+  DISPATCH_SIZED(S(req), req, OP_READDIRPLUS, size, num(E(req), ino), num(E(req), (double)size),
            num(E(req), (double)off), fh_of(req, fi));
 }
 
@@ -351,7 +471,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
     return;
   }
   napi_value args[] = {num(env, ino), str(env, name), data, num(env, flags)};
-  call_js(S(req), req, OP_SETXATTR, 4, args);
+  call_js(S(req), req, OP_SETXATTR, 0, 4, args);
   napi_close_handle_scope(env, scope);
 }
 
@@ -362,12 +482,12 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
     fuse_reply_err(req, ENODATA);
     return;
   }
-  DISPATCH(S(req), req, OP_GETXATTR, num(E(req), ino), str(E(req), name),
-           num(E(req), (double)size));
+  DISPATCH_SIZED(S(req), req, OP_GETXATTR, size, num(E(req), ino), str(E(req), name),
+                 num(E(req), (double)size));
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
-  DISPATCH(S(req), req, OP_LISTXATTR, num(E(req), ino), num(E(req), (double)size));
+  DISPATCH_SIZED(S(req), req, OP_LISTXATTR, size, num(E(req), ino), num(E(req), (double)size));
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
@@ -601,6 +721,7 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
     return NULL;
   }
   s->env = env;
+  s->table = table_of(env);
   s->entry_timeout = dbl(env, argv[3]);
   s->attr_timeout = dbl(env, argv[4]);
   s->max_write = (unsigned)dbl(env, argv[5]);
@@ -675,7 +796,7 @@ static void answered(session_t *s) {
 static napi_value reply_failed(session_t *s, fuse_req_t req, int err) {
   fuse_reply_err(req, err);
   answered(s);
-  return NULL;
+  return boolean(s->env, 1);
 }
 
 static void fill_stat(const double *a, struct stat *st) {
@@ -709,27 +830,34 @@ static const double *attrs_of(napi_env env, napi_value v, size_t count) {
   return count ? data : none; /* an empty array may have no storage at all */
 }
 
+/*
+ * Every reply starts here: the request argv[0] names is taken out of the
+ * table, so nothing can answer it again. Not live (never issued, answered
+ * already, not a number): nothing is sent and the reply returns false.
+ * Too few arguments: the request gets EIO and the call throws a TypeError.
+ */
 #define REPLY_ARGS(n)                                                          \
   size_t argc = (n);                                                           \
-  napi_value argv[(n) > 0 ? (n) : 1];                                          \
+  napi_value argv[(n)];                                                        \
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));            \
+  live_t live_;                                                                \
+  if (!take_request(env, argv[0], &live_)) return boolean(env, 0);             \
+  fuse_req_t req = live_.req;                                                  \
+  session_t *rs = live_.s;                                                     \
   if (argc < (n)) {                                                            \
+    reply_failed(rs, req, EIO);                                                \
     napi_throw_type_error(env, NULL, "missing reply arguments");               \
     return NULL;                                                               \
-  }                                                                            \
-  fuse_req_t req = req_of(env, argv[0]);                                       \
-  session_t *rs = S(req)
+  }
 
+/* replyErr(req, errno) -> answered */
 static napi_value js_reply_err(napi_env env, napi_callback_info info) {
   REPLY_ARGS(2);
-  fuse_reply_err(req, (int)dbl(env, argv[1]));
-  answered(rs);
-  return NULL;
+  return reply_failed(rs, req, (int)dbl(env, argv[1]));
 }
 
-static void entry_of(fuse_req_t req, double nodeid, const double *attr,
+static void entry_of(session_t *s, double nodeid, const double *attr,
                      struct fuse_entry_param *e) {
-  session_t *s = S(req);
   memset(e, 0, sizeof *e);
   e->ino = (fuse_ino_t)nodeid;
   e->generation = 1;
@@ -738,16 +866,16 @@ static void entry_of(fuse_req_t req, double nodeid, const double *attr,
   e->entry_timeout = s->entry_timeout;
 }
 
-/* replyEntry(req, nodeid, attr) */
+/* replyEntry(req, nodeid, attr) -> answered */
 static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
   REPLY_ARGS(3);
   const double *attr = attrs_of(env, argv[2], 1);
   if (!attr) return reply_failed(rs, req, EIO);
   struct fuse_entry_param e;
-  entry_of(req, dbl(env, argv[1]), attr, &e);
+  entry_of(rs, dbl(env, argv[1]), attr, &e);
   fuse_reply_entry(req, &e);
   answered(rs);
-  return NULL;
+  return boolean(env, 1);
 }
 
 static void open_flags(struct fuse_file_info *fi, double fh, int direct_io) {
@@ -756,21 +884,21 @@ static void open_flags(struct fuse_file_info *fi, double fh, int direct_io) {
   fi->direct_io = direct_io ? 1 : 0;
 }
 
-/* replyCreate(req, nodeid, attr, fh, directIo) */
+/* replyCreate(req, nodeid, attr, fh, directIo) -> answered */
 static napi_value js_reply_create(napi_env env, napi_callback_info info) {
   REPLY_ARGS(5);
   const double *attr = attrs_of(env, argv[2], 1);
   if (!attr) return reply_failed(rs, req, EIO);
   struct fuse_entry_param e;
   struct fuse_file_info fi;
-  entry_of(req, dbl(env, argv[1]), attr, &e);
+  entry_of(rs, dbl(env, argv[1]), attr, &e);
   open_flags(&fi, dbl(env, argv[3]), dbl(env, argv[4]) != 0);
   fuse_reply_create(req, &e, &fi);
   answered(rs);
-  return NULL;
+  return boolean(env, 1);
 }
 
-/* replyAttr(req, attr) */
+/* replyAttr(req, attr) -> answered */
 static napi_value js_reply_attr(napi_env env, napi_callback_info info) {
   REPLY_ARGS(2);
   const double *attr = attrs_of(env, argv[1], 1);
@@ -779,67 +907,65 @@ static napi_value js_reply_attr(napi_env env, napi_callback_info info) {
   fill_stat(attr, &st);
   fuse_reply_attr(req, &st, rs->attr_timeout);
   answered(rs);
-  return NULL;
+  return boolean(env, 1);
 }
 
-/* replyOpen(req, fh, directIo) */
+/* replyOpen(req, fh, directIo) -> answered */
 static napi_value js_reply_open(napi_env env, napi_callback_info info) {
   REPLY_ARGS(3);
   struct fuse_file_info fi;
   open_flags(&fi, dbl(env, argv[1]), dbl(env, argv[2]) != 0);
   fuse_reply_open(req, &fi);
   answered(rs);
-  return NULL;
+  return boolean(env, 1);
 }
 
-/* replyReadlink(req, target) */
+/* replyReadlink(req, target) -> answered */
 static napi_value js_reply_readlink(napi_env env, napi_callback_info info) {
   REPLY_ARGS(2);
   size_t len = 0;
-  napi_get_value_string_utf8(env, argv[1], NULL, 0, &len);
+  if (napi_get_value_string_utf8(env, argv[1], NULL, 0, &len) != napi_ok)
+    return reply_failed(rs, req, EIO);
   char *target = malloc(len + 1);
   if (!target) return reply_failed(rs, req, ENOMEM);
   napi_get_value_string_utf8(env, argv[1], target, len + 1, &len);
   fuse_reply_readlink(req, target);
   answered(rs);
   free(target);
-  return NULL;
+  return boolean(env, 1);
 }
 
-/* replyBuf(req, buffer, length) */
+/* replyBuf(req, buffer, length) -> answered */
 static napi_value js_reply_buf(napi_env env, napi_callback_info info) {
   REPLY_ARGS(3);
   void *data = NULL;
   size_t size = 0;
-  if (napi_get_buffer_info(env, argv[1], &data, &size) != napi_ok) {
-    fuse_reply_err(req, EIO);
-    answered(rs);
-    return NULL;
-  }
+  if (napi_get_buffer_info(env, argv[1], &data, &size) != napi_ok)
+    return reply_failed(rs, req, EIO);
   double length = dbl(env, argv[2]);
   if (length >= 0 && (size_t)length < size) size = (size_t)length;
   fuse_reply_buf(req, data, size);
   answered(rs);
-  return NULL;
+  return boolean(env, 1);
 }
 
-/* replyWrite(req, count) */
+/* replyWrite(req, count) -> answered */
 static napi_value js_reply_write(napi_env env, napi_callback_info info) {
   REPLY_ARGS(2);
   fuse_reply_write(req, (size_t)dbl(env, argv[1]));
   answered(rs);
-  return NULL;
+  return boolean(env, 1);
 }
 
-/* replyXattrSize(req, size) */
+/* replyXattrSize(req, size) -> answered */
 static napi_value js_reply_xattr_size(napi_env env, napi_callback_info info) {
   REPLY_ARGS(2);
   fuse_reply_xattr(req, (size_t)dbl(env, argv[1]));
   answered(rs);
-  return NULL;
+  return boolean(env, 1);
 }
 
-/* replyStatfs(req, [bsize, frsize, blocks, bfree, bavail, files, ffree, favail, namemax]) */
+/* replyStatfs(req, [bsize, frsize, blocks, bfree, bavail, files, ffree, favail, namemax]) -> answered */
 static napi_value js_reply_statfs(napi_env env, napi_callback_info info) {
   REPLY_ARGS(2);
   napi_typedarray_type type;
@@ -862,17 +988,28 @@ static napi_value js_reply_statfs(napi_env env, napi_callback_info info) {
   st.f_namemax = (unsigned long)f[8];
   fuse_reply_statfs(req, &st);
   answered(rs);
-  return NULL;
+  return boolean(env, 1);
 }
 
 /*
- * replyDir(req, size, firstOffset, names, attrs, nodeids) -> entries sent.
- * Entry i gets offset firstOffset + i + 1. With nodeids (a Float64Array) the
- * reply is READDIRPLUS; each sent entry with a non-zero nodeid counts as one
- * lookup, which the caller must record.
+ * replyDir(req, size, firstOffset, names, attrs, nodeids) -> entries sent,
+ * or -1 if the request was not live. Entry i gets offset firstOffset + i + 1.
+ * With nodeids (a Float64Array) the reply is READDIRPLUS; each sent entry
+ * with a non-zero nodeid counts as one lookup, which the caller must record.
  */
 static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
-  REPLY_ARGS(6);
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  live_t live;
+  if (!take_request(env, argv[0], &live)) return num(env, -1);
+  fuse_req_t req = live.req;
+  session_t *rs = live.s;
+  if (argc < 6) {
+    reply_failed(rs, req, EIO);
+    napi_throw_type_error(env, NULL, "missing reply arguments");
+    return NULL;
+  }
   size_t size = (size_t)dbl(env, argv[1]);
   double first = dbl(env, argv[2]);
   uint32_t count = 0;
@@ -894,9 +1031,8 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
   char *buf = size ? calloc(1, size) : NULL;
   if (!attrs || (size && !buf)) {
     free(buf);
-    fuse_reply_err(req, attrs ? ENOMEM : EIO);
-    answered(rs);
-    return NULL;
+    reply_failed(rs, req, attrs ? ENOMEM : EIO);
+    return num(env, 0);
   }
   size_t used = 0;
   uint32_t sent = 0;
@@ -911,7 +1047,7 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
     size_t need;
     if (nodeids) {
       struct fuse_entry_param e;
-      entry_of(req, nodeids[i], attrs + i * ATTR_FIELDS, &e);
+      entry_of(rs, nodeids[i], attrs + i * ATTR_FIELDS, &e);
       need = fuse_add_direntry_plus(req, buf + used, size - used, name, &e, next);
     } else {
       struct stat st;
@@ -971,6 +1107,16 @@ static napi_value init_module(napi_env env, napi_value exports) {
     CHECK(env, napi_set_named_property(env, exports, functions[i].name, fn));
   }
   CHECK(env, napi_set_named_property(env, exports, "version", num(env, BINDING_VERSION)));
+  table_t *table = calloc(1, sizeof *table);
+  if (!table) {
+    napi_throw_error(env, "ENOMEM", "out of memory");
+    return NULL;
+  }
+  if (napi_set_instance_data(env, table, finalize_table, NULL) != napi_ok) {
+    free(table);
+    napi_throw_error(env, NULL, "cryptmount fuse3 binding: napi_set_instance_data");
+    return NULL;
+  }
   return exports;
 }
 

@@ -42,7 +42,13 @@ export const OP = {
   FALLOCATE: 31,
 } as const;
 
-/** An outstanding request: pass it to exactly one reply function. */
+/**
+ * An outstanding request: an id (an integer below 2^53, never reused) from the
+ * addon's table of live requests; pass it to exactly one reply function. Every
+ * reply returns whether it answered a live request: an unknown or already
+ * answered id is ignored (false), so a second answer is harmless. The
+ * replies other than replyDir are typed void: no caller needs to look.
+ */
 export type Request = number;
 
 /** Numbers per attribute record: ino, mode, nlink, uid, gid, rdev, size, blksize, blocks, then seconds and nanoseconds of atime, mtime, ctime. */
@@ -76,7 +82,7 @@ export interface NativeBinding {
   replyWrite(req: Request, count: number): void;
   replyXattrSize(req: Request, size: number): void;
   replyStatfs(req: Request, stats: Float64Array): void;
-  /** Returns how many entries fitted; with nodeids each of those counts one lookup. */
+  /** Returns how many entries fitted (-1: the request was not live); with nodeids each of those counts one lookup. */
   replyDir(
     req: Request,
     size: number,
