@@ -297,6 +297,53 @@ static void call_js(session_t *s, fuse_req_t req, int op, size_t size, size_t ar
 #define S(req) ((session_t *)fuse_req_userdata(req))
 #define E(req) (S(req)->env)
 
+/*
+ * Whether a NUL-terminated string is well-formed UTF-8, as a strict decoder
+ * sees it (Unicode 15, table 3-7): no overlong forms, no surrogates
+ * (U+D800-DFFF), nothing above U+10FFFF. Names are encrypted as UTF-8
+ * strings; turning invalid bytes into U+FFFD would make "a\xff" and "a\xfe"
+ * one file, so such names are refused with EILSEQ before JS sees them.
+ */
+static int valid_utf8(const char *text) {
+  const unsigned char *p = (const unsigned char *)text;
+  while (*p) {
+    unsigned c = *p;
+    if (c < 0x80) {
+      p++;
+      continue;
+    }
+    int more;
+    unsigned lo = 0x80, hi = 0xbf; /* range of the second byte */
+    if (c >= 0xc2 && c <= 0xdf) {
+      more = 1;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      more = 2;
+      if (c == 0xe0) lo = 0xa0; /* overlong */
+      if (c == 0xed) hi = 0x9f; /* surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      more = 3;
+      if (c == 0xf0) lo = 0x90; /* overlong */
+      if (c == 0xf4) hi = 0x8f; /* above U+10FFFF */
+    } else {
+      return 0; /* a continuation byte, C0, C1 or F5-FF */
+    }
+    if (p[1] < lo || p[1] > hi) return 0; /* also stops at the terminator */
+    for (int i = 2; i <= more; i++)
+      if ((p[i] & 0xc0) != 0x80) return 0;
+    p += more + 1;
+  }
+  return 1;
+}
+
+/* Answers EILSEQ (and returns from the operation) unless `text` is UTF-8. */
+#define REQUIRE_UTF8(req, text)                                                \
+  do {                                                                         \
+    if (!valid_utf8(text)) {                                                   \
+      fuse_reply_err((req), EILSEQ);                                           \
+      return;                                                                  \
+    }                                                                          \
+  } while (0)
+
 static napi_value caller_uid(fuse_req_t req) { return num(E(req), fuse_req_ctx(req)->uid); }
 static napi_value caller_gid(fuse_req_t req) { return num(E(req), fuse_req_ctx(req)->gid); }
 static napi_value fh_of(fuse_req_t req, struct fuse_file_info *fi) {
@@ -325,6 +372,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn) {
 }
 
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  REQUIRE_UTF8(req, name);
   DISPATCH(S(req), req, OP_LOOKUP, num(E(req), parent), str(E(req), name));
 }
 
@@ -360,35 +408,44 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino) {
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                      dev_t rdev) {
+  REQUIRE_UTF8(req, name);
   DISPATCH(S(req), req, OP_MKNOD, num(E(req), parent), str(E(req), name), num(E(req), mode),
            num(E(req), (double)rdev), caller_uid(req), caller_gid(req));
 }
 
 static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode) {
+  REQUIRE_UTF8(req, name);
   DISPATCH(S(req), req, OP_MKDIR, num(E(req), parent), str(E(req), name), num(E(req), mode),
            caller_uid(req), caller_gid(req));
 }
 
 static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  REQUIRE_UTF8(req, name);
   DISPATCH(S(req), req, OP_UNLINK, num(E(req), parent), str(E(req), name));
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  REQUIRE_UTF8(req, name);
   DISPATCH(S(req), req, OP_RMDIR, num(E(req), parent), str(E(req), name));
 }
 
 static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name) {
+  REQUIRE_UTF8(req, link);
+  REQUIRE_UTF8(req, name);
   DISPATCH(S(req), req, OP_SYMLINK, str(E(req), link), num(E(req), parent), str(E(req), name),
            caller_uid(req), caller_gid(req));
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                       const char *newname, unsigned int flags) {
+  REQUIRE_UTF8(req, name);
+  REQUIRE_UTF8(req, newname);
   DISPATCH(S(req), req, OP_RENAME, num(E(req), parent), str(E(req), name),
            num(E(req), newparent), str(E(req), newname), num(E(req), flags));
 }
 
 static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname) {
+  REQUIRE_UTF8(req, newname);
   DISPATCH(S(req), req, OP_LINK, num(E(req), ino), num(E(req), newparent),
            str(E(req), newname));
 }
@@ -460,6 +517,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino) {
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags) {
+  REQUIRE_UTF8(req, name);
   napi_env env = E(req);
   napi_handle_scope scope;
   napi_open_handle_scope(env, &scope);
@@ -476,6 +534,7 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size) {
+  REQUIRE_UTF8(req, name);
   /* Only user.* attributes exist here. The kernel asks for security.capability
    * before every write; answering in C saves a trip through JS. */
   if (strncmp(name, "user.", 5) != 0) {
@@ -491,6 +550,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name) {
+  REQUIRE_UTF8(req, name);
   DISPATCH(S(req), req, OP_REMOVEXATTR, num(E(req), ino), str(E(req), name));
 }
 
@@ -500,6 +560,7 @@ static void op_access(fuse_req_t req, fuse_ino_t ino, int mask) {
 
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                       struct fuse_file_info *fi) {
+  REQUIRE_UTF8(req, name);
   DISPATCH(S(req), req, OP_CREATE, num(E(req), parent), str(E(req), name), num(E(req), mode),
            num(E(req), fi->flags), caller_uid(req), caller_gid(req));
 }
