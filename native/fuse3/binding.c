@@ -36,46 +36,54 @@
 #include <unistd.h>
 #include <uv.h>
 
-#define BINDING_VERSION 1
+#define BINDING_VERSION 2
 #define MAX_REQUESTS_PER_WAKEUP 64
 /* Batches per wake-up, so timers and I/O completions get their turn. */
 #define MAX_ROUNDS_PER_WAKEUP 32
 #define ATTR_FIELDS 15
 #define STATFS_FIELDS 9
 
+/* The operation codes JS receives; exported as `ops` (name -> code), so
+ * src/fs/fuse3/binding.ts can check its copy at load time. New operations go
+ * at the end: the codes of the others never change. */
+#define OPS(X)                                                                 \
+  X(INIT)                                                                      \
+  X(EXIT)                                                                      \
+  X(LOOKUP)                                                                    \
+  X(FORGET)                                                                    \
+  X(GETATTR)                                                                   \
+  X(SETATTR)                                                                   \
+  X(READLINK)                                                                  \
+  X(MKNOD)                                                                     \
+  X(MKDIR)                                                                     \
+  X(UNLINK)                                                                    \
+  X(RMDIR)                                                                     \
+  X(SYMLINK)                                                                   \
+  X(RENAME)                                                                    \
+  X(LINK)                                                                      \
+  X(OPEN)                                                                      \
+  X(READ)                                                                      \
+  X(WRITE)                                                                     \
+  X(FLUSH)                                                                     \
+  X(RELEASE)                                                                   \
+  X(FSYNC)                                                                     \
+  X(OPENDIR)                                                                   \
+  X(READDIR)                                                                   \
+  X(READDIRPLUS)                                                               \
+  X(RELEASEDIR)                                                                \
+  X(STATFS)                                                                    \
+  X(SETXATTR)                                                                  \
+  X(GETXATTR)                                                                  \
+  X(LISTXATTR)                                                                 \
+  X(REMOVEXATTR)                                                               \
+  X(ACCESS)                                                                    \
+  X(CREATE)                                                                    \
+  X(FALLOCATE)
+
 enum op {
-  OP_INIT,
-  OP_EXIT,
-  OP_LOOKUP,
-  OP_FORGET,
-  OP_GETATTR,
-  OP_SETATTR,
-  OP_READLINK,
-  OP_MKNOD,
-  OP_MKDIR,
-  OP_UNLINK,
-  OP_RMDIR,
-  OP_SYMLINK,
-  OP_RENAME,
-  OP_LINK,
-  OP_OPEN,
-  OP_READ,
-  OP_WRITE,
-  OP_FLUSH,
-  OP_RELEASE,
-  OP_FSYNC,
-  OP_OPENDIR,
-  OP_READDIR,
-  OP_READDIRPLUS,
-  OP_RELEASEDIR,
-  OP_STATFS,
-  OP_SETXATTR,
-  OP_GETXATTR,
-  OP_LISTXATTR,
-  OP_REMOVEXATTR,
-  OP_ACCESS,
-  OP_CREATE,
-  OP_FALLOCATE,
+#define OP_ENUM(name) OP_##name,
+  OPS(OP_ENUM)
+#undef OP_ENUM
 };
 
 typedef struct table table_t;
@@ -1168,6 +1176,13 @@ static napi_value init_module(napi_env env, napi_value exports) {
     CHECK(env, napi_set_named_property(env, exports, functions[i].name, fn));
   }
   CHECK(env, napi_set_named_property(env, exports, "version", num(env, BINDING_VERSION)));
+  napi_value ops;
+  CHECK(env, napi_create_object(env, &ops));
+#define OP_EXPORT(name) CHECK(env, napi_set_named_property(env, ops, #name, num(env, OP_##name)));
+  OPS(OP_EXPORT)
+#undef OP_EXPORT
+  CHECK(env, napi_object_freeze(env, ops));
+  CHECK(env, napi_set_named_property(env, exports, "ops", ops));
   table_t *table = calloc(1, sizeof *table);
   if (!table) {
     napi_throw_error(env, "ENOMEM", "out of memory");

@@ -6,6 +6,9 @@ import { fileURLToPath } from "node:url";
  * The native half of the libfuse 3 binding (native/fuse3/binding.c, built to
  * build/cryptmount_fuse3.node by scripts/build-native.mjs). Requests arrive
  * through one dispatch function; each is answered by exactly one reply call.
+ *
+ * The operation codes: `enum op` in binding.c, which the addon exports as
+ * `ops`; nativeBinding() refuses an addon whose table differs from this one.
  */
 export const OP = {
   INIT: 0,
@@ -61,6 +64,8 @@ export type Session = object & { readonly __session: unique symbol };
 
 export interface NativeBinding {
   readonly version: number;
+  /** The addon's operation codes by name (must equal OP). */
+  readonly ops: Readonly<Record<string, number>>;
   mount(
     mountpoint: string,
     options: string,
@@ -101,7 +106,7 @@ export interface NativeBinding {
   ): number;
 }
 
-export const BINDING_VERSION = 1;
+export const BINDING_VERSION = 2;
 
 const NS_PER_S = 1_000_000_000n;
 
@@ -121,6 +126,17 @@ export const BINDING_PATH = join(root, "build", "cryptmount_fuse3.node");
 
 let loaded: NativeBinding | undefined;
 
+/** Whether the addon's operation table is exactly OP (same names, same codes). */
+export function sameOps(ops: unknown): boolean {
+  if (typeof ops !== "object" || ops === null) return false;
+  const theirs = Object.entries(ops as Record<string, unknown>);
+  const ours = Object.entries(OP);
+  return (
+    theirs.length === ours.length &&
+    ours.every(([name, code]) => (ops as Record<string, unknown>)[name] === code)
+  );
+}
+
 /** Loads the addon once; a clear error if it was not built. */
 export function nativeBinding(): NativeBinding {
   if (loaded) return loaded;
@@ -133,7 +149,7 @@ export function nativeBinding(): NativeBinding {
       `the FUSE binding is not built (${(err as Error).message.split("\n")[0]}); run: node scripts/build-native.mjs`,
     );
   }
-  if (binding.version !== BINDING_VERSION)
+  if (binding.version !== BINDING_VERSION || !sameOps(binding.ops))
     throw new Error(`the FUSE binding is out of date; run: node scripts/build-native.mjs`);
   loaded = binding;
   return binding;
