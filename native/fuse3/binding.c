@@ -78,7 +78,8 @@
   X(REMOVEXATTR)                                                               \
   X(ACCESS)                                                                    \
   X(CREATE)                                                                    \
-  X(FALLOCATE)
+  X(FALLOCATE)                                                                 \
+  X(FSYNCDIR)
 
 enum op {
 #define OP_ENUM(name) OP_##name,
@@ -498,6 +499,10 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
   DISPATCH(S(req), req, OP_FSYNC, num(E(req), ino), num(E(req), datasync), fh_of(req, fi));
 }
 
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi) {
+  DISPATCH(S(req), req, OP_FSYNCDIR, num(E(req), ino), num(E(req), datasync), fh_of(req, fi));
+}
+
 static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   (void)fi;
   DISPATCH(S(req), req, OP_OPENDIR, num(E(req), ino));
@@ -604,7 +609,7 @@ static const struct fuse_lowlevel_ops operations = {
     .readdir = op_readdir,
     .readdirplus = op_readdirplus,
     .releasedir = op_releasedir,
-    .fsyncdir = NULL,
+    .fsyncdir = op_fsyncdir,
     .statfs = op_statfs,
     .setxattr = op_setxattr,
     .getxattr = op_getxattr,

@@ -62,6 +62,8 @@ export interface FileSystem {
   write(path: string, fh: number, data: Buffer, length: number, position: number): Promise<number>;
   flush(path: string, fh: number): Promise<void>;
   fsync(path: string, fh: number, dataOnly: boolean): Promise<void>;
+  /** fsync(2) of a directory; optional: without it (or for a removed directory) it succeeds. */
+  fsyncdir?(path: string, dataOnly: boolean): Promise<void>;
   release(path: string, fh: number): Promise<void>;
   truncate(path: string, size: number): Promise<void>;
   ftruncate(path: string, fh: number, size: number): Promise<void>;

@@ -299,6 +299,12 @@ export class LowLevelAdapter {
         const path = this.pathOrEmpty(nodes.get(n(0)));
         return this.thenOk(op, req, () => fs.fsync(path, n(2), n(1) !== 0));
       }
+      case OP.FSYNCDIR: {
+        const path = this.pathOrEmpty(nodes.get(n(0)));
+        return this.thenOk(op, req, async () => {
+          if (path && fs.fsyncdir) await fs.fsyncdir(path, n(1) !== 0);
+        });
+      }
       case OP.OPENDIR: {
         const node = nodes.get(n(0));
         const path = nodes.path(node);

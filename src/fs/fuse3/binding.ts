@@ -43,6 +43,7 @@ export const OP = {
   ACCESS: 29,
   CREATE: 30,
   FALLOCATE: 31,
+  FSYNCDIR: 32,
 } as const;
 
 /**
