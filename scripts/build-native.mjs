@@ -9,6 +9,9 @@
 // Needs: a C compiler (cc), pkg-config and libfuse3-dev
 // (apt-get install -y gcc pkg-config libfuse3-dev).
 // CRYPTMOUNT_SKIP_NATIVE_BUILD=1 skips the build (exit 0).
+// CRYPTMOUNT_NATIVE_FAULTS=1 builds the test variant instead,
+// build/cryptmount_fuse3_faults.node, whose mount() fails at the step named by
+// CRYPTMOUNT_FUSE_FAIL_AT (the tests of its error paths); never loaded otherwise.
 
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -17,7 +20,12 @@ import { fileURLToPath } from "node:url";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const source = path.join(root, "native", "fuse3", "binding.c");
-const output = path.join(root, "build", "cryptmount_fuse3.node");
+const faults = process.env.CRYPTMOUNT_NATIVE_FAULTS === "1";
+const output = path.join(
+  root,
+  "build",
+  faults ? "cryptmount_fuse3_faults.node" : "cryptmount_fuse3.node",
+);
 
 function fail(message) {
   console.error(`build-native: error: ${message}`);
@@ -64,6 +72,7 @@ const args = [
   "-shared",
   "-fPIC",
   "-DNODE_GYP_MODULE_NAME=cryptmount_fuse3",
+  ...(faults ? ["-DCRYPTMOUNT_FAULT_INJECTION"] : []),
   `-I${nodeIncludeDir()}`,
   ...pkgConfig("--cflags"),
   source,

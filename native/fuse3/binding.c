@@ -778,17 +778,45 @@ static napi_value mount_error(napi_env env, const char *code, const char *fallba
   return NULL;
 }
 
-/* mount(mountpoint, options, dispatch, entryTimeout, attrTimeout, maxWrite, writeback, spinMicroseconds) -> session */
+#ifdef CRYPTMOUNT_FAULT_INJECTION
+/* Test builds only (a separate addon, see scripts/build-native.mjs):
+ * CRYPTMOUNT_FUSE_FAIL_AT=<step> makes that step of mount() fail. */
+static int fault(const char *step) {
+  const char *at = getenv("CRYPTMOUNT_FUSE_FAIL_AT");
+  return at && strcmp(at, step) == 0;
+}
+#else
+#define fault(step) 0
+#endif
+
+/* Undoes the Node-API part of a mount that failed. */
+static void undo_js(session_t *s) {
+  if (s->async_context) napi_async_destroy(s->env, s->async_context);
+  if (s->resource_ref) napi_delete_reference(s->env, s->resource_ref);
+  if (s->dispatch_ref) napi_delete_reference(s->env, s->dispatch_ref);
+}
+
+/*
+ * mount(mountpoint, options, dispatch, entryTimeout, attrTimeout, maxWrite, writeback, spinMicroseconds) -> session
+ *
+ * Everything that can fail without a mount is done before fuse_session_mount;
+ * a failure after it unmounts and destroys the session before throwing, so a
+ * failed mount() never leaves a mount behind with nobody serving it.
+ */
 static napi_value js_mount(napi_env env, napi_callback_info info) {
   size_t argc = 8;
   napi_value argv[8], session_value, resource_name;
+  napi_valuetype dispatch_type = napi_undefined;
   char mountpoint[4096], options[8192];
   CHECK(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc >= 3) napi_typeof(env, argv[2], &dispatch_type);
   if (argc < 8 || get_string(env, argv[0], mountpoint, sizeof mountpoint) ||
-      get_string(env, argv[1], options, sizeof options)) {
+      get_string(env, argv[1], options, sizeof options) || dispatch_type != napi_function) {
     napi_throw_type_error(env, NULL, "mount(mountpoint, options, dispatch, ...)");
     return NULL;
   }
+  uv_loop_t *loop;
+  CHECK(env, napi_get_uv_event_loop(env, &loop));
   session_t *s = calloc(1, sizeof *s);
   if (!s) {
     napi_throw_error(env, "ENOMEM", "out of memory");
@@ -801,35 +829,70 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   s->max_write = (unsigned)dbl(env, argv[5]);
   s->writeback = dbl(env, argv[6]) != 0;
   s->spin_ns = (uint64_t)(dbl(env, argv[7]) * 1000);
+  if (fault("js") || !s->table || napi_create_object(env, &session_value) != napi_ok ||
+      napi_create_string_utf8(env, "cryptmount:fuse", NAPI_AUTO_LENGTH, &resource_name) !=
+          napi_ok ||
+      napi_create_reference(env, argv[2], 1, &s->dispatch_ref) != napi_ok ||
+      napi_create_reference(env, session_value, 1, &s->resource_ref) != napi_ok ||
+      napi_async_init(env, session_value, resource_name, &s->async_context) != napi_ok) {
+    undo_js(s);
+    free(s);
+    napi_throw_error(env, NULL, "cryptmount fuse3 binding: cannot set up the session");
+    return NULL;
+  }
 
   last_error[0] = 0;
   char *fuse_argv[] = {"cryptmount", "-o", options, NULL};
   struct fuse_args args = FUSE_ARGS_INIT(3, fuse_argv);
   s->se = fuse_session_new(&args, &operations, sizeof operations, s);
   if (!s->se) {
+    undo_js(s);
     free(s);
     return mount_error(env, "EINVAL", "invalid FUSE options");
   }
-  if (fuse_session_mount(s->se, mountpoint) != 0) {
+  if (fault("mount") || fuse_session_mount(s->se, mountpoint) != 0) {
     fuse_session_destroy(s->se);
+    undo_js(s);
     free(s);
     return mount_error(env, "EMOUNT", "the kernel refused the mount");
   }
-  int fd = fuse_session_fd(s->se);
-  fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-  fcntl(fd, F_SETFD, FD_CLOEXEC);
 
-  uv_loop_t *loop;
-  CHECK(env, napi_get_uv_event_loop(env, &loop));
-  uv_poll_init(loop, &s->poll, fd);
+  /* Mounted: from here on, every failure unmounts first. */
+  int fd = fuse_session_fd(s->se);
+  int flags = fcntl(fd, F_GETFL);
+  const char *failed = NULL;
+  if (fault("nonblock") || flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0 ||
+      fcntl(fd, F_SETFD, FD_CLOEXEC) != 0)
+    failed = "cannot make /dev/fuse non-blocking";
+  else if (fault("poll") || uv_poll_init(loop, &s->poll, fd) != 0)
+    failed = "cannot watch /dev/fuse";
+  if (failed) {
+    fuse_session_unmount(s->se);
+    fuse_session_destroy(s->se);
+    undo_js(s);
+    free(s);
+    napi_throw_error(env, "EMOUNT", failed);
+    return NULL;
+  }
   s->poll.data = s;
-  CHECK(env, napi_create_reference(env, argv[2], 1, &s->dispatch_ref));
-  CHECK(env, napi_create_object(env, &session_value));
-  CHECK(env, napi_create_reference(env, session_value, 1, &s->resource_ref));
-  CHECK(env, napi_create_string_utf8(env, "cryptmount:fuse", NAPI_AUTO_LENGTH, &resource_name));
-  CHECK(env, napi_async_init(env, session_value, resource_name, &s->async_context));
-  CHECK(env, napi_wrap(env, session_value, s, finalize_session, NULL, NULL));
-  uv_poll_start(&s->poll, UV_READABLE, on_readable);
+  if (fault("start") || uv_poll_start(&s->poll, UV_READABLE, on_readable) != 0)
+    failed = "cannot watch /dev/fuse";
+  else if (fault("wrap") || napi_wrap(env, session_value, s, finalize_session, NULL, NULL) != napi_ok)
+    failed = "cryptmount fuse3 binding: napi_wrap";
+  if (failed) {
+    /* The poll handle exists: it is closed (stopped at once, before its
+     * descriptor goes) and frees the session when libuv is done with it. */
+    uv_poll_stop(&s->poll);
+    fuse_session_unmount(s->se);
+    fuse_session_destroy(s->se);
+    s->se = NULL;
+    undo_js(s);
+    s->closed = 1;
+    s->finalized = 1; /* no JS object owns it */
+    uv_close((uv_handle_t *)&s->poll, on_poll_closed);
+    napi_throw_error(env, "EMOUNT", failed);
+    return NULL;
+  }
   return session_value;
 }
 
