@@ -22,6 +22,7 @@
 #define FUSE_USE_VERSION 312
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -150,6 +151,19 @@ static double dbl(napi_env env, napi_value v) {
   return d;
 }
 
+/* Numbers from JS as integers without undefined behaviour: NaN is 0, and
+ * values out of range saturate. */
+static uint64_t u64(double d) {
+  if (!(d > 0)) return 0;
+  return d >= 18446744073709551616.0 ? UINT64_MAX : (uint64_t)d;
+}
+
+static int64_t i64(double d) {
+  if (d != d) return 0;
+  if (d <= -9223372036854775808.0) return INT64_MIN;
+  return d >= 9223372036854775808.0 ? INT64_MAX : (int64_t)d;
+}
+
 /* ---- live requests ----------------------------------------------------------- */
 
 /*
@@ -166,7 +180,8 @@ typedef struct live {
   uint64_t id; /* 0: a free slot */
   fuse_req_t req;
   session_t *s;
-  size_t size; /* bytes the kernel asked for (READ, READDIR, xattrs, WRITE), else 0 */
+  size_t size; /* bytes the kernel asked for (READ, READDIR, xattrs) or sent (WRITE), else 0 */
+  int op;
 } live_t;
 
 struct table {
@@ -260,7 +275,7 @@ static void call_js(session_t *s, fuse_req_t req, int op, size_t size, size_t ar
   napi_env env = s->env;
   napi_value argv[MAX_DISPATCH_ARGS + 2];
   napi_value global, result;
-  live_t entry = {.req = req, .s = s, .size = size};
+  live_t entry = {.req = req, .s = s, .size = size, .op = op};
   if (argc > MAX_DISPATCH_ARGS) argc = MAX_DISPATCH_ARGS; /* never: DISPATCH checks */
   argv[0] = num(env, op);
   if (req) {
@@ -938,21 +953,21 @@ static napi_value reply_failed(session_t *s, fuse_req_t req, int err) {
 
 static void fill_stat(const double *a, struct stat *st) {
   memset(st, 0, sizeof *st);
-  st->st_ino = (ino_t)a[0];
-  st->st_mode = (mode_t)a[1];
-  st->st_nlink = (nlink_t)a[2];
-  st->st_uid = (uid_t)a[3];
-  st->st_gid = (gid_t)a[4];
-  st->st_rdev = (dev_t)a[5];
-  st->st_size = (off_t)a[6];
-  st->st_blksize = (blksize_t)a[7];
-  st->st_blocks = (blkcnt_t)a[8];
-  st->st_atim.tv_sec = (time_t)a[9];
-  st->st_atim.tv_nsec = (long)a[10];
-  st->st_mtim.tv_sec = (time_t)a[11];
-  st->st_mtim.tv_nsec = (long)a[12];
-  st->st_ctim.tv_sec = (time_t)a[13];
-  st->st_ctim.tv_nsec = (long)a[14];
+  st->st_ino = (ino_t)u64(a[0]);
+  st->st_mode = (mode_t)u64(a[1]);
+  st->st_nlink = (nlink_t)u64(a[2]);
+  st->st_uid = (uid_t)u64(a[3]);
+  st->st_gid = (gid_t)u64(a[4]);
+  st->st_rdev = (dev_t)u64(a[5]);
+  st->st_size = (off_t)i64(a[6]);
+  st->st_blksize = (blksize_t)i64(a[7]);
+  st->st_blocks = (blkcnt_t)i64(a[8]);
+  st->st_atim.tv_sec = (time_t)i64(a[9]);
+  st->st_atim.tv_nsec = (long)i64(a[10]);
+  st->st_mtim.tv_sec = (time_t)i64(a[11]);
+  st->st_mtim.tv_nsec = (long)i64(a[12]);
+  st->st_ctim.tv_sec = (time_t)i64(a[13]);
+  st->st_ctim.tv_nsec = (long)i64(a[14]);
 }
 
 /* Reads `count` attribute records from a Float64Array; NULL if it is too short. */
@@ -987,16 +1002,18 @@ static const double *attrs_of(napi_env env, napi_value v, size_t count) {
     return NULL;                                                               \
   }
 
-/* replyErr(req, errno) -> answered */
+/* replyErr(req, errno) -> answered. 0 is success; an errno outside 1..511
+ * (which the kernel would refuse, leaving the caller waiting forever) is EIO. */
 static napi_value js_reply_err(napi_env env, napi_callback_info info) {
   REPLY_ARGS(2);
-  return reply_failed(rs, req, (int)dbl(env, argv[1]));
+  double err = dbl(env, argv[1]);
+  return reply_failed(rs, req, err >= 0 && err < 512 && err == (int)err ? (int)err : EIO);
 }
 
 static void entry_of(session_t *s, double nodeid, const double *attr,
                      struct fuse_entry_param *e) {
   memset(e, 0, sizeof *e);
-  e->ino = (fuse_ino_t)nodeid;
+  e->ino = (fuse_ino_t)u64(nodeid);
   e->generation = 1;
   fill_stat(attr, &e->attr);
   e->attr_timeout = s->attr_timeout;
@@ -1017,7 +1034,7 @@ static napi_value js_reply_entry(napi_env env, napi_callback_info info) {
 
 static void open_flags(struct fuse_file_info *fi, double fh, int direct_io) {
   memset(fi, 0, sizeof *fi);
-  fi->fh = (uint64_t)fh;
+  fi->fh = u64(fh);
   fi->direct_io = direct_io ? 1 : 0;
 }
 
@@ -1057,18 +1074,20 @@ static napi_value js_reply_open(napi_env env, napi_callback_info info) {
   return boolean(env, 1);
 }
 
-/* replyReadlink(req, target) -> answered */
+/* replyReadlink(req, target) -> answered. A target the kernel cannot take
+ * (longer than PATH_MAX - 1 bytes: it would answer EIO) is ENAMETOOLONG; one
+ * with a NUL (it would arrive cut short) or empty is EIO. */
 static napi_value js_reply_readlink(napi_env env, napi_callback_info info) {
   REPLY_ARGS(2);
   size_t len = 0;
   if (napi_get_value_string_utf8(env, argv[1], NULL, 0, &len) != napi_ok)
     return reply_failed(rs, req, EIO);
-  char *target = malloc(len + 1);
-  if (!target) return reply_failed(rs, req, ENOMEM);
-  napi_get_value_string_utf8(env, argv[1], target, len + 1, &len);
+  if (len >= PATH_MAX) return reply_failed(rs, req, ENAMETOOLONG);
+  char target[PATH_MAX];
+  napi_get_value_string_utf8(env, argv[1], target, sizeof target, &len);
+  if (len == 0 || strlen(target) != len) return reply_failed(rs, req, EIO);
   fuse_reply_readlink(req, target);
   answered(rs);
-  free(target);
   return boolean(env, 1);
 }
 
@@ -1081,15 +1100,23 @@ static napi_value js_reply_buf(napi_env env, napi_callback_info info) {
     return reply_failed(rs, req, EIO);
   double length = dbl(env, argv[2]);
   if (length >= 0 && (size_t)length < size) size = (size_t)length;
+  /* Never more than the kernel asked for (it would answer EIO): a read is
+   * cut short, an attribute value or list that does not fit is ERANGE. */
+  if (size > live_.size) {
+    if (live_.op != OP_READ) return reply_failed(rs, req, ERANGE);
+    size = live_.size;
+  }
   fuse_reply_buf(req, data, size);
   answered(rs);
   return boolean(env, 1);
 }
 
-/* replyWrite(req, count) -> answered */
+/* replyWrite(req, count) -> answered; a count above what was sent is EIO. */
 static napi_value js_reply_write(napi_env env, napi_callback_info info) {
   REPLY_ARGS(2);
-  fuse_reply_write(req, (size_t)dbl(env, argv[1]));
+  double count = dbl(env, argv[1]);
+  if (!(count >= 0 && count <= (double)live_.size)) return reply_failed(rs, req, EIO);
+  fuse_reply_write(req, (size_t)count);
   answered(rs);
   return boolean(env, 1);
 }
@@ -1097,7 +1124,7 @@ static napi_value js_reply_write(napi_env env, napi_callback_info info) {
 /* replyXattrSize(req, size) -> answered */
 static napi_value js_reply_xattr_size(napi_env env, napi_callback_info info) {
   REPLY_ARGS(2);
-  fuse_reply_xattr(req, (size_t)dbl(env, argv[1]));
+  fuse_reply_xattr(req, (size_t)u64(dbl(env, argv[1])));
   answered(rs);
   return boolean(env, 1);
 }
@@ -1114,15 +1141,15 @@ static napi_value js_reply_statfs(napi_env env, napi_callback_info info) {
   const double *f = data;
   struct statvfs st;
   memset(&st, 0, sizeof st);
-  st.f_bsize = (unsigned long)f[0];
-  st.f_frsize = (unsigned long)f[1];
-  st.f_blocks = (fsblkcnt_t)f[2];
-  st.f_bfree = (fsblkcnt_t)f[3];
-  st.f_bavail = (fsblkcnt_t)f[4];
-  st.f_files = (fsfilcnt_t)f[5];
-  st.f_ffree = (fsfilcnt_t)f[6];
-  st.f_favail = (fsfilcnt_t)f[7];
-  st.f_namemax = (unsigned long)f[8];
+  st.f_bsize = (unsigned long)u64(f[0]);
+  st.f_frsize = (unsigned long)u64(f[1]);
+  st.f_blocks = (fsblkcnt_t)u64(f[2]);
+  st.f_bfree = (fsblkcnt_t)u64(f[3]);
+  st.f_bavail = (fsblkcnt_t)u64(f[4]);
+  st.f_files = (fsfilcnt_t)u64(f[5]);
+  st.f_ffree = (fsfilcnt_t)u64(f[6]);
+  st.f_favail = (fsfilcnt_t)u64(f[7]);
+  st.f_namemax = (unsigned long)u64(f[8]);
   fuse_reply_statfs(req, &st);
   answered(rs);
   return boolean(env, 1);
@@ -1133,6 +1160,11 @@ static napi_value js_reply_statfs(napi_env env, napi_callback_info info) {
  * or -1 if the request was not live. Entry i gets offset firstOffset + i + 1.
  * With nodeids (a Float64Array) the reply is READDIRPLUS; each sent entry
  * with a non-zero nodeid counts as one lookup, which the caller must record.
+ * The reply holds at most what the kernel asked for. It ends before a name
+ * no directory can hold (not a string, empty, over NAME_MAX bytes, with '/'
+ * or NUL): the kernel would refuse the whole reply, or a name cut short
+ * would alias another. If that is the first entry, the answer is EIO, so
+ * a listing fails rather than silently stopping there.
  */
 static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
   size_t argc = 6;
@@ -1147,8 +1179,13 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
     napi_throw_type_error(env, NULL, "missing reply arguments");
     return NULL;
   }
-  size_t size = (size_t)dbl(env, argv[1]);
-  double first = dbl(env, argv[2]);
+  size_t size = (size_t)u64(dbl(env, argv[1]));
+  if (size > live.size) size = live.size;
+  int64_t first = i64(dbl(env, argv[2]));
+  if (first < 0 || first >= (int64_t)1 << 53) {
+    reply_failed(rs, req, EIO); /* not an offset this binding handed out */
+    return num(env, 0);
+  }
   uint32_t count = 0;
   napi_get_array_length(env, argv[3], &count);
   const double *attrs = attrs_of(env, argv[4], count);
@@ -1173,14 +1210,23 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
   }
   size_t used = 0;
   uint32_t sent = 0;
-  char name[1024];
+  char name[NAME_MAX + 1];
   for (uint32_t i = 0; i < count; i++) {
     napi_value item;
-    size_t len;
+    size_t len = 0;
     if (napi_get_element(env, argv[3], i, &item) != napi_ok ||
-        napi_get_value_string_utf8(env, item, name, sizeof name, &len) != napi_ok)
+        napi_get_value_string_utf8(env, item, NULL, 0, &len) != napi_ok || len == 0 ||
+        len > NAME_MAX ||
+        napi_get_value_string_utf8(env, item, name, sizeof name, &len) != napi_ok ||
+        strlen(name) != len || memchr(name, '/', len)) {
+      if (i == 0) {
+        free(buf);
+        reply_failed(rs, req, EIO);
+        return num(env, 0);
+      }
       break;
-    off_t next = (off_t)first + i + 1;
+    }
+    off_t next = (off_t)(first + i + 1);
     size_t need;
     if (nodeids) {
       struct fuse_entry_param e;
