@@ -10,12 +10,14 @@
  * which answers them later through the reply functions below. Nothing here
  * blocks except the lower-level syscalls the kernel itself makes fast.
  *
- * Contract with JS (src/fs/fuse3-binding.ts):
+ * Contract with JS (src/fs/fuse3/binding.ts, native/README.md):
  *   - dispatch(op, req, ...args) is called for every request; `req` is a
  *     request id (an integer below 2^53, never reused) to pass to one reply
  *     function. Replies look the id up in the table of live requests and take
  *     it out: an unknown or already answered id is ignored (the reply returns
  *     false), so a buggy second answer can never touch freed memory.
+ *   - the operation codes are exported as `ops`; names that are not UTF-8
+ *     are answered EILSEQ here and never reach JS.
  *   - attributes travel as Float64Array slices of ATTR_FIELDS numbers.
  *   - FORGET needs no reply; INIT and EXIT carry no request.
  */

@@ -8,6 +8,7 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { BINDING_VERSION, OP, nativeBinding, sameOps } from "../../src/fs/fuse3/binding.js";
 import {
   ROOT,
   Sandbox,
@@ -350,6 +351,19 @@ os.close(fd)`,
     expect(await waitForExit(victim.pid, 10_000)).toBe(true);
     await forceUnmount(victim.mountpoint);
     sb.forget(victim.mountpoint);
+  });
+
+  it("the addon exports the operation table binding.ts has; any other table is out of date", () => {
+    const native = nativeBinding(); // loading needs no mount
+    expect(native.version).toBe(BINDING_VERSION);
+    expect({ ...native.ops }).toEqual({ ...OP });
+    expect(Object.isFrozen(native.ops)).toBe(true);
+    expect(sameOps(native.ops)).toBe(true);
+    expect(sameOps({ ...native.ops, FSYNCDIR: 33 })).toBe(false);
+    expect(sameOps({ ...native.ops, EXTRA: 40 })).toBe(false);
+    const older = Object.fromEntries(Object.entries(native.ops).filter(([n]) => n !== "FSYNCDIR"));
+    expect(sameOps(older)).toBe(false);
+    expect(sameOps(undefined)).toBe(false);
   });
 
   it("names that are not UTF-8 are refused with EILSEQ (no aliasing); multi-byte names work", async () => {
