@@ -1189,7 +1189,10 @@ static napi_value js_reply_dir(napi_env env, napi_callback_info info) {
     return num(env, 0);
   }
   uint32_t count = 0;
-  napi_get_array_length(env, argv[3], &count);
+  if (napi_get_array_length(env, argv[3], &count) != napi_ok) {
+    reply_failed(rs, req, EIO); /* not an array: never "the end of the directory" */
+    return num(env, 0);
+  }
   const double *attrs = attrs_of(env, argv[4], count);
   napi_valuetype nodeid_type;
   napi_typeof(env, argv[5], &nodeid_type);
