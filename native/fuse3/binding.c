@@ -894,7 +894,8 @@ static napi_value js_mount(napi_env env, napi_callback_info info) {
   s->poll.data = s;
   if (fault("start") || uv_poll_start(&s->poll, UV_READABLE, on_readable) != 0)
     failed = "cannot watch /dev/fuse";
-  else if (fault("wrap") || napi_wrap(env, session_value, s, finalize_session, NULL, NULL) != napi_ok)
+  else if (fault("wrap") ||
+           napi_wrap(env, session_value, s, finalize_session, NULL, NULL) != napi_ok)
     failed = "cryptmount fuse3 binding: napi_wrap";
   if (failed) {
     /* The poll handle exists: it is closed (stopped at once, before its
