@@ -13,6 +13,9 @@
 // Needs: a C compiler (cc); for fuse3 also pkg-config and libfuse3-dev
 // (apt-get install -y gcc pkg-config libfuse3-dev).
 // CRYPTMOUNT_SKIP_NATIVE_BUILD=1 skips the build (exit 0).
+// CRYPTMOUNT_NATIVE_FAULTS=1 builds only the test variant of the FUSE binding,
+// build/cryptmount_fuse3_faults.node, whose mount() fails at the step named by
+// CRYPTMOUNT_FUSE_FAIL_AT (the tests of its error paths); never loaded otherwise.
 
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
@@ -22,11 +25,22 @@ import { fileURLToPath } from "node:url";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
 /** name -> source; `pkg`: a pkg-config package it needs; `optional`: skipped when the source is missing. */
-const ADDONS = [
-  { name: "fuse3", source: "native/fuse3/binding.c", pkg: "fuse3" },
-  { name: "lower", source: "native/lower/lower.c" },
-  { name: "secure", source: "native/secure/secure.c", optional: true },
-];
+const FAULTS = process.env.CRYPTMOUNT_NATIVE_FAULTS === "1";
+const ADDONS = FAULTS
+  ? [
+      {
+        name: "fuse3",
+        output: "fuse3_faults",
+        source: "native/fuse3/binding.c",
+        pkg: "fuse3",
+        defines: ["-DCRYPTMOUNT_FAULT_INJECTION"],
+      },
+    ]
+  : [
+      { name: "fuse3", source: "native/fuse3/binding.c", pkg: "fuse3" },
+      { name: "lower", source: "native/lower/lower.c" },
+      { name: "secure", source: "native/secure/secure.c", optional: true },
+    ];
 
 function fail(message) {
   console.error(`build-native: error: ${message}`);
@@ -73,7 +87,7 @@ fs.mkdirSync(path.join(root, "build"), { recursive: true });
 
 for (const addon of ADDONS) {
   const source = path.join(root, addon.source);
-  const output = path.join(root, "build", `cryptmount_${addon.name}.node`);
+  const output = path.join(root, "build", `cryptmount_${addon.output ?? addon.name}.node`);
   if (addon.optional && !fs.existsSync(source)) {
     console.log(`build-native: skipped ${addon.name} (${addon.source} does not exist)`);
     continue;
@@ -87,6 +101,7 @@ for (const addon of ADDONS) {
     "-shared",
     "-fPIC",
     `-DNODE_GYP_MODULE_NAME=cryptmount_${addon.name}`,
+    ...(addon.defines ?? []),
     `-I${includeDir}`,
     ...(addon.pkg ? pkgConfig("--cflags", addon.pkg) : []),
     source,

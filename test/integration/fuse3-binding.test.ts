@@ -1,30 +1,206 @@
 // The libfuse 3 binding (native/fuse3) as programs see it: node IDs and
 // forgets, READDIRPLUS listings, exact timestamps, create and rename flags,
-// fallocate, open-but-unlinked files, readahead, and the end of a connection.
-// Everything runs in child processes against the CLI's background server.
+// fallocate, open-but-unlinked files, readahead, the end of a connection,
+// names that are not UTF-8, FSYNCDIR. Everything runs in child processes
+// against the CLI's background server, or against a small server (SERVER
+// below) that drives the addon directly to misbehave as a buggy JS side would.
 
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { BINDING_VERSION, OP, nativeBinding, sameOps } from "../../src/fs/fuse3/binding.js";
 import {
+  ROOT,
   Sandbox,
   mountedSuite,
   abortConnection,
   alive,
   forceUnmount,
   haveFuse,
+  isMounted,
   mountEntry,
   pyOk,
   q,
   run,
   runOk,
   shOk,
+  start,
+  waitFor,
   waitForExit,
   type Mounted,
+  type RunResult,
   type SuiteMount,
 } from "../helpers/volume.js";
 
 const isRoot = process.getuid?.() === 0;
+
+const DIST = join(ROOT, "dist", "fs");
+
+/**
+ * A server of its own (run by node in a child process) on the addon directly:
+ * mode "raw" serves a root directory through dispatch and misbehaves on
+ * purpose when looking up some names; "adapter" serves a fake FileSystem
+ * through FuseMount and the adapter. It prints JSON lines ({"ready": true} once mounted) and unmounts on
+ * SIGTERM, then exits by itself.
+ */
+const SERVER = `
+const [distDir, mountpoint, mode] = process.argv.slice(1);
+const say = (o) => process.stdout.write(JSON.stringify(o) + "\\n");
+if (mode === "raw") {
+  const { nativeBinding, OP, ATTR_FIELDS } = await import(distDir + "/fuse3/binding.js");
+  const native = nativeBinding();
+  const ENOENT = 2, EIO = 5, ENOSYS = 38;
+  const t = Math.floor(Date.now() / 1000);
+  const modes = new Map([[1, 0o40755]]);
+  const names = new Map();
+  const targets = new Map([["long-link", "x".repeat(5000)], ["nul-link", "a\\0b"], ["ok-link", "target"]]);
+  const links = new Map();
+  let nextIno = 2;
+  const attr = (ino) => Float64Array.of(ino, modes.get(ino), 1, 0, 0, 0, 0, 4096, 0, t, 0, t, 0, t, 0);
+  const bogus = [0, -1, 0.5, NaN, Infinity, 2 ** 53, "1", {}, null, undefined];
+  const lookup = (req, name) => {
+    switch (name) {
+      case "double":
+        return say({ double: [native.replyErr(req, ENOENT), native.replyErr(req, ENOENT), native.replyEntry(req, 1, attr(1))] });
+      case "bogus":
+        say({
+          bogus: bogus.map((id) => native.replyErr(id, EIO)),
+          stale: native.replyErr(req - 1, EIO),
+          ahead: native.replyAttr(req + 1000000, attr(1)),
+          dir: native.replyDir(req + 1000000, 4096, 0, [], new Float64Array(0), null),
+        });
+        return native.replyErr(req, ENOENT);
+      case "late":
+        native.replyErr(req, ENOENT);
+        return setTimeout(() => say({ late: native.replyEntry(req, 1, attr(1)) }), 20);
+      case "throws":
+        throw new Error("a bug in dispatch");
+      case "short":
+        try {
+          native.replyEntry(req);
+        } catch (err) {
+          say({ short: err.name, again: native.replyErr(req, ENOENT) });
+        }
+        return;
+      case "errno":
+        return native.replyErr(req, 600);
+    }
+    if (targets.has(name) && !names.has(name)) {
+      const ino = nextIno++;
+      modes.set(ino, 0o120777);
+      links.set(ino, targets.get(name));
+      names.set(name, ino);
+    }
+    const ino = names.get(name);
+    return ino === undefined ? native.replyErr(req, ENOENT) : native.replyEntry(req, ino, attr(ino));
+  };
+  const dispatch = (op, req, ...a) => {
+    switch (op) {
+      case OP.INIT:
+        return say({ ready: true });
+      case OP.EXIT:
+      case OP.FORGET:
+        return;
+      case OP.LOOKUP:
+        return a[0] === 1 ? lookup(req, a[1]) : native.replyErr(req, ENOENT);
+      case OP.GETATTR:
+      case OP.SETATTR:
+        return native.replyAttr(req, attr(a[0]));
+      case OP.MKDIR: {
+        const ino = nextIno++;
+        modes.set(ino, 0o40000 | a[2]);
+        names.set(a[1], ino);
+        return native.replyEntry(req, ino, attr(ino));
+      }
+      case OP.READLINK:
+        return native.replyReadlink(req, links.get(a[0]));
+      case OP.OPENDIR:
+        return native.replyOpen(req, a[0], 0);
+      case OP.READDIR:
+      case OP.READDIRPLUS: {
+        // A name no directory can hold, once "bad-listing" exists.
+        const bad = names.has("bad-listing") ? ["x".repeat(300)] : [];
+        const all = [".", "..", ...names.keys(), ...bad].slice(a[2]);
+        const attrs = new Float64Array(all.length * ATTR_FIELDS);
+        all.forEach((_, i) => attrs.set([1, 0o40000], i * ATTR_FIELDS));
+        const nodeids = op === OP.READDIRPLUS ? new Float64Array(all.length) : null;
+        return native.replyDir(req, a[1], a[2], all, attrs, nodeids);
+      }
+      case OP.FSYNCDIR:
+        say({ fsyncdir: a.slice(0, 2) });
+        return native.replyErr(req, 0);
+      case OP.RELEASEDIR:
+      case OP.ACCESS:
+        return native.replyErr(req, 0);
+      default:
+        return native.replyErr(req, ENOSYS);
+    }
+  };
+  const session = native.mount(mountpoint, "fsname=cryptmount-test,subtype=cryptmount-test", dispatch, 0, 0, 1 << 20, 0, 0);
+  process.on("SIGTERM", () => native.unmount(session));
+} else {
+  const { FuseMount } = await import(distDir + "/fuse3/mount.js");
+  const { FsError } = await import(distDir + "/errors.js");
+  const dir = (ino) => ({ mode: 0o40755, uid: 0, gid: 0, size: 0, nlink: 2, ino, inode: "1:" + ino, dev: 1, rdev: 0, blksize: 4096, blocks: 0, atimeNs: 0n, mtimeNs: 0n, ctimeNs: 0n });
+  const root = { displayPath: "/" };
+  const d = { displayPath: "/d" };
+  const fs = {
+    root,
+    lookup: async (place) => {
+      if (place.parent === root && place.name === "d") return { attr: dir(2), dir: d };
+      throw new FsError("ENOENT");
+    },
+    releaseDir: () => undefined,
+    getattr: async (target) => dir(target.dir === d ? 2 : 1),
+    list: async () => [],
+    fsyncdir: async (handle, dataOnly) => say({ fsyncdir: [handle.displayPath, dataOnly] }),
+  };
+  const m = new FuseMount(mountpoint, fs, { fsname: "cryptmount-test", onExternalUnmount: () => undefined, spinMicroseconds: 0 }, { debug: () => undefined });
+  await m.mount();
+  say({ ready: true });
+  process.on("SIGTERM", () => void m.unmount());
+}
+`;
+
+interface OwnServer {
+  readonly mountpoint: string;
+  /** The JSON lines printed so far. */
+  readonly lines: () => Record<string, unknown>[];
+  /** SIGTERM (it unmounts), then its exit. */
+  readonly stop: () => Promise<RunResult>;
+}
+
+async function ownServer(mode: "raw" | "adapter"): Promise<OwnServer> {
+  const mountpoint = await sb.mkdir(`own-${mode}`);
+  const { proc, done } = start(
+    process.execPath,
+    ["--input-type=module", "-e", SERVER, DIST, mountpoint, mode],
+    { timeoutMs: 60_000 },
+  );
+  let out = "";
+  proc.stdout!.on("data", (chunk: Buffer) => (out += chunk.toString("utf8")));
+  const lines = () =>
+    out
+      .split("\n")
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+  let exited: RunResult | undefined;
+  void done.then((r) => (exited = r));
+  await waitFor(`the ${mode} server to mount`, () => {
+    if (exited) throw new Error(`the ${mode} server exited: ${exited.stderr}`);
+    return lines().some((l) => l.ready) && isMounted(mountpoint);
+  });
+  return {
+    mountpoint,
+    lines,
+    stop: async () => {
+      proc.kill("SIGTERM");
+      const r = await done;
+      if (isMounted(mountpoint)) await forceUnmount(mountpoint);
+      return r;
+    },
+  };
+}
 
 let sb: Sandbox;
 let m: Mounted;
@@ -178,5 +354,201 @@ os.close(fd)`,
     expect(await waitForExit(victim.pid, 10_000)).toBe(true);
     await forceUnmount(victim.mountpoint);
     sb.forget(victim.mountpoint);
+  });
+
+  it("the addon exports the operation table binding.ts has; any other table is out of date", () => {
+    const native = nativeBinding(); // loading needs no mount
+    expect(native.version).toBe(BINDING_VERSION);
+    expect({ ...native.ops }).toEqual({ ...OP });
+    expect(Object.isFrozen(native.ops)).toBe(true);
+    expect(sameOps(native.ops)).toBe(true);
+    expect(sameOps({ ...native.ops, FSYNCDIR: 33 })).toBe(false);
+    expect(sameOps({ ...native.ops, EXTRA: 40 })).toBe(false);
+    const older = Object.fromEntries(Object.entries(native.ops).filter(([n]) => n !== "FSYNCDIR"));
+    expect(sameOps(older)).toBe(false);
+    expect(sameOps(undefined)).toBe(false);
+  });
+
+  it("names that are not UTF-8 are refused with EILSEQ (no aliasing); multi-byte names work", async () => {
+    const out = await pyOk(
+      `import errno, os, stat, sys
+d = os.fsencode(sys.argv[1])
+p = lambda name: os.path.join(d, name)
+def err(f):
+    try:
+        f()
+        return 'ok'
+    except OSError as e:
+        return errno.errorcode[e.errno]
+valid = 'é€😀'.encode()
+def create(name):
+    os.close(os.open(p(name), os.O_CREAT | os.O_WRONLY))
+with open(p(valid), 'w') as f: f.write('multi-byte')
+print(err(lambda: create(b'a\\xff')), err(lambda: create(b'a\\xfe')), err(lambda: os.stat(p(b'a\\xff'))))
+# overlong '/', a surrogate, above U+10FFFF, a lone continuation byte, a cut sequence
+print(*[err(lambda: os.mkdir(p(n))) for n in (b'\\xc0\\xaf', b'\\xed\\xa0\\x80', b'\\xf4\\x90\\x80\\x80', b'\\x80', b'x\\xe2\\x82')])
+print(err(lambda: os.symlink(b'target\\xff', p(b'link'))), err(lambda: os.symlink(valid, p(b'link'))))
+print(err(lambda: os.rename(p(valid), p(b'b\\xff'))), err(lambda: os.link(p(valid), p(b'c\\xff'))),
+      err(lambda: os.unlink(p(b'a\\xff'))), err(lambda: os.rmdir(p(b'a\\xff'))),
+      err(lambda: os.mknod(p(b'f\\xff'), 0o600 | stat.S_IFIFO)))
+print(err(lambda: os.setxattr(p(valid), b'user.\\xff', b'v')), err(lambda: os.getxattr(p(valid), b'user.\\xff')),
+      err(lambda: os.removexattr(p(valid), b'user.\\xff')))
+print(sorted(os.listdir(sys.argv[1])), os.readlink(p(b'link')) == valid, open(p(valid)).read())`,
+      [work],
+    );
+    expect(out.split("\n")).toEqual([
+      "EILSEQ EILSEQ EILSEQ",
+      "EILSEQ EILSEQ EILSEQ EILSEQ EILSEQ",
+      "EILSEQ ok",
+      "EILSEQ EILSEQ EILSEQ EILSEQ EILSEQ",
+      "EILSEQ EILSEQ EILSEQ",
+      "['link', 'é€😀'] True multi-byte",
+    ]);
+  });
+
+  it("fsync of a directory succeeds on the volume", async () => {
+    await runOk("mkdir", [join(work, "d")]);
+    expect(
+      await pyOk(
+        "import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.fdatasync(fd); print('ok')",
+        [join(work, "d")],
+      ),
+    ).toBe("ok");
+  });
+
+  it("FSYNCDIR reaches the filesystem through the adapter with the directory's handle", async () => {
+    const fsync =
+      "import os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.fdatasync(fd); print('ok')";
+    const withIt = await ownServer("adapter");
+    try {
+      expect(await pyOk(fsync, [join(withIt.mountpoint, "d")])).toBe("ok");
+      expect(withIt.lines().filter((l) => l.fsyncdir)).toEqual([
+        { fsyncdir: ["/d", false] },
+        { fsyncdir: ["/d", true] },
+      ]);
+    } finally {
+      expect((await withIt.stop()).code).toBe(0);
+    }
+  });
+
+  it("a second answer, a bogus request id or a throwing dispatch never crash the server; the mount keeps working", async () => {
+    const own = await ownServer("raw");
+    try {
+      const out = await pyOk(
+        `import errno, os, sys
+m = sys.argv[1]
+def st(name):
+    try:
+        os.stat(os.path.join(m, name))
+        return 'ok'
+    except OSError as e:
+        return errno.errorcode[e.errno]
+print(*[st(n) for n in ('double', 'bogus', 'late', 'throws', 'short', 'errno', 'double', 'throws')])
+os.mkdir(os.path.join(m, 'd'))
+print(st('d'), sorted(os.listdir(m)))
+fd = os.open(os.path.join(m, 'd'), os.O_RDONLY); os.fsync(fd); os.fdatasync(fd); os.close(fd)
+print('fsynced')
+def rl(name):
+    try:
+        return os.readlink(os.path.join(m, name))
+    except OSError as e:
+        return errno.errorcode[e.errno]
+print(rl('long-link'), rl('nul-link'), rl('ok-link'))
+os.mkdir(os.path.join(m, 'bad-listing'))
+try:
+    print(sorted(os.listdir(m)))
+except OSError as e:
+    print(errno.errorcode[e.errno])`,
+        [own.mountpoint],
+      );
+      expect(out.split("\n")).toEqual([
+        "ENOENT ENOENT ENOENT EIO EIO EIO ENOENT EIO",
+        "ok ['d']",
+        "fsynced",
+        "ENAMETOOLONG EIO target",
+        "EIO",
+      ]);
+      const lines = await waitFor("the late answer", () => {
+        const all = own.lines();
+        return all.some((l) => "late" in l) && all;
+      });
+      expect(lines).toContainEqual({ double: [true, false, false] });
+      expect(lines).toContainEqual({
+        bogus: Array<boolean>(10).fill(false),
+        stale: false,
+        ahead: false,
+        dir: -1,
+      });
+      expect(lines).toContainEqual({ late: false });
+      expect(lines).toContainEqual({ short: "TypeError", again: false });
+      // FSYNCDIR reaches dispatch with (ino, datasync).
+      const fsyncs = lines.filter((l) => l.fsyncdir).map((l) => l.fsyncdir);
+      expect(fsyncs).toEqual([
+        [2, 0],
+        [2, 1],
+      ]);
+    } finally {
+      const r = await own.stop();
+      expect(r.signal).toBeNull();
+      expect(r.code).toBe(0);
+      expect(r.stderr).toBe("");
+    }
+  });
+
+  it("a mount() that fails after mounting leaves no mount behind", async () => {
+    await runOk(process.execPath, [join(ROOT, "scripts", "build-native.mjs")], {
+      env: { CRYPTMOUNT_NATIVE_FAULTS: "1" },
+    });
+    const mountpoint = await sb.mkdir("faults");
+    const script = `
+import { createRequire } from "node:module";
+import { readFileSync } from "node:fs";
+const [addon, mnt] = process.argv.slice(1);
+const native = createRequire(import.meta.url)(addon);
+const mounted = () => readFileSync("/proc/self/mountinfo", "utf8").split("\\n").some((l) => l.split(" ")[4] === mnt);
+const mount = (dispatch) => native.mount(mnt, "fsname=cryptmount-test,subtype=cryptmount-test", dispatch, 0, 0, 0, 0, 0);
+const out = {};
+for (const step of ["js", "mount", "nonblock", "poll", "start", "wrap"]) {
+  process.env.CRYPTMOUNT_FUSE_FAIL_AT = step;
+  try {
+    mount(() => undefined);
+    out[step] = "mounted";
+  } catch (err) {
+    out[step] = mounted() ? "left mounted" : "refused";
+  }
+}
+delete process.env.CRYPTMOUNT_FUSE_FAIL_AT;
+try { mount(42); } catch (err) { out.notAFunction = err.name + (mounted() ? " left mounted" : ""); }
+const session = mount(() => undefined);
+out.mounted = mounted();
+native.unmount(session);
+out.unmounted = !mounted();
+console.log(JSON.stringify(out));`;
+    // Exits by itself: a failed mount must not leave a libuv handle behind either.
+    const r = await run(
+      process.execPath,
+      [
+        "--input-type=module",
+        "-e",
+        script,
+        join(ROOT, "build", "cryptmount_fuse3_faults.node"),
+        mountpoint,
+      ],
+      { timeoutMs: 20_000 },
+    );
+    if (isMounted(mountpoint)) await forceUnmount(mountpoint);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({
+      js: "refused",
+      mount: "refused",
+      nonblock: "refused",
+      poll: "refused",
+      start: "refused",
+      wrap: "refused",
+      notAFunction: "TypeError",
+      mounted: true,
+      unmounted: true,
+    });
   });
 });

@@ -501,7 +501,7 @@ print(hashlib.sha256(bytes(d)).hexdigest())`,
       "ln 777 4321 8765 1015218367",
     ].join("\n");
     expect(await show()).toBe(expected);
-    // Nanoseconds survive (the server sets times with the binding's utimensat).
+    // Nanoseconds survive (the server sets times with utimensat relative to a directory handle).
     await runOk("touch", ["-m", "-d", "2001-02-03 04:05:06.123456789", f]);
     expect(await runOk("stat", ["-c", "%.9Y", f])).toBe("981173106.123456789");
     await remount();

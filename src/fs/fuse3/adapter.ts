@@ -329,6 +329,10 @@ export class LowLevelAdapter {
       }
       case OP.FSYNC:
         return this.thenOk(op, req, () => fs.fsync(n(2), n(1) !== 0));
+      case OP.FSYNCDIR: {
+        const dir = this.dirOf(nodes.get(n(0)));
+        return this.thenOk(op, req, () => fs.fsyncdir(dir, n(1) !== 0));
+      }
       case OP.OPENDIR: {
         const node = nodes.get(n(0));
         const dir = this.dirOf(node);

@@ -6,6 +6,9 @@ import { fileURLToPath } from "node:url";
  * The native half of the libfuse 3 binding (native/fuse3/binding.c, built to
  * build/cryptmount_fuse3.node by scripts/build-native.mjs). Requests arrive
  * through one dispatch function; each is answered by exactly one reply call.
+ *
+ * The operation codes: `enum op` in binding.c, which the addon exports as
+ * `ops`; nativeBinding() refuses an addon whose table differs from this one.
  */
 export const OP = {
   INIT: 0,
@@ -40,9 +43,16 @@ export const OP = {
   ACCESS: 29,
   CREATE: 30,
   FALLOCATE: 31,
+  FSYNCDIR: 32,
 } as const;
 
-/** An outstanding request: pass it to exactly one reply function. */
+/**
+ * An outstanding request: an id (an integer below 2^53, never reused) from the
+ * addon's table of live requests; pass it to exactly one reply function. Every
+ * reply returns whether it answered a live request: an unknown or already
+ * answered id is ignored (false), so a second answer is harmless. The
+ * replies other than replyDir are typed void: no caller needs to look.
+ */
 export type Request = number;
 
 /** Numbers per attribute record: ino, mode, nlink, uid, gid, rdev, size, blksize, blocks, then seconds and nanoseconds of atime, mtime, ctime. */
@@ -55,6 +65,8 @@ export type Session = object & { readonly __session: unique symbol };
 
 export interface NativeBinding {
   readonly version: number;
+  /** The addon's operation codes by name (must equal OP). */
+  readonly ops: Readonly<Record<string, number>>;
   mount(
     mountpoint: string,
     options: string,
@@ -76,7 +88,7 @@ export interface NativeBinding {
   replyWrite(req: Request, count: number): void;
   replyXattrSize(req: Request, size: number): void;
   replyStatfs(req: Request, stats: Float64Array): void;
-  /** Returns how many entries fitted; with nodeids each of those counts one lookup. */
+  /** Returns how many entries fitted (-1: the request was not live); with nodeids each of those counts one lookup. */
   replyDir(
     req: Request,
     size: number,
@@ -85,17 +97,9 @@ export interface NativeBinding {
     attrs: Float64Array,
     nodeids: Float64Array | null,
   ): number;
-  /** lutimes to the nanosecond: 0, or a negative errno. */
-  utimensat(
-    path: string,
-    atimeSec: number,
-    atimeNsec: number,
-    mtimeSec: number,
-    mtimeNsec: number,
-  ): number;
 }
 
-export const BINDING_VERSION = 1;
+export const BINDING_VERSION = 3;
 
 const NS_PER_S = 1_000_000_000n;
 
@@ -115,6 +119,17 @@ export const BINDING_PATH = join(root, "build", "cryptmount_fuse3.node");
 
 let loaded: NativeBinding | undefined;
 
+/** Whether the addon's operation table is exactly OP (same names, same codes). */
+export function sameOps(ops: unknown): boolean {
+  if (typeof ops !== "object" || ops === null) return false;
+  const theirs = Object.entries(ops as Record<string, unknown>);
+  const ours = Object.entries(OP);
+  return (
+    theirs.length === ours.length &&
+    ours.every(([name, code]) => (ops as Record<string, unknown>)[name] === code)
+  );
+}
+
 /** Loads the addon once; a clear error if it was not built. */
 export function nativeBinding(): NativeBinding {
   if (loaded) return loaded;
@@ -127,7 +142,7 @@ export function nativeBinding(): NativeBinding {
       `the FUSE binding is not built (${(err as Error).message.split("\n")[0]}); run: node scripts/build-native.mjs`,
     );
   }
-  if (binding.version !== BINDING_VERSION)
+  if (binding.version !== BINDING_VERSION || !sameOps(binding.ops))
     throw new Error(`the FUSE binding is out of date; run: node scripts/build-native.mjs`);
   loaded = binding;
   return binding;
