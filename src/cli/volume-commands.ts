@@ -4,6 +4,7 @@ import { rekey } from "../volume/rekey.js";
 import { addSlot, changePassphrase, newRecoveryKey, removeSlot } from "../volume/slots.js";
 import { unlockVolume, type UnlockedVolume } from "../volume/volume.js";
 import { EXIT } from "../volume/errors.js";
+import { mountOf, refuseIfMounted } from "../mount/in-use.js";
 import { argon2FromOptions, loggerFor, type CommonOptions } from "./options.js";
 import { terminalProgress } from "./progress.js";
 
@@ -76,6 +77,7 @@ export interface RekeyCommandOptions extends CommonOptions {
 }
 
 export async function rekeyCommand(lower: string, opts: RekeyCommandOptions): Promise<number> {
+  await refuseIfMounted(lower, "rekey"); // before asking for a key; rekey() checks again
   const secret = await readSecret(opts);
   let result;
   try {
@@ -115,6 +117,17 @@ export interface FsckCommandOptions extends CommonOptions {
 }
 
 export async function fsckCommand(lower: string, opts: FsckCommandOptions): Promise<number> {
+  // --repair rewrites the lower tree: never under a live mount. A plain check
+  // may run, but what the mount changes meanwhile can show up as problems.
+  if (opts.repair) await refuseIfMounted(lower, "fsck --repair");
+  else {
+    const live = await mountOf(lower);
+    if (live)
+      loggerFor(opts).warn(
+        { lower, mountpoint: live.mountpoint },
+        "volume is mounted; changes made through the mount during the check may be reported as problems",
+      );
+  }
   const unlocked = await unlock(lower, opts);
   try {
     const fsck = new Fsck(unlocked.lower, unlocked.keyring, unlocked.config.blockSize, {

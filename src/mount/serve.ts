@@ -6,7 +6,8 @@ import { CryptFs } from "../fs/crypt-fs.js";
 import { FuseMount, nativeSetTimes } from "../fs/fuse3/mount.js";
 import { lowerIoFor } from "../fs/lower-io.js";
 import { EXIT, UserError } from "../volume/errors.js";
-import { FSTYPE, currentMounts } from "./mountinfo.js";
+import { currentMounts } from "./mountinfo.js";
+import { mountOf } from "./in-use.js";
 import { removeRecord, writeRecord } from "./runtime.js";
 
 export interface MountSettings {
@@ -40,7 +41,7 @@ export async function preflight(
   if (mounts.some((m) => m.mountpoint === mountpoint)) {
     throw new UserError(`${mountpoint}: something is already mounted there`, EXIT.alreadyMounted);
   }
-  const same = mounts.find((m) => m.fstype === FSTYPE && m.source === fsnameFor(lower));
+  const same = await mountOf(lower);
   if (same)
     throw new UserError(
       `${lower}: volume is already mounted at ${same.mountpoint}`,

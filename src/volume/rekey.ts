@@ -12,8 +12,7 @@ import {
 import { isFormatError } from "../format/errors.js";
 import { HEADER_SIZE, openHeader, planRewrap } from "../format/header.js";
 import { classifyLowerEntry } from "../format/names.js";
-import { currentMounts, FSTYPE } from "../mount/mountinfo.js";
-import { fsnameFor } from "../mount/serve.js";
+import { refuseIfMounted } from "../mount/in-use.js";
 import { EXIT, UserError } from "./errors.js";
 import { noProgress, type Progress } from "./progress.js";
 import { makeSlot, nextSlotId, resign, saveConfig, type UnlockedVolume } from "./volume.js";
@@ -90,12 +89,8 @@ export async function rekey(
   options: RekeyOptions = {},
 ): Promise<RekeyResult> {
   const { lower } = unlocked;
-  if ((await currentMounts()).some((m) => m.fstype === FSTYPE && m.source === fsnameFor(lower))) {
-    throw new UserError(
-      `${lower}: volume is mounted; unmount it before rekey`,
-      EXIT.alreadyMounted,
-    );
-  }
+  // Headers rewritten under a live mount would race its writes: files it creates meanwhile would be lost.
+  await refuseIfMounted(lower, "rekey");
   let config: VolumeConfig = unlocked.config;
   const mountKeys = new Map(unlocked.mountKeys);
   const volumeId = Buffer.from(config.volumeId, "base64url");
