@@ -5,7 +5,7 @@ import { readNewPassphrase, readSecret } from "../keys/secret-input.js";
 import { listRecords } from "../mount/runtime.js";
 import { currentMounts } from "../mount/mountinfo.js";
 import { initVolume, loadConfig, type SlotRequest } from "../volume/volume.js";
-import { EXIT, UserError } from "../volume/errors.js";
+import { EXIT, UserError } from "../errors.js";
 import { argon2FromOptions, type CommonOptions } from "./options.js";
 
 const run = promisify(execFile);

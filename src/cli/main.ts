@@ -1,5 +1,5 @@
 import { Command, CommanderError } from "commander";
-import { EXIT, UserError } from "../volume/errors.js";
+import { EXIT, UserError } from "../errors.js";
 import { infoCommand, initCommand, statusCommand, umountCommand } from "./commands.js";
 import { mountCommand, serveCommand } from "./mount-command.js";
 import { fsckCommand, passwdCommand, rekeyCommand } from "./volume-commands.js";

@@ -5,7 +5,7 @@ import { toBase64Url } from "../crypto/bytes.js";
 import { readSecret } from "../keys/secret-input.js";
 import { serve, preflight, type MountSettings } from "../mount/serve.js";
 import { keyringFor, loadConfig, unlockVolume } from "../volume/volume.js";
-import { EXIT, UserError } from "../volume/errors.js";
+import { EXIT, UserError } from "../errors.js";
 import { loggerFor, parseMountOptions, type CommonOptions } from "./options.js";
 
 export interface MountCommandOptions extends CommonOptions {

@@ -2,7 +2,7 @@ import type { Level } from "pino";
 import { ARGON2_DEFAULT, ARGON2_MINIMUM, type Argon2Params } from "../format/config.js";
 import type { SecretSource } from "../keys/secret-input.js";
 import { createLogger, type Logger } from "../log.js";
-import { EXIT, UserError } from "../volume/errors.js";
+import { EXIT, UserError } from "../errors.js";
 
 /** Options shared by commands: key sources and logging. */
 export interface CommonOptions extends SecretSource {

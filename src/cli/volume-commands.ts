@@ -3,7 +3,7 @@ import { Fsck } from "../volume/fsck.js";
 import { rekey } from "../volume/rekey.js";
 import { addSlot, changePassphrase, newRecoveryKey, removeSlot } from "../volume/slots.js";
 import { unlockVolume, type UnlockedVolume } from "../volume/volume.js";
-import { EXIT } from "../volume/errors.js";
+import { EXIT } from "../errors.js";
 import { mountOf, refuseIfMounted } from "../mount/in-use.js";
 import { argon2FromOptions, loggerFor, type CommonOptions } from "./options.js";
 import { terminalProgress } from "./progress.js";

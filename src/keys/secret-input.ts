@@ -4,7 +4,7 @@ import { openSync, closeSync } from "node:fs";
 import { ReadStream, WriteStream } from "node:tty";
 import { parseRecoveryKey } from "../format/recovery.js";
 import { isFormatError } from "../format/errors.js";
-import { EXIT, UserError } from "../volume/errors.js";
+import { EXIT, UserError } from "../errors.js";
 import { MIN_KEYFILE_BYTES, type Secret } from "./kek.js";
 
 /** Where a command gets its secret from (the options every keyed command takes). */

@@ -1,7 +1,7 @@
 import { mkdir, readdir, readFile, unlink } from "node:fs/promises";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { writeFileAtomic } from "../volume/atomic.js";
+import { writeFileAtomic } from "../atomic.js";
 
 /**
  * What `cryptmount status` reads: one small JSON file per live mount in a

@@ -5,7 +5,7 @@ import type { VolumeConfig } from "../format/config.js";
 import { CryptFs } from "../fs/crypt-fs.js";
 import { FuseMount, nativeSetTimes } from "../fs/fuse3/mount.js";
 import { lowerIoFor } from "../fs/lower-io.js";
-import { EXIT, UserError } from "../volume/errors.js";
+import { EXIT, UserError } from "../errors.js";
 import { currentMounts } from "./mountinfo.js";
 import { mountOf } from "./in-use.js";
 import { removeRecord, writeRecord } from "./runtime.js";

@@ -13,7 +13,7 @@ import { isFormatError } from "../format/errors.js";
 import { HEADER_SIZE, openHeader, planRewrap } from "../format/header.js";
 import { classifyLowerEntry } from "../format/names.js";
 import { refuseIfMounted } from "../mount/in-use.js";
-import { EXIT, UserError } from "./errors.js";
+import { EXIT, UserError } from "../errors.js";
 import { noProgress, type Progress } from "./progress.js";
 import { makeSlot, nextSlotId, resign, saveConfig, type UnlockedVolume } from "./volume.js";
 import { RECOVERY_KEY_SIZE, formatRecoveryKey } from "../format/recovery.js";

@@ -1,7 +1,7 @@
 import type { KeySlot, VolumeConfig } from "../format/config.js";
 import { RECOVERY_KEY_SIZE, formatRecoveryKey } from "../format/recovery.js";
 import { randomPool } from "../crypto/random.js";
-import { EXIT, UserError } from "./errors.js";
+import { EXIT, UserError } from "../errors.js";
 import {
   makeSlot,
   nextSlotId,

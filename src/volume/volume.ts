@@ -29,8 +29,8 @@ import { FormatError, isFormatError } from "../format/errors.js";
 import { CONFIG_NAME } from "../format/names.js";
 import { RECOVERY_KEY_SIZE, formatRecoveryKey } from "../format/recovery.js";
 import { deriveKek, type Secret } from "../keys/kek.js";
-import { writeFileAtomic } from "./atomic.js";
-import { EXIT, UserError } from "./errors.js";
+import { writeFileAtomic } from "../atomic.js";
+import { EXIT, UserError } from "../errors.js";
 
 /** The config file and its backup copy in the lower root. */
 export const CONFIG_FILE = CONFIG_NAME;

@@ -30,7 +30,7 @@ export const BLOCK_OVERHEAD = 28;
 export const SEALED_BLOCK_SIZE = BLOCK_SIZE + BLOCK_OVERHEAD;
 
 /** Exit codes, as the CLI documents them. */
-export { EXIT } from "../../src/volume/errors.js";
+export { EXIT } from "../../src/errors.js";
 
 export const PASSPHRASE = "correct horse battery staple";
 

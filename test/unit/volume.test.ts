@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ARGON2_MINIMUM, parseConfig } from "../../src/format/config.js";
 import { parseRecoveryKey } from "../../src/format/recovery.js";
 import type { Secret } from "../../src/keys/kek.js";
-import { UserError } from "../../src/volume/errors.js";
+import { UserError } from "../../src/errors.js";
 import { rejection } from "../helpers/user-error.js";
 import {
   CONFIG_BACKUP,
