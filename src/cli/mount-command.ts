@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import { toBase64Url } from "../crypto/bytes.js";
 import { readSecret } from "../keys/secret-input.js";
 import { serve, preflight, type MountSettings } from "../mount/serve.js";
+import { ensureRuntimeDir } from "../mount/runtime.js";
 import { keyringFor, loadConfig, unlockVolume } from "../volume/volume.js";
 import { EXIT, UserError } from "../errors.js";
 import { loggerFor, parseMountOptions, type CommonOptions } from "./options.js";
@@ -59,6 +60,7 @@ export async function mountCommand(
 ): Promise<number> {
   const opts = foldMountOptions(raw);
   const { lower, mountpoint } = await preflight(lowerArg, mountpointArg, Boolean(opts.nonempty));
+  await ensureRuntimeDir(); // refused here, before a mount exists, rather than by the server once mounted
   const secret = await readSecret(opts);
   const unlocked = await unlockVolume(lower, secret);
   secret.bytes.fill(0);
