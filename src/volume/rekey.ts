@@ -81,6 +81,12 @@ export interface RekeyOptions {
    * plus a removed slot's secret, can still unwrap the new mount key.
    */
   readonly revokeWith?: Secret;
+  /**
+   * With revokeWith: called with the new recovery key as soon as the config
+   * that holds it is written (step 1), before any header is touched, so a
+   * rekey interrupted later cannot lose the only copy of it.
+   */
+  readonly onRecoveryKey?: (key: string) => Promise<void>;
 }
 
 export async function rekey(
@@ -146,6 +152,7 @@ export async function rekey(
       mountKeys,
     );
     await saveConfig(lower, config);
+    if (recoveryKey && options.onRecoveryKey) await options.onRecoveryKey(recoveryKey);
   }
   const { from, to } = config.rekey!;
   const keyring = new Keyring(volumeId, to, mountKeys, volumeSecret);
