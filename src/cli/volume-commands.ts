@@ -103,7 +103,7 @@ async function passwd(
     );
     return EXIT.ok;
   } finally {
-    unlocked.keyring.wipe();
+    unlocked.close();
   }
 }
 
@@ -132,9 +132,9 @@ async function rekeyVolume(
 ): Promise<number> {
   const secret = await readSecret(opts);
   let result;
+  let unlocked: UnlockedVolume | undefined;
   try {
-    const unlocked = await unlockVolume(lower, secret);
-    unlocked.keyring.wipe();
+    unlocked = await unlockVolume(lower, secret);
     result = await rekey(
       unlocked,
       terminalProgress("rekey"),
@@ -150,6 +150,7 @@ async function rekeyVolume(
         : {},
     );
   } finally {
+    unlocked?.close();
     secret.bytes.fill(0);
   }
   if (result.problems.length > 0) {
@@ -209,6 +210,6 @@ export async function fsckCommand(lower: string, opts: FsckCommandOptions): Prom
     }
     return errors.length === 0 ? EXIT.ok : EXIT.problemsFound;
   } finally {
-    unlocked.keyring.wipe();
+    unlocked.close();
   }
 }

@@ -103,9 +103,19 @@ export class Keyring {
     return [...this.epochs.keys()].sort((a, b) => a - b);
   }
 
-  wipe(): void {
-    for (const keys of this.epochs.values()) wipe(keys.headerWrap, keys.configWrap, keys.configMac);
+  /** The key buffers it holds (what wipe() zeroes), e.g. to mlock them. */
+  secretBuffers(): Buffer[] {
     const v = this.volume;
-    wipe(v.names, v.symlinks, v.xattrNames, v.xattrValues);
+    return [
+      ...[...this.epochs.values()].flatMap((k) => [k.headerWrap, k.configWrap, k.configMac]),
+      v.names,
+      v.symlinks,
+      v.xattrNames,
+      v.xattrValues,
+    ];
+  }
+
+  wipe(): void {
+    wipe(...this.secretBuffers());
   }
 }

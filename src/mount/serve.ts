@@ -22,6 +22,14 @@ export interface MountSettings {
   readonly asyncMetadata: boolean;
 }
 
+/** What serve() needs of an opened volume (volume/volume.ts OpenVolume); close() wipes its keys. */
+export interface ServedVolume {
+  readonly lower: string;
+  readonly config: VolumeConfig;
+  readonly keyring: Keyring;
+  close(): void;
+}
+
 /** Resolves and checks the two paths before anything is unlocked or mounted. */
 export async function preflight(
   lowerArg: string,
@@ -91,19 +99,20 @@ export function fsnameFor(lower: string): string {
 /**
  * Mounts an unlocked volume and serves it until it is unmounted (by us on a
  * signal, or externally by fusermount -u / umount). Resolves with the exit code.
+ * Owns `volume` from here: closes it (wiping its keys) once the filesystem is
+ * destroyed and the FUSE session has ended, or when the mount fails.
  */
 export async function serve(
-  lower: string,
+  volume: ServedVolume,
   mountpoint: string,
-  config: VolumeConfig,
-  keyring: Keyring,
   settings: MountSettings,
   log: Logger,
   onMounted: () => void,
 ): Promise<number> {
+  const { lower, config } = volume;
   // Modes arrive with the caller's umask applied by the kernel; ours must not apply twice.
   process.umask(0);
-  const fs = new CryptFs(lower, keyring, config.blockSize, log, {
+  const fs = new CryptFs(lower, volume.keyring, config.blockSize, log, {
     readOnly: settings.readOnly,
     setTimes: nativeSetTimes,
     io: await lowerIoFor(lower, settings.asyncMetadata),
@@ -114,6 +123,7 @@ export async function serve(
 
   const finish = async (code: number) => {
     await fs.destroy().catch(() => undefined);
+    volume.close();
     await removeRecord(mountpoint);
     finished(code);
   };
@@ -139,6 +149,7 @@ export async function serve(
     await mount.mount();
   } catch (err) {
     await fs.destroy().catch(() => undefined);
+    volume.close();
     throw new UserError(`${mountpoint}: mount failed: ${(err as Error).message}`, EXIT.mountPoint);
   }
   await writeRecord({

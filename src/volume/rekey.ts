@@ -187,7 +187,8 @@ export async function rekey(
     await saveConfig(lower, config);
   }
   volumeSecret.fill(0);
-  for (const key of mountKeys.values()) key.fill(0);
+  // Only what this function made: the unlocked volume's own keys are its owner's to wipe (close()).
+  for (const [epoch, key] of mountKeys) if (unlocked.mountKeys.get(epoch) !== key) key.fill(0);
   if (slotKey !== unlocked.slotKey) slotKey.fill(0);
   const result = { from, to, files: files.length, rewrapped, problems };
   return recoveryKey ? { ...result, recoveryKey } : result;
