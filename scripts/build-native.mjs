@@ -77,3 +77,25 @@ if (r.error) fail(`${cc} not found; install a C compiler: apt-get install -y gcc
 if (r.status !== 0) fail(`${cc} failed (exit ${r.status})`);
 fs.renameSync(output + ".tmp", output);
 console.log(`build-native: built ${path.relative(root, output)}`);
+
+// Process hardening (native/secure/secure.c: core dumps, mlock, RLIMIT_NOFILE): no library, same flags.
+const secureSource = path.join(root, "native", "secure", "secure.c");
+const secureOutput = path.join(root, "build", "cryptmount_secure.node");
+if (fs.existsSync(secureSource)) {
+  const flags = args.slice(0, args.indexOf(`-DNODE_GYP_MODULE_NAME=cryptmount_fuse3`));
+  const s = spawnSync(
+    cc,
+    [
+      ...flags,
+      "-DNODE_GYP_MODULE_NAME=cryptmount_secure",
+      `-I${nodeIncludeDir()}`,
+      secureSource,
+      "-o",
+      secureOutput + ".tmp",
+    ],
+    { stdio: "inherit" },
+  );
+  if (s.error || s.status !== 0) fail(`${cc} failed on ${path.relative(root, secureSource)}`);
+  fs.renameSync(secureOutput + ".tmp", secureOutput);
+  console.log(`build-native: built ${path.relative(root, secureOutput)}`);
+}

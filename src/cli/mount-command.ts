@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import { readSecret } from "../keys/secret-input.js";
 import { serve, preflight, type MountSettings } from "../mount/serve.js";
 import { ensureRuntimeDir } from "../mount/runtime.js";
+import { hardenProcess, lockSecrets } from "../mount/hardening.js";
 import { OpenVolume, loadConfig, unlockVolume } from "../volume/volume.js";
 import { EXIT, UserError } from "../errors.js";
 import { loggerFor, parseMountOptions, type CommonOptions } from "./options.js";
@@ -24,7 +25,8 @@ export interface MountCommandOptions extends CommonOptions {
  * Buffers once the message is written, the receiver copies the keys into
  * Buffers of its own and wipes what it received. Residual: the serialized
  * message (sender) and the channel's read buffer (receiver) are Node
- * internals that are not wiped, and V8 may copy bytes it handles.
+ * internals that are not wiped, and V8 may copy bytes it handles; both
+ * processes are not dumpable and write no core file.
  */
 interface ServeMessage {
   lower: string;
@@ -66,6 +68,8 @@ export async function mountCommand(
   raw: MountCommandOptions,
 ): Promise<number> {
   const opts = foldMountOptions(raw);
+  // This process reads the secret and unlocks: no core dumps from here on.
+  hardenProcess();
   const { lower, mountpoint } = await preflight(lowerArg, mountpointArg, Boolean(opts.nonempty));
   await ensureRuntimeDir(); // refused here, before a mount exists, rather than by the server once mounted
   const secret = await readSecret(opts);
@@ -93,6 +97,7 @@ export async function mountCommand(
       unlocked.close();
       try {
         volume.keyringOnly();
+        lockSecrets(volume.secretBuffers());
         return await serve(volume, mountpoint, settings, log, () => undefined);
       } finally {
         volume.close(); // serve() closes it when the mount ends; this covers its early failures
@@ -144,9 +149,18 @@ function daemonize(message: ServeMessage): Promise<number> {
   });
 }
 
-/** The background server: receives keys over IPC, mounts, reports readiness, serves. */
+/** The background server: hardens itself, receives keys over IPC, mounts, reports readiness, serves. */
 export async function serveCommand(): Promise<number> {
   const reply = (m: object) => process.send?.(m);
+  let hardening;
+  try {
+    // Before any key arrives: not dumpable, no core file, all the open files allowed.
+    hardening = hardenProcess();
+  } catch (err) {
+    reply({ error: (err as Error).message, exitCode: EXIT.failure });
+    process.disconnect?.();
+    return EXIT.failure;
+  }
   const message = await new Promise<ServeMessage>((resolve) => process.once("message", resolve));
   let volume: OpenVolume | undefined;
   try {
@@ -166,6 +180,16 @@ export async function serveCommand(): Promise<number> {
     const { config } = await loadConfig(message.lower);
     volume = new OpenVolume(message.lower, config, mountKeys);
     volume.keyringOnly(); // derived now (a damaged config fails here) and the mount keys wiped
+    const locked = lockSecrets(volume.secretBuffers());
+    log.info(
+      {
+        dumpable: hardening.dumpable,
+        coreLimit: hardening.coreLimit,
+        lockedKeyBuffers: `${locked.locked}/${locked.total}`,
+        openFileLimit: hardening.openFiles,
+      },
+      "server hardened",
+    );
     // serve() closes the volume when the mount ends; the finally covers its early failures.
     return await serve(volume, message.mountpoint, message.settings, log, () => {
       reply({ ready: true });
