@@ -103,21 +103,25 @@ export async function mountCommand(
         volume.close(); // serve() closes it when the mount ends; this covers its early failures
       }
     }
-    return await daemonize({
-      lower,
-      mountpoint,
-      settings,
-      ...(opts.logFile ? { logFile: opts.logFile } : {}),
-      logLevel: { verbose: Boolean(opts.verbose), debug: Boolean(opts.debug) },
-      mountKeys: [...unlocked.mountKeys],
-    });
+    const owner = unlocked;
+    return await daemonize(
+      {
+        lower,
+        mountpoint,
+        settings,
+        ...(opts.logFile ? { logFile: opts.logFile } : {}),
+        logLevel: { verbose: Boolean(opts.verbose), debug: Boolean(opts.debug) },
+        mountKeys: [...owner.mountKeys],
+      },
+      () => owner.close(), // the keys are on their way: this process needs them no more
+    );
   } finally {
     unlocked.close();
   }
 }
 
-/** Starts the server in the background and returns once the mount is live. */
-function daemonize(message: ServeMessage): Promise<number> {
+/** Starts the server in the background and returns once the mount is live; `sent` runs once the message is written. */
+function daemonize(message: ServeMessage, sent: () => void): Promise<number> {
   const script = fileURLToPath(new URL("./main.js", import.meta.url));
   // A detached server keeps whatever it inherits open: never the user's terminal,
   // never a pipe a caller waits on (`out=$(cryptmount mount ...)` would hang).
@@ -141,8 +145,8 @@ function daemonize(message: ServeMessage): Promise<number> {
     child.once("exit", (code) =>
       reject(new UserError(`mount server exited early (status ${code})`, EXIT.failure)),
     );
-    // The caller wipes the key buffers (unlocked.close()) once this settles, long after the write.
     child.send(message, (err) => {
+      sent();
       if (err) reject(new UserError(`cannot reach the mount server: ${err.message}`, EXIT.failure));
     });
     message.mountKeys.length = 0;
