@@ -92,7 +92,7 @@ const systems = {
       const lower = `${dir}.lower`;
       mkdirSync(dir);
       sh(
-        `node ${CLI} init --passfile ${pass} --kdf-memory 65536 --kdf-iterations 3 ${lower} > /dev/null`,
+        `node ${CLI} init --no-recovery --passfile ${pass} --kdf-memory 65536 --kdf-iterations 3 ${lower} > /dev/null`,
       );
       sh(`node ${CLI} mount --passfile ${pass} ${lower} ${dir}`);
       return { target: dir, teardown: () => sh(`node ${CLI} umount ${dir}`) };

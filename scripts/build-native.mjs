@@ -3,7 +3,7 @@
 //
 //   fuse3   native/fuse3/binding.c   the FUSE binding (libfuse 3 low-level API)
 //   lower   native/lower/lower.c     descriptor-relative I/O on the lower directory
-//   secure  native/secure/secure.c   built only when its source exists
+//   secure  native/secure/secure.c   process hardening (core dumps, mlock, RLIMIT_NOFILE)
 //
 // A Node-API addon needs no link step against Node, so each addon is one
 // compiler call: cc -shared with Node's headers (and `pkg-config fuse3` for
@@ -39,7 +39,7 @@ const ADDONS = FAULTS
   : [
       { name: "fuse3", source: "native/fuse3/binding.c", pkg: "fuse3" },
       { name: "lower", source: "native/lower/lower.c" },
-      { name: "secure", source: "native/secure/secure.c", optional: true },
+      { name: "secure", source: "native/secure/secure.c" },
     ];
 
 function fail(message) {

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 
 work=$(mktemp -d /tmp/cryptmount-demo.XXXXXX)
-lower="$work/lower" clear="$work/clear" pass="$work/passphrase"
+lower="$work/lower" clear="$work/clear" pass="$work/passphrase" recovery="$work/recovery-key"
 mkdir -p "$clear"
 head -c 18 /dev/urandom | base64 > "$pass"
 chmod 600 "$pass"
@@ -15,7 +15,8 @@ cleanup() { fusermount -u "$clear" 2>/dev/null || true; }
 trap cleanup EXIT
 
 echo "== cryptmount init $lower"
-cryptmount init --passfile "$pass" "$lower"
+# The recovery key is shown only on a terminal; a script keeps it in a file (mode 0600).
+cryptmount init --passfile "$pass" --recovery-key-file "$recovery" "$lower"
 echo
 echo "== cryptmount $lower $clear"
 cryptmount "$lower" "$clear" --passfile "$pass"
@@ -37,4 +38,4 @@ cryptmount status
 echo
 echo "== cryptmount umount $clear"
 cryptmount umount "$clear"
-echo "demo files left in $work (passphrase in $pass)"
+echo "demo files left in $work (passphrase in $pass, recovery key in $recovery)"

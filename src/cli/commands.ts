@@ -5,8 +5,10 @@ import { readNewPassphrase, readSecret } from "../keys/secret-input.js";
 import { listRecords } from "../mount/runtime.js";
 import { currentMounts } from "../mount/mountinfo.js";
 import { initVolume, loadConfig, type SlotRequest } from "../volume/volume.js";
-import { EXIT, UserError } from "../volume/errors.js";
+import { EXIT, UserError } from "../errors.js";
+import type { Argon2Params } from "../format/config.js";
 import { argon2FromOptions, type CommonOptions } from "./options.js";
+import { recoveryOutput, type RecoveryOutput } from "./recovery-output.js";
 
 const run = promisify(execFile);
 
@@ -16,33 +18,61 @@ export interface InitCommandOptions extends CommonOptions {
   kdfIterations?: number;
   kdfParallelism?: number;
   recovery?: boolean;
+  recoveryKeyFile?: string;
 }
 
 export async function initCommand(lower: string, opts: InitCommandOptions): Promise<number> {
-  const slots: SlotRequest[] = [];
-  if (opts.keyfile)
-    slots.push({ secret: await readSecret({ keyfile: opts.keyfile }), label: "key file" });
-  if (!opts.keyfile || opts.passfile || opts.extpass) {
-    const passphrase = await readNewPassphrase({
-      ...(opts.passfile ? { passfile: opts.passfile } : {}),
-      ...(opts.extpass ? { extpass: opts.extpass } : {}),
-    });
-    slots.unshift({ secret: passphrase, label: "passphrase", kdf: argon2FromOptions(opts) });
+  const kdf = argon2FromOptions(opts); // bad parameters first: a usage error before anything else
+  const recovery = opts.recovery !== false;
+  if (!recovery && opts.recoveryKeyFile)
+    throw new UserError("--recovery-key-file and --no-recovery contradict each other", EXIT.usage);
+  // Where the key will go is settled before a passphrase is asked for or anything is created.
+  const output = recovery
+    ? await recoveryOutput("init", opts.recoveryKeyFile, "--no-recovery")
+    : undefined;
+  try {
+    return await createVolume(lower, opts, kdf, recovery, output);
+  } finally {
+    await output?.abandon();
   }
-  const { config, recoveryKey } = await initVolume(lower, {
-    slots,
-    ...(opts.blockSize ? { blockSize: opts.blockSize } : {}),
-    recovery: opts.recovery !== false,
-  });
-  for (const s of slots) s.secret.bytes.fill(0);
+}
+
+async function createVolume(
+  lower: string,
+  opts: InitCommandOptions,
+  kdf: Argon2Params,
+  recovery: boolean,
+  output: RecoveryOutput | undefined,
+): Promise<number> {
+  const slots: SlotRequest[] = [];
+  let created;
+  try {
+    if (opts.keyfile)
+      slots.push({ secret: await readSecret({ keyfile: opts.keyfile }), label: "key file" });
+    if (!opts.keyfile || opts.passfile || opts.extpass) {
+      const passphrase = await readNewPassphrase({
+        ...(opts.passfile ? { passfile: opts.passfile } : {}),
+        ...(opts.extpass ? { extpass: opts.extpass } : {}),
+      });
+      slots.unshift({ secret: passphrase, label: "passphrase", kdf });
+    }
+    created = await initVolume(lower, {
+      slots,
+      ...(opts.blockSize ? { blockSize: opts.blockSize } : {}),
+      recovery,
+    });
+  } finally {
+    for (const s of slots) s.secret.bytes.fill(0);
+  }
+  const { config, recoveryKey } = created;
   process.stdout.write(`Created cryptmount volume ${config.volumeId} in ${lower}\n`);
-  if (recoveryKey) {
+  if (recoveryKey && output) {
+    await output.deliver(
+      recoveryKey,
+      "Recovery key (shown only now; write it down and keep it apart from this machine):",
+    );
     process.stdout.write(
-      "\nRecovery key (shown only now; write it down and keep it apart from this machine):\n\n" +
-        `    ${recoveryKey}\n\n` +
-        "It opens the volume if the passphrase is lost: cryptmount passwd --recovery " +
-        lower +
-        "\n",
+      `It opens the volume if the passphrase is lost: cryptmount passwd --recovery ${lower}\n`,
     );
   }
   return EXIT.ok;

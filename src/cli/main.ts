@@ -1,5 +1,5 @@
 import { Command, CommanderError } from "commander";
-import { EXIT, UserError } from "../volume/errors.js";
+import { EXIT, UserError } from "../errors.js";
 import { infoCommand, initCommand, statusCommand, umountCommand } from "./commands.js";
 import { mountCommand, serveCommand } from "./mount-command.js";
 import { fsckCommand, passwdCommand, rekeyCommand } from "./volume-commands.js";
@@ -83,6 +83,10 @@ Examples:
         "add a key-file slot (with no passphrase unless --passfile/--extpass is given too)",
       )
       .option("--no-recovery", "do not create a recovery key")
+      .option(
+        "--recovery-key-file <file>",
+        "write the recovery key to FILE (new, mode 0600) instead of the terminal; needed when standard output is not a terminal",
+      )
       .option(
         "--block-size <bytes>",
         "content block size, a power of two from 4096 to 1048576",
@@ -176,7 +180,14 @@ Examples:
         .option("--slot <id>", "the passphrase slot to change", positiveInt("--slot"))
         .option("--add-passphrase", "add a passphrase slot instead of changing one")
         .option("--add-keyfile <file>", "add a key-file slot")
-        .option("--new-recovery-key", "replace the recovery key (prints the new one once)")
+        .option(
+          "--new-recovery-key",
+          "replace the recovery key (shows the new one once, on the terminal or in --recovery-key-file)",
+        )
+        .option(
+          "--recovery-key-file <file>",
+          "with --new-recovery-key: write the new key to FILE (new, mode 0600) instead of the terminal",
+        )
         .option(
           "--remove-slot <id>",
           "remove a key slot (never the last one)",
@@ -221,6 +232,10 @@ Examples:
         .option(
           "--revoke-others",
           "also replace the slot key: keep only the slot that unlocked and a new recovery key (cuts off every other secret, even from old config copies)",
+        )
+        .option(
+          "--recovery-key-file <file>",
+          "with --revoke-others: write the new recovery key to FILE (new, mode 0600) instead of the terminal",
         )
         .addHelpText(
           "after",

@@ -1,11 +1,12 @@
 import { spawn } from "node:child_process";
 import { openSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { toBase64Url } from "../crypto/bytes.js";
 import { readSecret } from "../keys/secret-input.js";
 import { serve, preflight, type MountSettings } from "../mount/serve.js";
-import { keyringFor, loadConfig, unlockVolume } from "../volume/volume.js";
-import { EXIT, UserError } from "../volume/errors.js";
+import { ensureRuntimeDir } from "../mount/runtime.js";
+import { hardenProcess, lockSecrets } from "../mount/hardening.js";
+import { OpenVolume, loadConfig, unlockVolume } from "../volume/volume.js";
+import { EXIT, UserError } from "../errors.js";
 import { loggerFor, parseMountOptions, type CommonOptions } from "./options.js";
 
 export interface MountCommandOptions extends CommonOptions {
@@ -17,14 +18,23 @@ export interface MountCommandOptions extends CommonOptions {
   asyncMetadata?: boolean;
 }
 
-/** What the foreground parent hands the background server over its IPC channel (never argv or env). */
+/**
+ * What the foreground parent hands the background server over its IPC channel
+ * (never argv or env). The channel uses Node's "advanced" serialization, so
+ * the mount keys travel as bytes, not as strings: the sender wipes its
+ * Buffers once the message is written, the receiver copies the keys into
+ * Buffers of its own and wipes what it received. Residual: the serialized
+ * message (sender) and the channel's read buffer (receiver) are Node
+ * internals that are not wiped, and V8 may copy bytes it handles; both
+ * processes are not dumpable and write no core file.
+ */
 interface ServeMessage {
   lower: string;
   mountpoint: string;
   settings: MountSettings;
   logFile?: string;
   logLevel: { verbose: boolean; debug: boolean };
-  mountKeys: [number, string][];
+  mountKeys: [number, Uint8Array][];
 }
 
 /** -o options from mount(8)/fstab folded into the command's own options. */
@@ -58,45 +68,60 @@ export async function mountCommand(
   raw: MountCommandOptions,
 ): Promise<number> {
   const opts = foldMountOptions(raw);
+  // This process reads the secret and unlocks: no core dumps from here on.
+  hardenProcess();
   const { lower, mountpoint } = await preflight(lowerArg, mountpointArg, Boolean(opts.nonempty));
+  await ensureRuntimeDir(); // refused here, before a mount exists, rather than by the server once mounted
   const secret = await readSecret(opts);
-  const unlocked = await unlockVolume(lower, secret);
-  secret.bytes.fill(0);
-  const log = loggerFor(opts);
-  if (unlocked.usedBackup)
-    log.warn({ lower }, "primary volume config unreadable; using the backup copy");
-  const settings: MountSettings = {
-    readOnly: Boolean(opts.readOnly),
-    allowOther: Boolean(opts.allowOther),
-    debug: Boolean(opts.debug),
-    keySource: unlocked.slot.kind,
-    nonEmpty: Boolean(opts.nonempty),
-    asyncMetadata: Boolean(opts.asyncMetadata),
-  };
-  if (opts.foreground) {
-    return serve(
-      lower,
-      mountpoint,
-      unlocked.config,
-      unlocked.keyring,
-      settings,
-      log,
-      () => undefined,
-    );
+  let unlocked;
+  try {
+    unlocked = await unlockVolume(lower, secret);
+  } finally {
+    secret.bytes.fill(0);
   }
-  unlocked.keyring.wipe();
-  return daemonize({
-    lower,
-    mountpoint,
-    settings,
-    ...(opts.logFile ? { logFile: opts.logFile } : {}),
-    logLevel: { verbose: Boolean(opts.verbose), debug: Boolean(opts.debug) },
-    mountKeys: [...unlocked.mountKeys].map(([epoch, key]) => [epoch, toBase64Url(key)]),
-  });
+  try {
+    const log = loggerFor(opts);
+    if (unlocked.usedBackup)
+      log.warn({ lower }, "primary volume config unreadable; using the backup copy");
+    const settings: MountSettings = {
+      readOnly: Boolean(opts.readOnly),
+      allowOther: Boolean(opts.allowOther),
+      debug: Boolean(opts.debug),
+      keySource: unlocked.slot.kind,
+      nonEmpty: Boolean(opts.nonempty),
+      asyncMetadata: Boolean(opts.asyncMetadata),
+    };
+    if (opts.foreground) {
+      // serve() owns the copy and closes it when the mount ends; the slot key goes now.
+      const volume = unlocked.openCopy();
+      unlocked.close();
+      try {
+        volume.keyringOnly();
+        lockSecrets(volume.secretBuffers());
+        return await serve(volume, mountpoint, settings, log, () => undefined);
+      } finally {
+        volume.close(); // serve() closes it when the mount ends; this covers its early failures
+      }
+    }
+    const owner = unlocked;
+    return await daemonize(
+      {
+        lower,
+        mountpoint,
+        settings,
+        ...(opts.logFile ? { logFile: opts.logFile } : {}),
+        logLevel: { verbose: Boolean(opts.verbose), debug: Boolean(opts.debug) },
+        mountKeys: [...owner.mountKeys],
+      },
+      () => owner.close(), // the keys are on their way: this process needs them no more
+    );
+  } finally {
+    unlocked.close();
+  }
 }
 
-/** Starts the server in the background and returns once the mount is live. */
-function daemonize(message: ServeMessage): Promise<number> {
+/** Starts the server in the background and returns once the mount is live; `sent` runs once the message is written. */
+function daemonize(message: ServeMessage, sent: () => void): Promise<number> {
   const script = fileURLToPath(new URL("./main.js", import.meta.url));
   // A detached server keeps whatever it inherits open: never the user's terminal,
   // never a pipe a caller waits on (`out=$(cryptmount mount ...)` would hang).
@@ -105,6 +130,7 @@ function daemonize(message: ServeMessage): Promise<number> {
   const child = spawn(process.execPath, [script, "__serve"], {
     detached: true,
     stdio: [openSync("/dev/null", "r"), "ignore", stderr, "ipc"],
+    serialization: "advanced",
   });
   return new Promise((resolve, reject) => {
     child.once("message", (reply: { ready?: boolean; error?: string; exitCode?: number }) => {
@@ -119,43 +145,68 @@ function daemonize(message: ServeMessage): Promise<number> {
     child.once("exit", (code) =>
       reject(new UserError(`mount server exited early (status ${code})`, EXIT.failure)),
     );
-    child.send(message);
+    child.send(message, (err) => {
+      sent();
+      if (err) reject(new UserError(`cannot reach the mount server: ${err.message}`, EXIT.failure));
+    });
     message.mountKeys.length = 0;
   });
 }
 
-/** The background server: receives keys over IPC, mounts, reports readiness, serves. */
+/** The background server: hardens itself, receives keys over IPC, mounts, reports readiness, serves. */
 export async function serveCommand(): Promise<number> {
-  const message = await new Promise<ServeMessage>((resolve) => process.once("message", resolve));
   const reply = (m: object) => process.send?.(m);
+  let hardening;
   try {
+    // Before any key arrives: not dumpable, no core file, all the open files allowed.
+    hardening = hardenProcess();
+  } catch (err) {
+    reply({ error: (err as Error).message, exitCode: EXIT.failure });
+    process.disconnect?.();
+    return EXIT.failure;
+  }
+  const message = await new Promise<ServeMessage>((resolve) => process.once("message", resolve));
+  let volume: OpenVolume | undefined;
+  try {
+    const received = message.mountKeys;
+    const mountKeys = new Map<number, Buffer>();
+    for (const [epoch, key] of received) {
+      const own = Buffer.alloc(key.length);
+      own.set(key);
+      key.fill(0);
+      mountKeys.set(epoch, own);
+    }
+    received.length = 0;
     const log = loggerFor(
       { ...message.logLevel, ...(message.logFile ? { logFile: message.logFile } : {}) },
       true,
     );
     const { config } = await loadConfig(message.lower);
-    const mountKeys = new Map(
-      message.mountKeys.map(([epoch, key]) => [epoch, Buffer.from(key, "base64url")]),
-    );
-    const keyring = keyringFor(config, mountKeys);
-    for (const key of mountKeys.values()) key.fill(0);
-    return await serve(
-      message.lower,
-      message.mountpoint,
-      config,
-      keyring,
-      message.settings,
-      log,
-      () => {
-        reply({ ready: true });
-        process.disconnect?.();
+    volume = new OpenVolume(message.lower, config, mountKeys);
+    volume.keyringOnly(); // derived now (a damaged config fails here) and the mount keys wiped
+    const locked = lockSecrets(volume.secretBuffers());
+    log.info(
+      {
+        dumpable: hardening.dumpable,
+        coreLimit: hardening.coreLimit,
+        lockedKeyBuffers: `${locked.locked}/${locked.total}`,
+        openFileLimit: hardening.openFiles,
       },
+      "server hardened",
     );
+    // serve() closes the volume when the mount ends; the finally covers its early failures.
+    return await serve(volume, message.mountpoint, message.settings, log, () => {
+      reply({ ready: true });
+      process.disconnect?.();
+    });
   } catch (err) {
+    for (const [, key] of message.mountKeys) key.fill(0);
     const user =
       err instanceof UserError ? err : new UserError((err as Error).message, EXIT.failure);
     reply({ error: user.message, exitCode: user.exitCode });
     process.disconnect?.();
     return user.exitCode;
+  } finally {
+    volume?.close();
   }
 }

@@ -1,8 +1,13 @@
 import type { Level } from "pino";
-import { ARGON2_DEFAULT, ARGON2_MINIMUM, type Argon2Params } from "../format/config.js";
+import {
+  ARGON2_DEFAULT,
+  ARGON2_MINIMUM,
+  argon2BoundsProblem,
+  type Argon2Params,
+} from "../format/config.js";
 import type { SecretSource } from "../keys/secret-input.js";
 import { createLogger, type Logger } from "../log.js";
-import { EXIT, UserError } from "../volume/errors.js";
+import { EXIT, UserError } from "../errors.js";
 
 /** Options shared by commands: key sources and logging. */
 export interface CommonOptions extends SecretSource {
@@ -63,5 +68,8 @@ export function argon2FromOptions(options: {
       EXIT.usage,
     );
   }
+  // Refused before Argon2 ever runs on them (and a config with them would not load).
+  const problem = argon2BoundsProblem(params);
+  if (problem) throw new UserError(`Argon2 parameters too high: ${problem}`, EXIT.usage);
   return params;
 }

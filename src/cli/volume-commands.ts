@@ -3,9 +3,11 @@ import { Fsck } from "../volume/fsck.js";
 import { rekey } from "../volume/rekey.js";
 import { addSlot, changePassphrase, newRecoveryKey, removeSlot } from "../volume/slots.js";
 import { unlockVolume, type UnlockedVolume } from "../volume/volume.js";
-import { EXIT } from "../volume/errors.js";
+import { mountOf, refuseIfMounted } from "../mount/in-use.js";
 import { argon2FromOptions, loggerFor, type CommonOptions } from "./options.js";
 import { terminalProgress } from "./progress.js";
+import { recoveryOutput, type RecoveryOutput } from "./recovery-output.js";
+import { EXIT, UserError } from "../errors.js";
 
 async function unlock(lower: string, opts: CommonOptions): Promise<UnlockedVolume> {
   const secret = await readSecret(opts);
@@ -30,10 +32,38 @@ export interface PasswdOptions extends CommonOptions {
   kdfMemory?: number;
   kdfIterations?: number;
   kdfParallelism?: number;
+  recoveryKeyFile?: string;
+}
+
+/** --recovery-key-file is only for the commands that make a new recovery key. */
+function recoveryKeyFileOnlyWith(
+  opts: { recoveryKeyFile?: string },
+  wanted: boolean,
+  flag: string,
+) {
+  if (opts.recoveryKeyFile && !wanted)
+    throw new UserError(`--recovery-key-file goes with ${flag}`, EXIT.usage);
 }
 
 export async function passwdCommand(lower: string, opts: PasswdOptions): Promise<number> {
   const kdf = argon2FromOptions(opts);
+  recoveryKeyFileOnlyWith(opts, Boolean(opts.newRecoveryKey), "--new-recovery-key");
+  const output = opts.newRecoveryKey
+    ? await recoveryOutput("passwd --new-recovery-key", opts.recoveryKeyFile)
+    : undefined;
+  try {
+    return await passwd(lower, opts, kdf, output);
+  } finally {
+    await output?.abandon();
+  }
+}
+
+async function passwd(
+  lower: string,
+  opts: PasswdOptions,
+  kdf: ReturnType<typeof argon2FromOptions>,
+  output: RecoveryOutput | undefined,
+): Promise<number> {
   const unlocked = await unlock(lower, opts);
   try {
     if (opts.removeSlot !== undefined) {
@@ -43,57 +73,85 @@ export async function passwdCommand(lower: string, opts: PasswdOptions): Promise
     }
     if (opts.addKeyfile) {
       const secret = await readSecret({ keyfile: opts.addKeyfile });
-      const slot = await addSlot(unlocked, { secret, label: "key file" });
-      process.stdout.write(`Added key-file slot ${slot.id}\n`);
-      return EXIT.ok;
+      try {
+        const slot = await addSlot(unlocked, { secret, label: "key file" });
+        process.stdout.write(`Added key-file slot ${slot.id}\n`);
+        return EXIT.ok;
+      } finally {
+        secret.bytes.fill(0);
+      }
     }
-    if (opts.newRecoveryKey) {
+    if (output) {
       const key = await newRecoveryKey(unlocked);
-      process.stdout.write(
-        `New recovery key (the old one no longer works; shown only now):\n\n    ${key}\n\n`,
-      );
+      await output.deliver(key, "New recovery key (the old one no longer works; shown only now):");
       return EXIT.ok;
     }
     const secret = await readNewPassphrase({
       ...(opts.newPassfile ? { passfile: opts.newPassfile } : {}),
       ...(opts.newExtpass ? { extpass: opts.newExtpass } : {}),
     });
-    const slot = opts.addPassphrase
-      ? await addSlot(unlocked, { secret, label: "passphrase", kdf })
-      : await changePassphrase(unlocked, { secret, kdf }, opts.slot);
-    secret.bytes.fill(0);
+    let slot;
+    try {
+      slot = opts.addPassphrase
+        ? await addSlot(unlocked, { secret, label: "passphrase", kdf })
+        : await changePassphrase(unlocked, { secret, kdf }, opts.slot);
+    } finally {
+      secret.bytes.fill(0);
+    }
     process.stdout.write(
       `${opts.addPassphrase ? "Added" : "Set"} passphrase in key slot ${slot.id}\n`,
     );
     return EXIT.ok;
   } finally {
-    unlocked.keyring.wipe();
+    unlocked.close();
   }
 }
 
 export interface RekeyCommandOptions extends CommonOptions {
   revokeOthers?: boolean;
+  recoveryKeyFile?: string;
 }
 
 export async function rekeyCommand(lower: string, opts: RekeyCommandOptions): Promise<number> {
+  await refuseIfMounted(lower, "rekey"); // before asking for a key; rekey() checks again
+  recoveryKeyFileOnlyWith(opts, Boolean(opts.revokeOthers), "--revoke-others");
+  const output = opts.revokeOthers
+    ? await recoveryOutput("rekey --revoke-others", opts.recoveryKeyFile)
+    : undefined;
+  try {
+    return await rekeyVolume(lower, opts, output);
+  } finally {
+    await output?.abandon();
+  }
+}
+
+async function rekeyVolume(
+  lower: string,
+  opts: RekeyCommandOptions,
+  output: RecoveryOutput | undefined,
+): Promise<number> {
   const secret = await readSecret(opts);
   let result;
+  let unlocked: UnlockedVolume | undefined;
   try {
-    const unlocked = await unlockVolume(lower, secret);
-    unlocked.keyring.wipe();
+    unlocked = await unlockVolume(lower, secret);
     result = await rekey(
       unlocked,
       terminalProgress("rekey"),
-      opts.revokeOthers ? { revokeWith: secret } : {},
+      output
+        ? {
+            revokeWith: secret,
+            onRecoveryKey: (key) =>
+              output.deliver(
+                key,
+                "Every other key slot was revoked. New recovery key (the old one no longer works; shown only now):",
+              ),
+          }
+        : {},
     );
   } finally {
+    unlocked?.close();
     secret.bytes.fill(0);
-  }
-  if (result.recoveryKey) {
-    process.stdout.write(
-      "Every other key slot was revoked. New recovery key (the old one no longer works; shown only now):\n\n" +
-        `    ${result.recoveryKey}\n\n`,
-    );
   }
   if (result.problems.length > 0) {
     for (const p of result.problems) process.stderr.write(`cryptmount: ${p.lower}: ${p.message}\n`);
@@ -115,6 +173,17 @@ export interface FsckCommandOptions extends CommonOptions {
 }
 
 export async function fsckCommand(lower: string, opts: FsckCommandOptions): Promise<number> {
+  // --repair rewrites the lower tree: never under a live mount. A plain check
+  // may run, but what the mount changes meanwhile can show up as problems.
+  if (opts.repair) await refuseIfMounted(lower, "fsck --repair");
+  else {
+    const live = await mountOf(lower);
+    if (live)
+      loggerFor(opts).warn(
+        { lower, mountpoint: live.mountpoint },
+        "volume is mounted; changes made through the mount during the check may be reported as problems",
+      );
+  }
   const unlocked = await unlock(lower, opts);
   try {
     const fsck = new Fsck(unlocked.lower, unlocked.keyring, unlocked.config.blockSize, {
@@ -141,6 +210,6 @@ export async function fsckCommand(lower: string, opts: FsckCommandOptions): Prom
     }
     return errors.length === 0 ? EXIT.ok : EXIT.problemsFound;
   } finally {
-    unlocked.keyring.wipe();
+    unlocked.close();
   }
 }

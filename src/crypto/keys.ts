@@ -116,10 +116,20 @@ export class Keyring {
     return [...this.epochs.keys()].sort((a, b) => a - b);
   }
 
+  /** The key buffers it holds (what wipe() zeroes), e.g. to mlock them. */
+  secretBuffers(): Buffer[] {
+    const v = this.volumeKeys;
+    return [
+      ...[...this.epochs.values()].flatMap((k) => [k.headerWrap, k.configWrap, k.configMac]),
+      v.names,
+      v.symlinks,
+      v.xattrNames,
+      v.xattrValues,
+    ];
+  }
+
   wipe(): void {
     this.wiped = true;
-    for (const keys of this.epochs.values()) wipe(keys.headerWrap, keys.configWrap, keys.configMac);
-    const v = this.volumeKeys;
-    wipe(v.names, v.symlinks, v.xattrNames, v.xattrValues);
+    wipe(...this.secretBuffers());
   }
 }

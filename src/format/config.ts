@@ -47,8 +47,19 @@ export const ARGON2_MINIMUM: Argon2Params = {
   iterations: 3,
   parallelism: 1,
 };
-/** Read before the config is authenticated, so bounded: a tampered config must not exhaust memory. */
+/**
+ * Argon2 runs on parameters read before the config is authenticated, so they
+ * are bounded: a tampered config must not exhaust memory or make one unlock
+ * attempt run for hours. Memory at most 4 GiB; passes at most 1000; memory
+ * times passes at most 32 GiB (4 GiB x 8, 1 GiB x 32; the default costs
+ * 768 MiB, about a second); lanes at most 16.
+ */
 export const ARGON2_MAX_MEMORY_KIB = 4 * 1024 * 1024;
+export const ARGON2_MAX_ITERATIONS = 1000;
+export const ARGON2_MAX_COST_KIB = 32 * 1024 * 1024;
+export const ARGON2_MAX_PARALLELISM = 16;
+/** Key slots per volume: an unlock attempt may run the KDF of every passphrase slot. */
+export const MAX_KEY_SLOTS = 32;
 /** About one second on the reference machine (scripts/bench-kdf.mjs). */
 export const ARGON2_DEFAULT: Argon2Params = {
   algorithm: "argon2id",
@@ -137,6 +148,7 @@ export function parseConfig(text: string): VolumeConfig {
   b64(c.volumeSecret, "volume secret");
   b64(c.keys, "mount-key bundle");
   if (!Array.isArray(c.slots) || c.slots.length === 0) invalid("no key slots");
+  if (c.slots.length > MAX_KEY_SLOTS) invalid(`more than ${MAX_KEY_SLOTS} key slots`);
   const ids = new Set<number>();
   for (const s of c.slots as unknown[]) {
     const slot = s as Record<string, unknown>;
@@ -159,21 +171,32 @@ export function parseConfig(text: string): VolumeConfig {
   return c as unknown as VolumeConfig;
 }
 
+/**
+ * Why Argon2 parameters are out of bounds (ARGON2_MAX_*), checked before they
+ * are ever run; undefined when they are within them. The minimum is separate
+ * (WEAK_KDF).
+ */
+export function argon2BoundsProblem(k: Partial<Argon2Params> | undefined): string | undefined {
+  if (!k || k.algorithm !== "argon2id") return "not argon2id";
+  if (!isInt(k.memoryKiB, 1, ARGON2_MAX_MEMORY_KIB))
+    return `memory must be at most ${ARGON2_MAX_MEMORY_KIB} KiB`;
+  if (!isInt(k.iterations, 1, ARGON2_MAX_ITERATIONS))
+    return `passes must be at most ${ARGON2_MAX_ITERATIONS}`;
+  if (!isInt(k.parallelism, 1, ARGON2_MAX_PARALLELISM))
+    return `lanes must be from 1 to ${ARGON2_MAX_PARALLELISM}`;
+  if (k.memoryKiB * k.iterations > ARGON2_MAX_COST_KIB)
+    return `memory x passes must be at most ${ARGON2_MAX_COST_KIB} KiB`;
+  return undefined;
+}
+
 function checkArgon2(kdf: unknown): asserts kdf is Argon2Params {
   const k = kdf as Partial<Argon2Params> | undefined;
-  if (
-    !k ||
-    k.algorithm !== "argon2id" ||
-    !isInt(k.memoryKiB, 1, ARGON2_MAX_MEMORY_KIB) ||
-    !isInt(k.iterations, 1, 1000) ||
-    !isInt(k.parallelism, 1, 64)
-  ) {
-    invalid("bad passphrase KDF parameters");
-  }
-  if (k.memoryKiB < ARGON2_MINIMUM.memoryKiB || k.iterations < ARGON2_MINIMUM.iterations) {
+  if (argon2BoundsProblem(k)) invalid("bad passphrase KDF parameters");
+  const { memoryKiB, iterations } = k as Argon2Params;
+  if (memoryKiB < ARGON2_MINIMUM.memoryKiB || iterations < ARGON2_MINIMUM.iterations) {
     throw new FormatError(
       "WEAK_KDF",
-      `passphrase KDF parameters (m=${k.memoryKiB} KiB, t=${k.iterations}) are below the minimum (m=${ARGON2_MINIMUM.memoryKiB} KiB, t=${ARGON2_MINIMUM.iterations})`,
+      `passphrase KDF parameters (m=${memoryKiB} KiB, t=${iterations}) are below the minimum (m=${ARGON2_MINIMUM.memoryKiB} KiB, t=${ARGON2_MINIMUM.iterations})`,
     );
   }
 }

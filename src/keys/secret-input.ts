@@ -4,7 +4,7 @@ import { openSync, closeSync } from "node:fs";
 import { ReadStream, WriteStream } from "node:tty";
 import { parseRecoveryKey } from "../format/recovery.js";
 import { isFormatError } from "../format/errors.js";
-import { EXIT, UserError } from "../volume/errors.js";
+import { EXIT, UserError } from "../errors.js";
 import { MIN_KEYFILE_BYTES, type Secret } from "./kek.js";
 
 /** Where a command gets its secret from (the options every keyed command takes). */
@@ -15,11 +15,44 @@ export interface SecretSource {
   readonly recovery?: boolean;
 }
 
-/** A passphrase file holds the passphrase on its first line; the newline is not part of it. */
-function firstLine(bytes: Buffer): Buffer {
+/*
+ * Every Buffer that held secret bytes on the way in (file contents, pipe and
+ * terminal chunks, their concatenation) is zeroed once the secret has been
+ * copied out of it; the secret itself is a Buffer of its own, which the
+ * caller wipes. Residual: what Node and the kernel buffered before we saw it
+ * (stream internals, pipe buffers) is out of reach, and a recovery key is
+ * parsed from a (immutable) string.
+ */
+
+/** Zeroes every buffer given. */
+function wipeAll(buffers: Iterable<Uint8Array>): void {
+  for (const b of buffers) b.fill(0);
+}
+
+/**
+ * A passphrase file holds the passphrase on its first line; the newline is
+ * not part of it. Returns a copy in a buffer of its own (never a pool slice)
+ * and wipes `bytes`.
+ */
+function takeFirstLine(bytes: Buffer): Buffer {
   const end = bytes.indexOf(0x0a);
-  const line = end < 0 ? bytes : bytes.subarray(0, end);
-  return line.length > 0 && line[line.length - 1] === 0x0d ? line.subarray(0, -1) : line;
+  let length = end < 0 ? bytes.length : end;
+  if (length > 0 && bytes[length - 1] === 0x0d) length--;
+  const line = Buffer.alloc(length);
+  bytes.copy(line, 0, 0, length);
+  bytes.fill(0);
+  return line;
+}
+
+/** The chunks joined into one buffer of its own; the chunks are wiped. */
+function takeConcat(chunks: Buffer[]): Buffer {
+  const total = chunks.reduce((n, c) => n + c.length, 0);
+  const joined = Buffer.alloc(total);
+  let offset = 0;
+  for (const c of chunks) offset += c.copy(joined, offset);
+  wipeAll(chunks);
+  chunks.length = 0;
+  return joined;
 }
 
 async function readSecretFile(path: string, what: string): Promise<Buffer> {
@@ -42,11 +75,17 @@ function runExtpass(command: string, prompt: string): Promise<Buffer> {
     });
     const chunks: Buffer[] = [];
     child.stdout.on("data", (c: Buffer) => chunks.push(c));
-    child.on("error", () => reject(new UserError("--extpass: cannot run the program", EXIT.usage)));
+    child.on("error", () => {
+      wipeAll(chunks);
+      reject(new UserError("--extpass: cannot run the program", EXIT.usage));
+    });
     child.on("close", (code) => {
-      if (code !== 0)
+      const output = takeConcat(chunks);
+      if (code !== 0) {
+        output.fill(0);
         return reject(new UserError(`--extpass program exited with status ${code}`, EXIT.wrongKey));
-      resolve(firstLine(Buffer.concat(chunks)));
+      }
+      resolve(takeFirstLine(output));
     });
   });
 }
@@ -66,19 +105,36 @@ export async function promptHidden(prompt: string): Promise<Buffer> {
   const output = new WriteStream(fd);
   output.write(prompt);
   input.setRawMode(true);
-  const chars: number[] = [];
+  // Typed bytes collect in a Buffer (grown by copying, the old one wiped), never in a JS array or string.
+  let typed = Buffer.alloc(256);
+  let length = 0;
   try {
     return await new Promise<Buffer>((resolve, reject) => {
       input.on("data", (data: Buffer) => {
-        for (const byte of data) {
-          if (byte === 0x0d || byte === 0x0a) return resolve(Buffer.from(chars));
-          if (byte === 0x03) return reject(new UserError("interrupted", EXIT.interrupted));
-          if (byte === 0x7f || byte === 0x08) {
-            // Erase one character: UTF-8 continuation bytes, then the lead byte.
-            while (chars.length > 0 && ((chars[chars.length - 1] ?? 0) & 0xc0) === 0x80)
-              chars.pop();
-            chars.pop();
-          } else chars.push(byte);
+        try {
+          for (const byte of data) {
+            if (byte === 0x0d || byte === 0x0a) {
+              const line = Buffer.alloc(length);
+              typed.copy(line, 0, 0, length);
+              return resolve(line);
+            }
+            if (byte === 0x03) return reject(new UserError("interrupted", EXIT.interrupted));
+            if (byte === 0x7f || byte === 0x08) {
+              // Erase one character: UTF-8 continuation bytes, then the lead byte.
+              while (length > 0 && ((typed[length - 1] ?? 0) & 0xc0) === 0x80) typed[--length] = 0;
+              if (length > 0) typed[--length] = 0;
+              continue;
+            }
+            if (length === typed.length) {
+              const bigger = Buffer.alloc(typed.length * 2);
+              typed.copy(bigger);
+              typed.fill(0);
+              typed = bigger;
+            }
+            typed[length++] = byte;
+          }
+        } finally {
+          data.fill(0);
         }
       });
     });
@@ -92,14 +148,19 @@ export async function promptHidden(prompt: string): Promise<Buffer> {
     } catch {
       /* already closed by the streams */
     }
-    chars.fill(0);
+    typed.fill(0);
   }
 }
 
 async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];
-  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
-  return firstLine(Buffer.concat(chunks));
+  try {
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  } catch (err) {
+    wipeAll(chunks);
+    throw err;
+  }
+  return takeFirstLine(takeConcat(chunks));
 }
 
 function toSecret(kind: "passphrase" | "recovery", bytes: Buffer): Secret {
@@ -109,6 +170,8 @@ function toSecret(kind: "passphrase" | "recovery", bytes: Buffer): Secret {
     } catch (err) {
       if (isFormatError(err)) throw new UserError(err.message, EXIT.wrongKey);
       throw err;
+    } finally {
+      bytes.fill(0);
     }
   }
   if (bytes.length === 0) throw new UserError("empty passphrase", EXIT.usage);
@@ -124,6 +187,7 @@ export async function readSecret(source: SecretSource, prompt = "Passphrase: "):
   if (source.keyfile) {
     const bytes = await readSecretFile(source.keyfile, "key file");
     if (bytes.length < MIN_KEYFILE_BYTES) {
+      bytes.fill(0);
       throw new UserError(
         `${source.keyfile}: key file must hold at least ${MIN_KEYFILE_BYTES} bytes`,
         EXIT.usage,
@@ -132,7 +196,7 @@ export async function readSecret(source: SecretSource, prompt = "Passphrase: "):
     return { kind: "keyfile", bytes };
   }
   if (source.passfile)
-    return toSecret(kind, firstLine(await readSecretFile(source.passfile, "passphrase file")));
+    return toSecret(kind, takeFirstLine(await readSecretFile(source.passfile, "passphrase file")));
   if (source.extpass) return toSecret(kind, await runExtpass(source.extpass, prompt));
   if (process.stdin.isTTY)
     return toSecret(kind, await promptHidden(source.recovery ? "Recovery key: " : prompt));
@@ -148,8 +212,15 @@ export async function readNewPassphrase(source: {
     return readSecret(source, "New passphrase: ");
   }
   const first = await promptHidden("New passphrase: ");
-  const second = await promptHidden("Repeat passphrase: ");
-  if (!first.equals(second)) throw new UserError("passphrases do not match", EXIT.usage);
-  second.fill(0);
-  return toSecret("passphrase", first);
+  let second: Buffer | undefined;
+  try {
+    second = await promptHidden("Repeat passphrase: ");
+    if (!first.equals(second)) throw new UserError("passphrases do not match", EXIT.usage);
+    return toSecret("passphrase", first);
+  } catch (err) {
+    first.fill(0);
+    throw err;
+  } finally {
+    second?.fill(0);
+  }
 }

@@ -5,8 +5,9 @@ import type { VolumeConfig } from "../format/config.js";
 import { CryptFs } from "../fs/crypt-fs.js";
 import { FuseMount } from "../fs/fuse3/mount.js";
 import { lowerOpsFor } from "../fs/lower/ops.js";
-import { EXIT, UserError } from "../volume/errors.js";
-import { FSTYPE, currentMounts } from "./mountinfo.js";
+import { EXIT, UserError } from "../errors.js";
+import { currentMounts } from "./mountinfo.js";
+import { mountOf } from "./in-use.js";
 import { removeRecord, writeRecord } from "./runtime.js";
 
 export interface MountSettings {
@@ -19,6 +20,14 @@ export interface MountSettings {
   readonly nonEmpty: boolean;
   /** Keep lower metadata calls off the JS thread even on a local lower filesystem. */
   readonly asyncMetadata: boolean;
+}
+
+/** What serve() needs of an opened volume (volume/volume.ts OpenVolume); close() wipes its keys. */
+export interface ServedVolume {
+  readonly lower: string;
+  readonly config: VolumeConfig;
+  readonly keyring: Keyring;
+  close(): void;
 }
 
 /** Resolves and checks the two paths before anything is unlocked or mounted. */
@@ -40,7 +49,7 @@ export async function preflight(
   if (mounts.some((m) => m.mountpoint === mountpoint)) {
     throw new UserError(`${mountpoint}: something is already mounted there`, EXIT.alreadyMounted);
   }
-  const same = mounts.find((m) => m.fstype === FSTYPE && m.source === fsnameFor(lower));
+  const same = await mountOf(lower);
   if (same)
     throw new UserError(
       `${lower}: volume is already mounted at ${same.mountpoint}`,
@@ -90,20 +99,21 @@ export function fsnameFor(lower: string): string {
 /**
  * Mounts an unlocked volume and serves it until it is unmounted (by us on a
  * signal, or externally by fusermount -u / umount). Resolves with the exit code.
+ * Owns `volume` from here: closes it (wiping its keys) once the filesystem is
+ * destroyed and the FUSE session has ended, or when the mount fails.
  */
 export async function serve(
-  lower: string,
+  volume: ServedVolume,
   mountpoint: string,
-  config: VolumeConfig,
-  keyring: Keyring,
   settings: MountSettings,
   log: Logger,
   onMounted: () => void,
 ): Promise<number> {
+  const { lower, config } = volume;
   // Modes arrive with the caller's umask applied by the kernel; ours must not apply twice.
   process.umask(0);
   const io = await lowerOpsFor(lower, settings.asyncMetadata);
-  const fs = await CryptFs.open(lower, keyring, config.blockSize, log, io, {
+  const fs = await CryptFs.open(lower, volume.keyring, config.blockSize, log, io, {
     readOnly: settings.readOnly,
   });
   let finished: (code: number) => void = () => undefined;
@@ -112,7 +122,7 @@ export async function serve(
 
   const finish = async (code: number) => {
     await fs.destroy().catch(() => undefined);
-    keyring.wipe();
+    volume.close();
     await removeRecord(mountpoint);
     finished(code);
   };
@@ -138,7 +148,7 @@ export async function serve(
     await mount.mount();
   } catch (err) {
     await fs.destroy().catch(() => undefined);
-    keyring.wipe();
+    volume.close();
     throw new UserError(`${mountpoint}: mount failed: ${(err as Error).message}`, EXIT.mountPoint);
   }
   await writeRecord({

@@ -11,6 +11,7 @@ import {
   verifyLongName,
 } from "../format/names.js";
 import { decryptSymlink } from "../format/symlink.js";
+import { refuseIfMounted } from "../mount/in-use.js";
 import { noProgress, type Progress } from "./progress.js";
 
 /**
@@ -80,6 +81,8 @@ export class Fsck {
   }
 
   async run(): Promise<FsckReport> {
+    // Repairs delete lower entries a live mount may be using (its temp files, a sidecar being written).
+    if (this.options.repair) await refuseIfMounted(this.root, "fsck --repair");
     this.progress.start(await countFiles(this.root));
     try {
       await this.directory(this.root, "/", [this.keyring.volume.rootDirId]);

@@ -12,9 +12,8 @@ import {
 import { isFormatError } from "../format/errors.js";
 import { HEADER_SIZE, openHeader, planRewrap } from "../format/header.js";
 import { classifyLowerEntry } from "../format/names.js";
-import { currentMounts, FSTYPE } from "../mount/mountinfo.js";
-import { fsnameFor } from "../mount/serve.js";
-import { EXIT, UserError } from "./errors.js";
+import { refuseIfMounted } from "../mount/in-use.js";
+import { EXIT, UserError } from "../errors.js";
 import { noProgress, type Progress } from "./progress.js";
 import { makeSlot, nextSlotId, resign, saveConfig, type UnlockedVolume } from "./volume.js";
 import { RECOVERY_KEY_SIZE, formatRecoveryKey } from "../format/recovery.js";
@@ -82,6 +81,12 @@ export interface RekeyOptions {
    * plus a removed slot's secret, can still unwrap the new mount key.
    */
   readonly revokeWith?: Secret;
+  /**
+   * With revokeWith: called with the new recovery key as soon as the config
+   * that holds it is written (step 1), before any header is touched, so a
+   * rekey interrupted later cannot lose the only copy of it.
+   */
+  readonly onRecoveryKey?: (key: string) => Promise<void>;
 }
 
 export async function rekey(
@@ -90,12 +95,8 @@ export async function rekey(
   options: RekeyOptions = {},
 ): Promise<RekeyResult> {
   const { lower } = unlocked;
-  if ((await currentMounts()).some((m) => m.fstype === FSTYPE && m.source === fsnameFor(lower))) {
-    throw new UserError(
-      `${lower}: volume is mounted; unmount it before rekey`,
-      EXIT.alreadyMounted,
-    );
-  }
+  // Headers rewritten under a live mount would race its writes: files it creates meanwhile would be lost.
+  await refuseIfMounted(lower, "rekey");
   let config: VolumeConfig = unlocked.config;
   const mountKeys = new Map(unlocked.mountKeys);
   const volumeId = Buffer.from(config.volumeId, "base64url");
@@ -151,6 +152,7 @@ export async function rekey(
       mountKeys,
     );
     await saveConfig(lower, config);
+    if (recoveryKey && options.onRecoveryKey) await options.onRecoveryKey(recoveryKey);
   }
   const { from, to } = config.rekey!;
   const keyring = new Keyring(volumeId, to, mountKeys, volumeSecret);
@@ -185,7 +187,8 @@ export async function rekey(
     await saveConfig(lower, config);
   }
   volumeSecret.fill(0);
-  for (const key of mountKeys.values()) key.fill(0);
+  // Only what this function made: the unlocked volume's own keys are its owner's to wipe (close()).
+  for (const [epoch, key] of mountKeys) if (unlocked.mountKeys.get(epoch) !== key) key.fill(0);
   if (slotKey !== unlocked.slotKey) slotKey.fill(0);
   const result = { from, to, files: files.length, rewrapped, problems };
   return recoveryKey ? { ...result, recoveryKey } : result;

@@ -1,7 +1,7 @@
-import type { KeySlot, VolumeConfig } from "../format/config.js";
+import { MAX_KEY_SLOTS, type KeySlot, type VolumeConfig } from "../format/config.js";
 import { RECOVERY_KEY_SIZE, formatRecoveryKey } from "../format/recovery.js";
 import { randomPool } from "../crypto/random.js";
-import { EXIT, UserError } from "./errors.js";
+import { EXIT, UserError } from "../errors.js";
 import {
   makeSlot,
   nextSlotId,
@@ -19,6 +19,15 @@ async function commit(unlocked: UnlockedVolume, slots: KeySlot[]): Promise<Volum
   const config = resign({ ...unlocked.config, slots }, unlocked.mountKeys);
   await saveConfig(unlocked.lower, config);
   return config;
+}
+
+/** Refuses a new slot (before its KDF runs) when the volume already has MAX_KEY_SLOTS. */
+function requireFreeSlot(slots: readonly KeySlot[]): void {
+  if (slots.length >= MAX_KEY_SLOTS)
+    throw new UserError(
+      `the volume already has ${MAX_KEY_SLOTS} key slots, the most it may have; remove one first`,
+      EXIT.usage,
+    );
 }
 
 /** Replaces `slotId` (default: the slot that unlocked, when it is a passphrase) with a new passphrase slot. */
@@ -40,6 +49,7 @@ export async function changePassphrase(
     throw new UserError(`key slot ${targetId} is not a passphrase slot`, EXIT.usage);
   }
   const label = index >= 0 ? (slots[index]!.label ?? "passphrase") : "passphrase";
+  if (index < 0) requireFreeSlot(slots);
   const id = index >= 0 ? targetId! : nextSlotId(slots);
   const slot = await makeSlot(
     unlocked.config.volumeId,
@@ -55,6 +65,7 @@ export async function changePassphrase(
 
 export async function addSlot(unlocked: UnlockedVolume, request: SlotRequest): Promise<KeySlot> {
   const slots = [...unlocked.config.slots];
+  requireFreeSlot(slots);
   const slot = await makeSlot(
     unlocked.config.volumeId,
     nextSlotId(slots),
@@ -79,8 +90,9 @@ export async function removeSlot(unlocked: UnlockedVolume, id: number): Promise<
 
 /** Replaces every recovery slot with one for a new recovery key, returned for showing once. */
 export async function newRecoveryKey(unlocked: UnlockedVolume): Promise<string> {
-  const key = randomPool.bytes(RECOVERY_KEY_SIZE);
   const kept = unlocked.config.slots.filter((s) => s.kind !== "recovery");
+  requireFreeSlot(kept);
+  const key = randomPool.bytes(RECOVERY_KEY_SIZE);
   const slot = await makeSlot(
     unlocked.config.volumeId,
     nextSlotId(unlocked.config.slots),

@@ -1,6 +1,6 @@
 import { readFile, stat, mkdir, readdir } from "node:fs/promises";
 import { join } from "node:path";
-import { toBase64Url } from "../crypto/bytes.js";
+import { toBase64Url, wipe } from "../crypto/bytes.js";
 import { Keyring, MOUNT_KEY_SIZE, VOLUME_SECRET_SIZE, deriveEpochKeys } from "../crypto/keys.js";
 import { randomPool } from "../crypto/random.js";
 import {
@@ -29,8 +29,8 @@ import { FormatError, isFormatError } from "../format/errors.js";
 import { CONFIG_NAME } from "../format/names.js";
 import { RECOVERY_KEY_SIZE, formatRecoveryKey } from "../format/recovery.js";
 import { deriveKek, type Secret } from "../keys/kek.js";
-import { writeFileAtomic } from "./atomic.js";
-import { EXIT, UserError } from "./errors.js";
+import { writeFileAtomic } from "../atomic.js";
+import { EXIT, UserError } from "../errors.js";
 
 /** The config file and its backup copy in the lower root. */
 export const CONFIG_FILE = CONFIG_NAME;
@@ -103,15 +103,88 @@ export async function saveConfig(lower: string, config: VolumeConfig): Promise<v
   }
 }
 
-export interface UnlockedVolume {
-  readonly lower: string;
-  readonly config: VolumeConfig;
-  readonly keyring: Keyring;
-  readonly mountKeys: Map<number, Buffer>;
-  /** Wrapped by every slot; needed to add slots or replace the mount-key bundle. */
-  readonly slotKey: Buffer;
-  /** The slot that opened the volume. */
-  readonly slot: KeySlot;
+/**
+ * The one owner of an opened volume's secrets: its mount keys and the Keyring
+ * derived from them (built on first use, so a process that only passes the
+ * mount keys on never derives it). close() wipes everything it holds; after
+ * that the keyring is gone. Whoever opens a volume closes it (or hands it to
+ * serve(), which closes it once the filesystem and the FUSE session are done).
+ */
+export class OpenVolume {
+  private ring: Keyring | undefined;
+  private closed = false;
+
+  constructor(
+    readonly lower: string,
+    readonly config: VolumeConfig,
+    readonly mountKeys: Map<number, Buffer>,
+  ) {}
+
+  /** The volume's keys, derived on first use; a programming error after close(). */
+  get keyring(): Keyring {
+    if (this.closed) throw new Error("the volume was closed and its keys wiped");
+    this.ring ??= keyringFor(this.config, this.mountKeys);
+    return this.ring;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /**
+   * Derives the keyring now and wipes the mount keys, which a mounted
+   * filesystem never needs again (it works from the keyring alone).
+   */
+  keyringOnly(): Keyring {
+    const ring = this.keyring;
+    for (const key of this.mountKeys.values()) key.fill(0);
+    this.mountKeys.clear();
+    return ring;
+  }
+
+  /** Every key buffer it holds (for mlock). */
+  secretBuffers(): Buffer[] {
+    return [...this.mountKeys.values(), ...(this.ring?.secretBuffers() ?? [])];
+  }
+
+  /** Wipes the keyring and the mount keys. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ring?.wipe();
+    for (const key of this.mountKeys.values()) key.fill(0);
+  }
+}
+
+/** A volume opened with a key slot's secret: also holds the slot key (to add slots, rewrap the bundle). */
+export class UnlockedVolume extends OpenVolume {
+  constructor(
+    lower: string,
+    config: VolumeConfig,
+    mountKeys: Map<number, Buffer>,
+    /** The slot that opened the volume. */
+    readonly slot: KeySlot,
+    /** Wrapped by every slot; needed to add slots or replace the mount-key bundle. */
+    readonly slotKey: Buffer,
+    /** Set when the primary config copy was unreadable and the backup was used. */
+    readonly usedBackup = false,
+  ) {
+    super(lower, config, mountKeys);
+  }
+
+  /**
+   * The mount keys alone, copied into an OpenVolume of their own (for a
+   * server); this object keeps its copies until closed.
+   */
+  openCopy(): OpenVolume {
+    const copies = new Map([...this.mountKeys].map(([epoch, key]) => [epoch, Buffer.from(key)]));
+    return new OpenVolume(this.lower, this.config, copies);
+  }
+
+  override close(): void {
+    super.close();
+    this.slotKey.fill(0);
+  }
 }
 
 /** Tries the secret against every slot of its kind; a wrong secret is a UserError with EXIT.wrongKey. */
@@ -119,6 +192,7 @@ export async function unlockWithSecret(
   lower: string,
   config: VolumeConfig,
   secret: Secret,
+  usedBackup = false,
 ): Promise<UnlockedVolume> {
   const candidates = config.slots.filter((s) => s.kind === secret.kind);
   if (candidates.length === 0) {
@@ -130,7 +204,15 @@ export async function unlockWithSecret(
       const slotKey = kek && openSlot(config.volumeId, slot, kek);
       if (!slotKey) continue;
       const mountKeys = openMountKeys(config, slotKey);
-      return { lower, config, slot, slotKey, mountKeys, keyring: keyringFor(config, mountKeys) };
+      try {
+        // Authenticates the config and the volume secret now, so a damaged config is reported here.
+        checkConfig(config, mountKeys);
+      } catch (err) {
+        slotKey.fill(0);
+        for (const key of mountKeys.values()) key.fill(0);
+        throw err;
+      }
+      return new UnlockedVolume(lower, config, mountKeys, slot, slotKey, usedBackup);
     } catch (err) {
       throw describe(lower, err);
     } finally {
@@ -145,20 +227,28 @@ export async function unlockWithSecret(
   throw new UserError(`${lower}: ${what}`, EXIT.wrongKey);
 }
 
-export function keyringFor(config: VolumeConfig, mountKeys: MountKeys): Keyring {
-  const { volumeSecret } = unlockConfig(config, mountKeys);
-  const volumeId = Buffer.from(config.volumeId, "base64url");
-  const keyring = new Keyring(volumeId, config.epoch, mountKeys, volumeSecret);
+/** Verifies the config's MAC and that the volume secret opens under `mountKeys`; keeps nothing. */
+export function checkConfig(config: VolumeConfig, mountKeys: MountKeys): void {
+  const { volumeSecret, current } = unlockConfig(config, mountKeys);
   volumeSecret.fill(0);
-  return keyring;
+  wipe(current.headerWrap, current.configWrap, current.configMac);
 }
 
-export async function unlockVolume(
-  lower: string,
-  secret: Secret,
-): Promise<UnlockedVolume & { usedBackup: boolean }> {
+export function keyringFor(config: VolumeConfig, mountKeys: MountKeys): Keyring {
+  const { volumeSecret, current } = unlockConfig(config, mountKeys);
+  wipe(current.headerWrap, current.configWrap, current.configMac);
+  const volumeId = Buffer.from(config.volumeId, "base64url");
+  try {
+    return new Keyring(volumeId, config.epoch, mountKeys, volumeSecret);
+  } finally {
+    volumeSecret.fill(0);
+  }
+}
+
+/** Loads the config and unlocks it with `secret`; the caller closes what it gets. */
+export async function unlockVolume(lower: string, secret: Secret): Promise<UnlockedVolume> {
   const { config, usedBackup } = await loadConfig(lower);
-  return { ...(await unlockWithSecret(lower, config, secret)), usedBackup };
+  return unlockWithSecret(lower, config, secret, usedBackup);
 }
 
 // --- creating volumes and slots ---------------------------------------------------

@@ -1,5 +1,5 @@
 import { expect } from "vitest";
-import { UserError } from "../../src/volume/errors.js";
+import { UserError } from "../../src/errors.js";
 
 /** The UserError a promise rejects with; fails the test if it resolves or rejects with anything else. */
 export async function rejection(promise: Promise<unknown>): Promise<UserError> {

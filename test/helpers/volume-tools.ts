@@ -13,7 +13,17 @@ import { closeSync, openSync, readFileSync, readSync, readdirSync, statSync } fr
 import { open, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { expect } from "vitest";
-import { CLI, HEADER_SIZE, isMounted, pyOk, run, type RunResult, type Sandbox } from "./volume.js";
+import {
+  CLI,
+  HEADER_SIZE,
+  isMounted,
+  pyOk,
+  recoveryKeyArgs,
+  recoveryKeyFile,
+  run,
+  type RunResult,
+  type Sandbox,
+} from "./volume.js";
 
 export const CONFIG = "cryptmount.conf";
 export const CONFIG_BAK = "cryptmount.conf.bak";
@@ -237,15 +247,35 @@ export async function secretFile(
   return path;
 }
 
-/** Creates a volume like Sandbox.createVolume but also returns init's stdout (recovery key). */
+/** The recovery key a --recovery-key-file holds (one line). */
+export async function recoveryKeyIn(file: string): Promise<string> {
+  return recoveryKeyFrom(await readFile(file, "utf8"));
+}
+
+/**
+ * Creates a volume like Sandbox.createVolume but also returns init's stdout
+ * and, unless --no-recovery, the recovery key it wrote to
+ * recoveryKeyFile(lower).
+ */
 export async function initVolume(
   sb: Sandbox,
   extra: readonly string[] = [],
   passfile = sb.passfile,
-): Promise<{ lower: string; stdout: string }> {
+): Promise<{ lower: string; stdout: string; recoveryKey?: string }> {
   const lower = sb.path("lower");
-  const stdout = await cliOk(sb, ["init", "--passfile", passfile, ...MIN_KDF, ...extra, lower]);
-  return { lower, stdout };
+  const stdout = await cliOk(sb, [
+    "init",
+    "--passfile",
+    passfile,
+    ...MIN_KDF,
+    ...recoveryKeyArgs(lower, extra),
+    ...extra,
+    lower,
+  ]);
+  if (extra.includes("--no-recovery")) return { lower, stdout };
+  const given = extra.indexOf("--recovery-key-file");
+  const file = given >= 0 ? extra[given + 1]! : recoveryKeyFile(lower);
+  return { lower, stdout, recoveryKey: await recoveryKeyIn(file) };
 }
 
 // ---------------------------------------------------------------------------

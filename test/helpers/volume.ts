@@ -30,9 +30,21 @@ export const BLOCK_OVERHEAD = 28;
 export const SEALED_BLOCK_SIZE = BLOCK_SIZE + BLOCK_OVERHEAD;
 
 /** Exit codes, as the CLI documents them. */
-export { EXIT } from "../../src/volume/errors.js";
+export { EXIT } from "../../src/errors.js";
 
 export const PASSPHRASE = "correct horse battery staple";
+
+/** Where the test helpers have init write a volume's recovery key: beside its lower directory. */
+export function recoveryKeyFile(lower: string): string {
+  return `${lower}.recovery-key`;
+}
+
+/** --recovery-key-file for an init of `lower`, unless `extra` has --no-recovery or its own file. */
+export function recoveryKeyArgs(lower: string, extra: readonly string[]): string[] {
+  return extra.includes("--no-recovery") || extra.includes("--recovery-key-file")
+    ? []
+    : ["--recovery-key-file", recoveryKeyFile(lower)];
+}
 
 export function fuseAvailable(): boolean {
   try {
@@ -397,7 +409,11 @@ export class Sandbox {
     return r.stdout;
   }
 
-  /** Creates a volume with the minimum (fast) KDF parameters; returns its lower directory. */
+  /**
+   * Creates a volume with the minimum (fast) KDF parameters; returns its lower
+   * directory. Its recovery key goes to `recoveryKeyFile(lower)` (init prints
+   * it only to a terminal) unless `extra` says otherwise.
+   */
   async createVolume(name = "lower", extra: string[] = []): Promise<string> {
     const lower = this.path(name);
     await this.cliOk([
@@ -408,6 +424,7 @@ export class Sandbox {
       "65536",
       "--kdf-iterations",
       "3",
+      ...recoveryKeyArgs(lower, extra),
       ...extra,
       lower,
     ]);

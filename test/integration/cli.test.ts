@@ -2,10 +2,12 @@
 // info, error exit codes, signals, external unmounts, read-only mounts, and
 // what an observer of the lower directory can see.
 
-import { readdir, readlink, writeFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { readFile, readdir, readlink, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
+  CLI,
   EXIT,
   Sandbox,
   alive,
@@ -41,8 +43,9 @@ describe.skipIf(!haveFuse)("cryptmount CLI", () => {
     expect(stderr).not.toMatch(/\n\s+at /);
   }
 
-  it("init prints a recovery key and creates a volume that info describes", async () => {
+  it("init writes the recovery key to --recovery-key-file and creates a volume that info describes", async () => {
     const dir = sb.path("fresh");
+    const keyFile = sb.path("fresh-recovery-key");
     const initArgs = [
       "init",
       "--passfile",
@@ -51,25 +54,148 @@ describe.skipIf(!haveFuse)("cryptmount CLI", () => {
       "65536",
       "--kdf-iterations",
       "3",
+      "--recovery-key-file",
+      keyFile,
       dir,
     ];
     const r = await sb.cli(initArgs);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/Created cryptmount volume \S+ in /);
-    expect(r.stdout).toMatch(/Recovery key/);
+    expect(r.stdout).toMatch(/Recovery key written to /);
+    // The key itself never reaches the (piped) standard output or standard error.
+    const key = (await readFile(keyFile, "utf8")).trim();
+    expect(key).toMatch(/^[0-9A-Z]{5}(-[0-9A-Z]{5})+$/);
+    expect(r.stdout + r.stderr).not.toContain(key);
+    expect((await stat(keyFile)).mode & 0o777).toBe(0o600);
     const names = (await readdir(dir)).sort();
     expect(names).toEqual(["cryptmount.conf", "cryptmount.conf.bak"]);
+    // The file is usable as it is: --recovery --passfile FILE.
+    const check = await sb.cli(["fsck", "--recovery", "--passfile", keyFile, dir]);
+    expect(check.code, check.stderr).toBe(EXIT.ok);
 
     const info = await sb.cliOk(["info", "--json", dir]);
     const parsed = JSON.parse(info) as { blockSize: number; slots: { kind: string }[] };
     expect(parsed.blockSize).toBe(32768);
-    expect(parsed.slots.map((s) => s.kind)).toContain("passphrase");
+    expect(parsed.slots.map((s) => s.kind)).toEqual(["passphrase", "recovery"]);
     expect(info).not.toContain("correct horse");
 
-    // init refuses a directory that already is a volume.
-    const again = await sb.cli(initArgs);
+    // init refuses a directory that already is a volume (with a new key file: the old one exists).
+    const again = await sb.cli([...initArgs.slice(0, -2), sb.path("unused-key"), dir]);
     expect(again.code).not.toBe(0);
     expect(again.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it("init shows the recovery key only on a terminal: piped, it needs --recovery-key-file or --no-recovery (exit 2)", async () => {
+    const base = [
+      "init",
+      "--passfile",
+      sb.passfile,
+      "--kdf-memory",
+      "65536",
+      "--kdf-iterations",
+      "3",
+    ];
+    const dir = sb.path("never");
+    const piped = await sb.cli([...base, dir]);
+    expect(piped.code).toBe(EXIT.usage);
+    expectOneLineError(
+      piped.stderr,
+      /printed only to a terminal.*--recovery-key-file.*--no-recovery/,
+    );
+    expect(piped.stdout).toBe("");
+    expect(existsSync(dir)).toBe(false);
+
+    // An existing key file is never overwritten (nor followed if a symlink); nothing is created.
+    const taken = sb.path("taken");
+    await writeFile(taken, "keep me\n");
+    const link = sb.path("link");
+    await symlink(sb.path("nowhere"), link);
+    for (const file of [taken, link]) {
+      const r = await sb.cli([...base, "--recovery-key-file", file, dir]);
+      expect(r.code).toBe(EXIT.usage);
+      expectOneLineError(r.stderr, /cannot create the recovery key file/);
+      expect(existsSync(dir)).toBe(false);
+    }
+    expect(await readFile(taken, "utf8")).toBe("keep me\n");
+    const both = await sb.cli([...base, "--no-recovery", "--recovery-key-file", sb.path("k"), dir]);
+    expect(both.code).toBe(EXIT.usage);
+
+    // A failed init leaves no key file behind.
+    const keyFile = sb.path("failed-key");
+    const full = await sb.mkdir("full");
+    await writeFile(join(full, "x"), "x");
+    const failed = await sb.cli([...base, "--recovery-key-file", keyFile, full]);
+    expect(failed.code).toBe(EXIT.failure);
+    expect(existsSync(keyFile)).toBe(false);
+
+    // On a terminal (script(1) gives it a pseudo-terminal) the key is shown.
+    const tty = sb.path("tty");
+    const shown = await run(
+      "script",
+      ["-qec", [process.execPath, CLI, ...base, tty].map(q).join(" "), "/dev/null"],
+      {
+        env: sb.env,
+        input: "",
+      },
+    );
+    expect(shown.code, shown.stderr).toBe(0);
+    expect(shown.stdout).toMatch(
+      /Recovery key \(shown only now[^\n]*\s+[0-9A-Z]{5}(-[0-9A-Z]{5}){10}\s/,
+    );
+    expect(existsSync(join(tty, "cryptmount.conf"))).toBe(true);
+
+    // --no-recovery needs neither.
+    const none = await sb.cli([...base, "--no-recovery", sb.path("none")]);
+    expect(none.code, none.stderr).toBe(0);
+    expect(none.stdout).not.toMatch(/Recovery key/);
+  });
+
+  it("rekey --revoke-others and passwd --new-recovery-key give the new recovery key only to a terminal or a file", async () => {
+    const vol = await sb.createVolume("revoke");
+    const config = () => readFile(join(vol, "cryptmount.conf"), "utf8");
+    const before = await config();
+    const piped = await sb.cli(["rekey", "--revoke-others", "--passfile", sb.passfile, vol]);
+    expect(piped.code).toBe(EXIT.usage);
+    expectOneLineError(piped.stderr, /printed only to a terminal.*--recovery-key-file/);
+    expect(await config()).toBe(before);
+    // The option only goes with the commands that make a key.
+    for (const args of [
+      ["rekey", "--recovery-key-file", sb.path("k"), "--passfile", sb.passfile, vol],
+      [
+        "passwd",
+        "--recovery-key-file",
+        sb.path("k"),
+        "--passfile",
+        sb.passfile,
+        "--remove-slot",
+        "2",
+        vol,
+      ],
+    ]) {
+      const r = await sb.cli(args);
+      expect(r.code, args.join(" ")).toBe(EXIT.usage);
+      expectOneLineError(r.stderr, /--recovery-key-file goes with/);
+    }
+    expect(await config()).toBe(before);
+
+    const keyFile = sb.path("revoked-recovery-key");
+    const r = await sb.cli([
+      "rekey",
+      "--revoke-others",
+      "--recovery-key-file",
+      keyFile,
+      "--passfile",
+      sb.passfile,
+      vol,
+    ]);
+    expect(r.code, r.stderr).toBe(EXIT.ok);
+    expect(r.stdout).toMatch(/Recovery key written to /);
+    const key = (await readFile(keyFile, "utf8")).trim();
+    expect(r.stdout).not.toContain(key);
+    // The new key opens the volume; the old one (from init) does not.
+    expect((await sb.cli(["fsck", "--recovery", "--passfile", keyFile, vol])).code).toBe(EXIT.ok);
+    const old = await sb.cli(["fsck", "--recovery", "--passfile", `${vol}.recovery-key`, vol]);
+    expect(old.code).toBe(EXIT.wrongKey);
   });
 
   it("init refuses KDF parameters below the minimum (usage error)", async () => {

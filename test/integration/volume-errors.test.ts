@@ -220,23 +220,27 @@ describe.skipIf(!haveFuse)("bad input", () => {
         [["--keyfile", await secretFile(sb, "short.key", Buffer.alloc(8))], 2, /at least 32 bytes/],
       ];
       for (const [opts, code, pattern] of cases) {
-        await expectError(["init", ...MIN_KDF, ...opts, target], code, pattern);
+        await expectError(["init", "--no-recovery", ...MIN_KDF, ...opts, target], code, pattern);
         expect(existsSync(target), opts.join(" ")).toBe(false);
       }
       // Not empty, already a volume, a regular file: refused (exit 1), left as they were.
       const full = await sb.mkdir("full");
       await writeFile(join(full, "x"), "x");
-      await expectError(["init", "--passfile", sb.passfile, ...MIN_KDF, full], 1, /not empty/);
+      await expectError(
+        ["init", "--no-recovery", "--passfile", sb.passfile, ...MIN_KDF, full],
+        1,
+        /not empty/,
+      );
       expect(await readdir(full)).toEqual(["x"]);
       const before = await configCopies(good);
       await expectError(
-        ["init", "--passfile", sb.passfile, ...MIN_KDF, good],
+        ["init", "--no-recovery", "--passfile", sb.passfile, ...MIN_KDF, good],
         1,
         /already a cryptmount volume/,
       );
       expect(await configCopies(good)).toEqual(before);
       await expectError(
-        ["init", "--passfile", sb.passfile, ...MIN_KDF, join(full, "x")],
+        ["init", "--no-recovery", "--passfile", sb.passfile, ...MIN_KDF, join(full, "x")],
         1,
         /not a directory/,
       );
@@ -433,7 +437,15 @@ describe.skipIf(!haveFuse)("a full disk", () => {
     }
     disk = await makeLoopFs(fs, 8);
     const lower = join(disk.dir, "lower");
-    await runOk(process.execPath, [CLI, "init", "--passfile", fs.passfile, ...MIN_KDF, lower]);
+    await runOk(process.execPath, [
+      CLI,
+      "init",
+      "--no-recovery",
+      "--passfile",
+      fs.passfile,
+      ...MIN_KDF,
+      lower,
+    ]);
     return { lower, diskDir: disk.dir };
   }
 

@@ -3,6 +3,7 @@
 // stays byte-identical and the cleartext reads the same).
 
 import { randomBytes } from "node:crypto";
+import { existsSync, statSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { Sandbox, haveFuse, isMounted, seededBytes, sandboxSuite } from "../helpers/volume.js";
 import {
@@ -16,7 +17,7 @@ import {
   initVolume,
   lowerSnapshot,
   mountVolume,
-  recoveryKeyFrom,
+  recoveryKeyIn,
   secretFile,
   unmountVolume,
   writeFiles,
@@ -40,11 +41,10 @@ describe.skipIf(!haveFuse)("passwd", () => {
 
   /** A small volume with seeded content; its manifest and a snapshot of the lower files. */
   async function fresh(extra: string[] = []): Promise<Volume> {
-    const { lower, stdout } = await initVolume(sb, extra);
+    const { lower, recoveryKey } = await initVolume(sb, extra);
     const m = await mountVolume(sb, lower);
     const manifest = await writeFiles(m.mountpoint, `passwd-${++counter}`, 3, 8, 9000);
     await unmountVolume(sb, m);
-    const recoveryKey = extra.includes("--no-recovery") ? undefined : recoveryKeyFrom(stdout);
     return {
       lower,
       manifest,
@@ -120,16 +120,19 @@ describe.skipIf(!haveFuse)("passwd", () => {
     const before = await configCopies(v.lower);
     const wrong = await secretFile(sb, "wrong.pass", "not it");
     const newPass = await secretFile(sb, "new.pass", "whatever");
+    const keyFile = sb.path("new-recovery-key");
     for (const extra of [
       ["--new-passfile", newPass, ...MIN_KDF],
       ["--remove-slot", "2"],
-      ["--new-recovery-key"],
+      ["--new-recovery-key", "--recovery-key-file", keyFile],
       ["--add-passphrase", "--new-passfile", newPass, ...MIN_KDF],
     ]) {
       const r = await cli(sb, ["passwd", v.lower, "--passfile", wrong, ...extra]);
       expectCliError(r, 3, /wrong passphrase/);
       expect(r.stdout).toBe("");
     }
+    // The key file made up front for --new-recovery-key is gone again.
+    expect(existsSync(keyFile)).toBe(false);
     expect(await configCopies(v.lower)).toEqual(before);
     await expectDataUntouched(v, ["--passfile", sb.passfile]);
   });
@@ -251,7 +254,7 @@ describe.skipIf(!haveFuse)("passwd", () => {
 
     // A well-formed but different recovery key, and a malformed one: exit 3.
     const otherVolume = await initVolume(sb);
-    const otherKey = await secretFile(sb, "other-recovery", recoveryKeyFrom(otherVolume.stdout));
+    const otherKey = await secretFile(sb, "other-recovery", otherVolume.recoveryKey!);
     expectCliError(
       await cli(sb, [
         "passwd",
@@ -285,14 +288,28 @@ describe.skipIf(!haveFuse)("passwd", () => {
   it("--new-recovery-key: the old recovery key fails (exit 3), the new one works", async () => {
     const v = await fresh();
     const oldRk = await secretFile(sb, "old-recovery", v.recoveryKey!);
+    // Standard output is not a terminal: the new key needs a file, and nothing changes without one.
+    const unchanged = await configCopies(v.lower);
+    expectCliError(
+      await cli(sb, ["passwd", v.lower, "--passfile", sb.passfile, "--new-recovery-key"]),
+      2,
+      /printed only to a terminal.*--recovery-key-file/,
+    );
+    expect(await configCopies(v.lower)).toEqual(unchanged);
+    const keyFile = sb.path("new-recovery-key");
     const out = await cliOk(sb, [
       "passwd",
       v.lower,
       "--passfile",
       sb.passfile,
       "--new-recovery-key",
+      "--recovery-key-file",
+      keyFile,
     ]);
-    const newKey = recoveryKeyFrom(out);
+    expect(out).toMatch(/Recovery key written to /);
+    expect(out).not.toMatch(/[0-9A-Z]{5}-[0-9A-Z]{5}-/);
+    expect(statSync(keyFile).mode & 0o777).toBe(0o600);
+    const newKey = await recoveryKeyIn(keyFile);
     expect(newKey).not.toBe(v.recoveryKey);
     const recoverySlots = (await info(sb, v.lower)).slots.filter((s) => s.kind === "recovery");
     expect(recoverySlots).toHaveLength(1);

@@ -49,7 +49,7 @@ describe("fixture volume v1", () => {
     });
     expect(byRecovery.keyring.volume.names).toEqual(keyring.volume.names);
     expect(byRecovery.config.blockSize).toBe(expected.blockSize);
-    byRecovery.keyring.wipe();
+    byRecovery.close();
   });
 
   it("reads back exactly the expected cleartext tree", async () => {
@@ -95,6 +95,6 @@ describe("fixture volume v1", () => {
     expect((await readVolumeTree(copy, unlocked.keyring, expected.blockSize)).entries).toEqual(
       expected.entries,
     );
-    unlocked.keyring.wipe();
+    unlocked.close();
   });
 });

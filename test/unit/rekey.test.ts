@@ -159,7 +159,7 @@ describe("rekey", () => {
       const unlocked = await unlockVolume(lower, secret);
       expect(unlocked.slotKey).toEqual(oldSlotKey);
       expect(unlocked.keyring.knownEpochs()).toEqual([2]);
-      unlocked.keyring.wipe();
+      unlocked.close();
     }
     const after = await unlockVolume(lower, MAIN);
     expect(await tree(lower, after.keyring)).toEqual(expected);
@@ -169,8 +169,8 @@ describe("rekey", () => {
     expect(await fsckProblems(lower, after.keyring)).toEqual([]);
     // The gap --revoke-others closes: the unchanged slot key opens the new bundle.
     expect(openMountKeys(config, oldSlotKey).has(2)).toBe(true);
-    after.keyring.wipe();
-    before.keyring.wipe();
+    after.close();
+    before.close();
   });
 
   it("rekey with revokeWith keeps only the unlocking slot and a new recovery key", async () => {
@@ -207,7 +207,7 @@ describe("rekey", () => {
     expect(byNewRecovery.slotKey).toEqual(byMain.slotKey);
     expect(byMain.keyring.knownEpochs()).toEqual([2]);
     expect(byNewRecovery.keyring.volume.names).toEqual(byMain.keyring.volume.names);
-    byNewRecovery.keyring.wipe();
+    byNewRecovery.close();
 
     // Every other secret is refused as a wrong secret (exit code 3).
     expect(await refusal(unlockVolume(lower, OTHER))).toBe(3);
@@ -218,7 +218,7 @@ describe("rekey", () => {
     // but that no longer opens the current mount-key bundle.
     const stale = await unlockWithSecret(lower, oldConfig, OTHER);
     expect(stale.slotKey).toEqual(oldSlotKey);
-    stale.keyring.wipe();
+    stale.close();
     let caught: unknown;
     try {
       openMountKeys(config, oldSlotKey);
@@ -233,8 +233,8 @@ describe("rekey", () => {
       Array.from({ length: 7 }, () => [undefined, 2]),
     );
     expect(await fsckProblems(lower, byMain.keyring)).toEqual([]);
-    byMain.keyring.wipe();
-    before.keyring.wipe();
+    byMain.close();
+    before.close();
   });
 
   it("revoking from a key-file slot keeps that key file and drops both passphrases", async () => {
@@ -252,7 +252,7 @@ describe("rekey", () => {
     expect(await refusal(unlockVolume(lower, recovery(recoveryKey)))).toBe(3);
     const again = await unlockVolume(lower, KEYFILE);
     expect(await fsckProblems(lower, again.keyring)).toEqual([]);
-    again.keyring.wipe();
-    unlocked.keyring.wipe();
+    again.close();
+    unlocked.close();
   });
 });

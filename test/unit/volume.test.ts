@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ARGON2_MINIMUM, parseConfig } from "../../src/format/config.js";
 import { parseRecoveryKey } from "../../src/format/recovery.js";
 import type { Secret } from "../../src/keys/kek.js";
-import { UserError } from "../../src/volume/errors.js";
+import { UserError } from "../../src/errors.js";
 import { rejection } from "../helpers/user-error.js";
 import {
   CONFIG_BACKUP,
@@ -155,5 +155,40 @@ describe("config backup", () => {
     await writeFile(join(dir, CONFIG_FILE), "garbage");
     await writeFile(join(dir, CONFIG_BACKUP), "garbage");
     expect((await rejection(loadConfig(dir))).exitCode).toBe(4);
+  });
+});
+
+describe("the unlocked volume owns its secrets", () => {
+  const zero = (b: Uint8Array) => b.every((x) => x === 0);
+
+  it("derives its keyring only when asked, and close() wipes keyring, mount keys and slot key", async () => {
+    const unlocked = await unlockVolume(lower, passphrase(PASSPHRASE));
+    const mountKeys = [...unlocked.mountKeys.values()];
+    expect(unlocked.secretBuffers()).toHaveLength(mountKeys.length); // no keyring yet
+    const keyring = unlocked.keyring;
+    expect(unlocked.keyring).toBe(keyring);
+    const buffers = unlocked.secretBuffers();
+    expect(buffers.length).toBeGreaterThan(mountKeys.length);
+    expect(buffers.some(zero)).toBe(false);
+    unlocked.close();
+    expect(unlocked.isClosed).toBe(true);
+    for (const b of [...buffers, unlocked.slotKey]) expect(zero(b)).toBe(true);
+    expect(() => unlocked.keyring).toThrow(/closed/);
+    unlocked.close(); // idempotent
+  });
+
+  it("openCopy() is independent of the original; keyringOnly() wipes the mount keys it no longer needs", async () => {
+    const unlocked = await unlockVolume(lower, passphrase(PASSPHRASE));
+    const copy = unlocked.openCopy();
+    unlocked.close();
+    const copied = [...copy.mountKeys.values()];
+    expect(copied.some(zero)).toBe(false);
+    const keyring = copy.keyringOnly();
+    expect(copied.every(zero)).toBe(true);
+    expect(copy.mountKeys.size).toBe(0);
+    expect(copy.keyring).toBe(keyring);
+    expect(keyring.current.headerWrap.some((x) => x !== 0)).toBe(true);
+    copy.close();
+    expect(zero(keyring.current.headerWrap)).toBe(true);
   });
 });

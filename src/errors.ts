@@ -2,6 +2,9 @@
  * Errors a user can cause or fix, each with its own exit code
  * (docs/cryptmount.1.md, "EXIT STATUS"). Messages are one line, name paths,
  * and never contain secrets.
+ *
+ * A leaf module (no imports): keys/, mount/, volume/ and cli/ all use it, so
+ * none of them imports another layer just for its errors.
  */
 export const EXIT = {
   ok: 0,

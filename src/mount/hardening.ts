@@ -1,0 +1,93 @@
+import { createRequire } from "node:module";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { EXIT, UserError } from "../errors.js";
+
+/**
+ * Process hardening for whoever holds a volume's keys, through the small
+ * addon native/secure/secure.c (build/cryptmount_secure.node, built by
+ * scripts/build-native.mjs): Node has no API for core dumps, mlock or
+ * RLIMIT_NOFILE.
+ */
+export interface SecureNative {
+  readonly version: number;
+  /** RLIMIT_CORE 0 and prctl(PR_SET_DUMPABLE, 0); throws on failure. */
+  disableCoreDumps(): void;
+  isDumpable(): boolean;
+  /** Soft RLIMIT_CORE; -1 for unlimited. */
+  coreLimit(): number;
+  /** mlock(2) the buffer's pages; false when RLIMIT_MEMLOCK does not allow it. */
+  lockMemory(buffer: Uint8Array): boolean;
+  /** Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now (-1: unlimited). */
+  raiseOpenFileLimit(): number;
+}
+
+export const SECURE_VERSION = 1;
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const SECURE_PATH = join(root, "build", "cryptmount_secure.node");
+
+let loaded: SecureNative | undefined;
+
+/** Loads the addon once; a clear error if it was not built. */
+export function secureNative(): SecureNative {
+  if (loaded) return loaded;
+  const require = createRequire(import.meta.url);
+  let addon: SecureNative;
+  try {
+    addon = require(SECURE_PATH) as SecureNative;
+  } catch (err) {
+    throw new UserError(
+      `the hardening addon is not built (${(err as Error).message.split("\n")[0]}); run: node scripts/build-native.mjs`,
+      EXIT.failure,
+    );
+  }
+  if (addon.version !== SECURE_VERSION)
+    throw new UserError(
+      "the hardening addon is out of date; run: node scripts/build-native.mjs",
+      EXIT.failure,
+    );
+  loaded = addon;
+  return addon;
+}
+
+export interface Hardening {
+  /** As the kernel now reports it (false). */
+  readonly dumpable: boolean;
+  /** The soft core-file limit now in force (0). */
+  readonly coreLimit: number;
+  /** The soft limit on open files now in force (-1: unlimited). */
+  readonly openFiles: number;
+}
+
+/**
+ * Before any key arrives: no core dumps, not dumpable (no ptrace attach or
+ * /proc/PID/mem by the same user), and as many open files as allowed (the
+ * filesystem may hold a descriptor per directory). Throws when it cannot.
+ */
+export function hardenProcess(): Hardening {
+  const addon = secureNative();
+  addon.disableCoreDumps();
+  return {
+    dumpable: addon.isDumpable(),
+    coreLimit: addon.coreLimit(),
+    openFiles: addon.raiseOpenFileLimit(),
+  };
+}
+
+/**
+ * Locks the pages under each buffer in RAM (never swapped out) where
+ * RLIMIT_MEMLOCK allows; returns how many were locked. Pages stay locked
+ * until the process exits. Residual: V8 may have copied key bytes elsewhere
+ * (strings, deserialization buffers), and per-file keys derived later are
+ * not locked.
+ */
+export function lockSecrets(buffers: Iterable<Uint8Array>): { locked: number; total: number } {
+  const addon = secureNative();
+  let locked = 0;
+  let total = 0;
+  for (const buffer of buffers) {
+    total++;
+    if (addon.lockMemory(buffer)) locked++;
+  }
+  return { locked, total };
+}
