@@ -187,8 +187,11 @@ describe("the unlocked volume owns its secrets", () => {
     expect(copied.every(zero)).toBe(true);
     expect(copy.mountKeys.size).toBe(0);
     expect(copy.keyring).toBe(keyring);
-    expect(keyring.current.headerWrap.some((x) => x !== 0)).toBe(true);
+    const headerWrap = keyring.current.headerWrap;
+    expect(headerWrap.some((x) => x !== 0)).toBe(true);
     copy.close();
-    expect(zero(keyring.current.headerWrap)).toBe(true);
+    expect(zero(headerWrap)).toBe(true);
+    // A closed volume's keyring refuses to hand out keys at all.
+    expect(() => keyring.current).toThrow(/wiped/);
   });
 });
