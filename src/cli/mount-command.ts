@@ -4,6 +4,7 @@ import { fileURLToPath } from "node:url";
 import { toBase64Url } from "../crypto/bytes.js";
 import { readSecret } from "../keys/secret-input.js";
 import { serve, preflight, type MountSettings } from "../mount/serve.js";
+import { CONFIG_VERSION } from "../format/config.js";
 import { keyringFor, loadConfig, unlockVolume } from "../volume/volume.js";
 import { EXIT, UserError } from "../volume/errors.js";
 import { loggerFor, parseMountOptions, type CommonOptions } from "./options.js";
@@ -65,8 +66,15 @@ export async function mountCommand(
   const log = loggerFor(opts);
   if (unlocked.usedBackup)
     log.warn({ lower }, "primary volume config unreadable; using the backup copy");
+  const readOnly = Boolean(opts.readOnly) || unlocked.config.version < CONFIG_VERSION;
+  if (unlocked.config.version < CONFIG_VERSION && !opts.readOnly) {
+    process.stderr.write(
+      `cryptmount: ${lower}: volume format version ${unlocked.config.version}: mounting read-only; ` +
+        `run \`cryptmount upgrade ${lower}\` (once every machine using it runs this version) to write to it\n`,
+    );
+  }
   const settings: MountSettings = {
-    readOnly: Boolean(opts.readOnly),
+    readOnly,
     allowOther: Boolean(opts.allowOther),
     debug: Boolean(opts.debug),
     keySource: unlocked.slot.kind,

@@ -30,6 +30,8 @@ export interface CryptFsOptions {
   readonly setTimes?: SetTimes;
   /** Lower metadata calls (default: async through the threadpool). */
   readonly io?: LowerIo;
+  /** The volume's format version (default: the current one); version 1 is served read-only. */
+  readonly formatVersion?: number;
 }
 
 const setTimesMicroseconds: SetTimes = (lower, atimeNs, mtimeNs) =>
@@ -84,9 +86,9 @@ export class CryptFs implements FileSystem {
     options: CryptFsOptions = {},
   ) {
     this.io = options.io ?? asyncLowerIo;
-    this.names = new Namespace(root, keyring, log, this.io);
+    this.names = new Namespace(root, keyring, log, this.io, options.formatVersion);
     this.geometry = new ContentGeometry(blockSize);
-    this.readOnly = options.readOnly ?? false;
+    this.readOnly = (options.readOnly ?? false) || (options.formatVersion ?? 2) < 2;
     this.setTimes = options.setTimes ?? setTimesMicroseconds;
   }
 

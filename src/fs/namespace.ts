@@ -5,11 +5,12 @@ import type { Keyring } from "../crypto/keys.js";
 import { DIR_ID_SIZE } from "../crypto/keys.js";
 import { randomPool } from "../crypto/random.js";
 import { isFormatError } from "../format/errors.js";
+import { CONFIG_VERSION } from "../format/config.js";
+import { dirIdEntryName, readDirIds } from "../format/dir-ids.js";
 import {
   SIDECAR_SUFFIX,
   classifyLowerEntry,
   decryptName,
-  dirIdEntryName,
   encryptName,
   lowerEntryFor,
   verifyLongName,
@@ -84,12 +85,16 @@ export class Namespace {
    */
   private readonly located = new Cache<string, { at: Located; parentIds: Buffer[] }>(65536);
   private readonly rootIds: Buffer[];
+  /** Lower directories whose forged ID entries were logged (once each). */
+  private readonly warnedForged = new Set<string>();
 
   constructor(
     private readonly root: string,
     private readonly keyring: Keyring,
     private readonly log: Logger,
     private readonly io: LowerIo = asyncLowerIo,
+    /** The volume's format version: 1 is read-only and takes bare v1 IDs (docs/format.md §12.3). */
+    private readonly formatVersion: number = CONFIG_VERSION,
   ) {
     this.rootIds = [keyring.volume.rootDirId];
   }
@@ -99,12 +104,15 @@ export class Namespace {
     if (lowerDir === this.root) return this.rootIds;
     const cached = this.dirIds.get(lowerDir);
     if (cached) return cached;
-    const ids: Buffer[] = [];
-    for (const name of await this.io.readdir(lowerDir)) {
-      const kind = classifyLowerEntry(name);
-      if (kind.kind === "dir-id") ids.push(kind.id);
+    const { ids, forged } = readDirIds(
+      this.keyring.volume.dirIds,
+      this.formatVersion,
+      await this.io.readdir(lowerDir),
+    );
+    if (forged.length > 0 && !this.warnedForged.has(lowerDir)) {
+      this.warnedForged.add(lowerDir);
+      this.log.warn({ dir: lowerDir, entries: forged.length }, "forged directory ID ignored");
     }
-    ids.sort(Buffer.compare);
     this.dirIds.set(lowerDir, ids);
     return ids;
   }
@@ -118,8 +126,14 @@ export class Namespace {
   }
 
   async createDirId(lowerDir: string): Promise<Buffer> {
+    // Never a v2 entry in a v1 volume, which is served read-only (docs/format.md §5.1).
+    if (this.formatVersion < 2) throw new FsError("EROFS");
     const id = randomPool.bytes(DIR_ID_SIZE);
-    await this.io.createFile(join(lowerDir, dirIdEntryName(id)), "", 0o444);
+    await this.io.createFile(
+      join(lowerDir, dirIdEntryName(this.keyring.volume.dirIds, id)),
+      "",
+      0o444,
+    );
     this.dirIds.set(lowerDir, [id]);
     return id;
   }

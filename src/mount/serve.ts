@@ -102,10 +102,13 @@ export async function serve(
 ): Promise<number> {
   // Modes arrive with the caller's umask applied by the kernel; ours must not apply twice.
   process.umask(0);
+  // A version-1 volume is served read-only until `cryptmount upgrade` (docs/format.md §5.1).
+  if (config.version < 2) settings = { ...settings, readOnly: true };
   const fs = new CryptFs(lower, keyring, config.blockSize, log, {
     readOnly: settings.readOnly,
     setTimes: nativeSetTimes,
     io: await lowerIoFor(lower, settings.asyncMetadata),
+    formatVersion: config.version,
   });
   let finished: (code: number) => void = () => undefined;
   const done = new Promise<number>((resolve) => (finished = resolve));

@@ -15,7 +15,7 @@ import {
   MAX_SHORT_NAME,
   classifyLowerEntry,
   decryptName,
-  dirIdEntryName,
+  v1DirIdEntryName,
   encryptName,
   longNameHash,
   lowerEntryFor,
@@ -205,7 +205,7 @@ describe("lower entry classification", () => {
     ["xOGtUchEd55SwttnU9nQ7I1_WZErDjDrZaga-cALdC4", "name"],
     [LONG_NAME_PREFIX + hash, "long-name"],
     [LONG_NAME_PREFIX + hash + ".n", "sidecar"],
-    [dirIdEntryName(id), "dir-id"],
+    [v1DirIdEntryName(id), "dir-id"],
     ["cryptmount.conf", "config"],
     ["cryptmount.conf.bak", "config"],
     ["cryptmount.conf.tmp-0123456789ab", "config"],
@@ -231,9 +231,9 @@ describe("lower entry classification", () => {
   it("a dir ID entry round-trips its 16 bytes", () => {
     fc.assert(
       fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), (bytes) => {
-        const kind = classifyLowerEntry(dirIdEntryName(bytes));
+        const kind = classifyLowerEntry(v1DirIdEntryName(bytes));
         expect(kind.kind === "dir-id" && [...kind.id]).toEqual([...bytes]);
-        expect(dirIdEntryName(bytes).length).toBe(27);
+        expect(v1DirIdEntryName(bytes).length).toBe(27);
       }),
     );
   });
