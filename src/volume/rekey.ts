@@ -84,18 +84,26 @@ export interface RekeyOptions {
   readonly revokeWith?: Secret;
 }
 
+/**
+ * Refuses (EXIT.alreadyMounted) while the volume is mounted on this machine;
+ * `action` names the command in the message. Shared by rekey and upgrade.
+ */
+export async function refuseIfMounted(lower: string, action = "rekey"): Promise<void> {
+  if ((await currentMounts()).some((m) => m.fstype === FSTYPE && m.source === fsnameFor(lower))) {
+    throw new UserError(
+      `${lower}: volume is mounted; unmount it before ${action}`,
+      EXIT.alreadyMounted,
+    );
+  }
+}
+
 export async function rekey(
   unlocked: UnlockedVolume,
   progress: Progress = noProgress,
   options: RekeyOptions = {},
 ): Promise<RekeyResult> {
   const { lower } = unlocked;
-  if ((await currentMounts()).some((m) => m.fstype === FSTYPE && m.source === fsnameFor(lower))) {
-    throw new UserError(
-      `${lower}: volume is mounted; unmount it before rekey`,
-      EXIT.alreadyMounted,
-    );
-  }
+  await refuseIfMounted(lower);
   let config: VolumeConfig = unlocked.config;
   const mountKeys = new Map(unlocked.mountKeys);
   const volumeId = Buffer.from(config.volumeId, "base64url");
