@@ -240,7 +240,7 @@ Examples:
         .argument("<lower>")
         .option(
           "--repair",
-          "fix what is safe to fix (orphan sidecars, leftover temp files); never deletes user data",
+          "fix what is safe to fix (orphan sidecars, leftover temp files, forged directory IDs); never deletes user data",
         )
         .option("--json", "print a JSON report")
         .addHelpText(

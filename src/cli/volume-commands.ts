@@ -1,3 +1,4 @@
+import { CONFIG_VERSION } from "../format/config.js";
 import { readNewPassphrase, readSecret } from "../keys/secret-input.js";
 import { Fsck } from "../volume/fsck.js";
 import { rekey } from "../volume/rekey.js";
@@ -141,6 +142,10 @@ export async function fsckCommand(lower: string, opts: FsckCommandOptions): Prom
           (errors.length === 0 ? "clean\n" : `${errors.length} problems\n`),
       );
     }
+    if (unlocked.config.version < CONFIG_VERSION && !opts.json)
+      process.stderr.write(
+        `cryptmount: note: ${lower} is format version ${unlocked.config.version} (read-only when mounted); cryptmount upgrade converts it\n`,
+      );
     return errors.length === 0 ? EXIT.ok : EXIT.problemsFound;
   } finally {
     unlocked.keyring.wipe();
