@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Generates the checked-in test data of volume format v1 (docs/format.md).
+// Generates the checked-in test data of volume formats v1 and v2 (docs/format.md).
 //
 //   node scripts/make-fixture.mjs vectors          writes test/fixtures/vectors.json
 //   node scripts/make-fixture.mjs vectors --check  fails unless the file matches
