@@ -1,10 +1,12 @@
 #!/usr/bin/env node
-// Generates the checked-in test data of volume format v1 (docs/format.md).
+// Generates the checked-in test data of volume formats v1 and v2 (docs/format.md).
 //
 //   node scripts/make-fixture.mjs vectors          writes test/fixtures/vectors.json
 //   node scripts/make-fixture.mjs vectors --check  fails unless the file matches
-//   node scripts/make-fixture.mjs volume [--force] writes test/fixtures/volume-v1/ and
-//                                                  test/fixtures/volume-v1.expected.json
+//   node scripts/make-fixture.mjs volume v2 [--force] writes test/fixtures/volume-v2/ and
+//                                                     test/fixtures/volume-v2.expected.json
+//   node scripts/make-fixture.mjs volume v1 --force   the same for volume-v1 (never needed: that
+//                                                     fixture was written by the v1 code and must stay)
 //
 // Run `npx tsc -p .` first: the script loads the build from dist/.
 //
@@ -15,11 +17,20 @@
 // vectors pin the code and the document at the same time. Everything is
 // deterministic: re-running `vectors` must reproduce the file byte for byte.
 //
-// The fixture volume is random (IDs, keys, nonces) and written once by the
-// code in dist/; it is never regenerated unless --force is given, because
-// its whole point is to be an old volume that future builds must still read.
+// The fixture volumes are random (IDs, keys, nonces) and written once by the
+// code in dist/; they are never regenerated unless --force is given, because
+// their whole point is to be old volumes that future builds must still read.
+// volume-v1 was written by the v1 code; volume-v2 by the v2 code, with its
+// directory ID entries named by the spec functions below.
 
-import { createCipheriv, createHash, createHmac, hkdfSync, randomBytes } from "node:crypto";
+import {
+  createCipheriv,
+  createHash,
+  createHmac,
+  hkdfSync,
+  randomBytes,
+  timingSafeEqual,
+} from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
@@ -51,6 +62,7 @@ const config = await load("format/config.js");
 const kek = await load("keys/kek.js");
 const volume = await load("volume/volume.js");
 const xattr = await load("format/xattr.js");
+const dirIds = await load("format/dir-ids.js");
 
 // --- helpers -------------------------------------------------------------------
 
@@ -206,6 +218,31 @@ const spec = {
     Buffer.from(`cryptmount v1 volume secret ${volumeId} ${epoch}`, "utf8"),
   configMac: (macKey, unsigned) =>
     createHmac("sha256", macKey).update(spec.canonical(unsigned), "utf8").digest(),
+  // Format version 2: authenticated directory IDs (docs/format.md §4.2, §12.1, §12.3).
+  dirIdKey: (volumeSecret, volumeId) =>
+    spec.hkdf(volumeSecret, volumeId, "cryptmount v2 dir-ids", 32),
+  dirIdTag: (key, id) =>
+    createHmac("sha256", key)
+      .update(Buffer.concat([Buffer.from("cryptmount v2 dir-id", "utf8"), id]))
+      .digest()
+      .subarray(0, 16),
+  dirIdEntry: (key, id) => "cm.d." + b64u(Buffer.concat([id, spec.dirIdTag(key, id)])),
+  /** Strict base64url (§1): alphabet, length not 1 mod 4, canonical re-encoding. */
+  fromB64u(text) {
+    if (!/^[A-Za-z0-9_-]*$/.test(text) || text.length % 4 === 1) return undefined;
+    const bytes = Buffer.from(text, "base64url");
+    return bytes.toString("base64url") === text ? bytes : undefined;
+  },
+  /** What a v2 reader makes of a lower name: "id" (genuine), "forged" (a cm.d. entry to ignore) or "other". */
+  readDirIdEntry(key, name) {
+    const bytes = name.startsWith("cm.d.") ? spec.fromB64u(name.slice(5)) : undefined;
+    if (bytes?.length === 16) return { verdict: "forged" };
+    if (bytes?.length !== 32) return { verdict: "other" };
+    const id = bytes.subarray(0, 16);
+    return timingSafeEqual(spec.dirIdTag(key, id), bytes.subarray(16))
+      ? { verdict: "id", id: hex(id) }
+      : { verdict: "forged" };
+  },
   argon2: (passphrase, salt, p) =>
     argon2.hash(passphrase, {
       type: argon2.argon2id,
@@ -366,7 +403,7 @@ async function makeVectors() {
       ...(s.sidecar ? { sidecar: s.sidecar } : {}),
     };
   });
-  const dirIdEntry = names.dirIdEntryName(inputs.dirId);
+  const dirIdEntry = names.v1DirIdEntryName(inputs.dirId);
   same("dir ID entry", "cm.d." + b64u(inputs.dirId), dirIdEntry);
 
   // Symlink.
@@ -531,6 +568,8 @@ async function makeVectors() {
   const unlocked = config.unlockConfig(parsed, config.openMountKeys(parsed, inputs.slotKey));
   same("unwrapped volume secret", unlocked.volumeSecret, inputs.volumeSecret);
 
+  const v2 = makeV2Vectors(inputs, { sealedSecret, bundle, passSlot, recSlot, unsigned });
+
   return {
     about: [
       "Known-answer vectors of cryptmount volume format v1 (docs/format.md).",
@@ -602,6 +641,111 @@ async function makeVectors() {
       canonical: spec.canonical(unsigned),
       document: fullConfig,
     },
+    v2,
+  };
+}
+
+/**
+ * Format version 2 (docs/format.md §22): the directory-ID key, tags, entry
+ * names, how a v2 reader takes a few lower names, and a v2 config. Appended
+ * after every v1 vector, which stay as they were.
+ */
+function makeV2Vectors(inputs, v1) {
+  const key = spec.dirIdKey(inputs.volumeSecret, inputs.volumeId);
+  const keyring = new keys.Keyring(
+    inputs.volumeId,
+    1,
+    new Map([[1, inputs.mountKey]]),
+    inputs.volumeSecret,
+  );
+  same("subkey dirIds", key, keyring.volume.dirIds);
+  const ids = [
+    { note: "the dirId input", id: inputs.dirId },
+    { note: "all zeros", id: Buffer.alloc(16) },
+    { note: "all ones", id: Buffer.alloc(16, 0xff) },
+  ];
+  const tags = ids.map(({ note, id }) => {
+    const tag = spec.dirIdTag(key, id);
+    const entry = spec.dirIdEntry(key, id);
+    same(`dir-ID tag of ${hex(id)}`, tag, dirIds.dirIdTag(key, id));
+    same(`dir-ID entry of ${hex(id)}`, entry, dirIds.dirIdEntryName(key, id));
+    return { note, id: hex(id), tag: hex(tag), entry };
+  });
+  const genuine = tags[0].entry;
+  const flipped = (text, at) => {
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const i = alphabet.indexOf(text[at]);
+    return text.slice(0, at) + alphabet[i ^ 1] + text.slice(at + 1);
+  };
+  const otherKey = spec.dirIdKey(seq(0x21, 32), inputs.volumeId);
+  const readCases = [
+    { note: "genuine v2 entry", name: genuine },
+    { note: "v1 form of the same ID: forged in a v2 volume", name: "cm.d." + b64u(inputs.dirId) },
+    { note: "one tag bit changed", name: flipped(genuine, genuine.length - 2) },
+    { note: "one ID bit changed", name: flipped(genuine, 6) },
+    {
+      note: "all-zero ID with the tag of the dirId input (a planted ID)",
+      name: "cm.d." + b64u(Buffer.concat([Buffer.alloc(16), spec.dirIdTag(key, inputs.dirId)])),
+    },
+    {
+      note: "tag made under another volume secret",
+      name: spec.dirIdEntry(otherKey, inputs.dirId),
+    },
+    {
+      note: "a sync-conflict copy of a genuine entry: foreign",
+      name: genuine + ".sync-conflict-x",
+    },
+    {
+      note: "stray bits in the last character: not base64url, foreign",
+      name: genuine.slice(0, -1) + flipped(genuine, genuine.length - 1).slice(-1),
+    },
+  ].map(({ note, name }) => {
+    const s = spec.readDirIdEntry(key, name);
+    const code = dirIds.parseDirIdEntry(key, name);
+    const verdict = code === undefined ? "other" : "id" in code ? "id" : "forged";
+    same(`v2 reading of ${name}`, s.verdict, verdict);
+    if (s.id) same(`ID of ${name}`, s.id, hex(code.id));
+    return { note, name, verdict: s.verdict, ...(s.id ? { id: s.id } : {}) };
+  });
+
+  // A v2 config: version 2, the feature list with authenticated-dir-ids, the MAC over it.
+  const mac1 = spec.hkdf(inputs.mountKey, inputs.volumeId, "cryptmount v1 config-mac", 32);
+  const unsigned = {
+    ...v1.unsigned,
+    version: 2,
+    features: [
+      "gcm-blocks",
+      "final-block-flag",
+      "siv-names",
+      "long-names",
+      "dir-id-sets",
+      "authenticated-dir-ids",
+    ],
+  };
+  const mac = b64u(spec.configMac(mac1, unsigned));
+  same("v2 config MAC", mac, config.signConfig(keyring.current, unsigned).mac);
+  const document = { ...unsigned, mac };
+  const parsed = config.parseConfig(JSON.stringify(document));
+  same(
+    "v2 config volume secret",
+    config.unlockConfig(parsed, config.openMountKeys(parsed, inputs.slotKey)).volumeSecret,
+    inputs.volumeSecret,
+  );
+  keyring.wipe();
+  return {
+    about:
+      'Format version 2: K_dirIds = HKDF(volume secret, volume ID, "cryptmount v2 dir-ids", 32); tag = HMAC-SHA256(K_dirIds, "cryptmount v2 dir-id" || id)[0..16); entry = "cm.d." + base64url(id || tag). Inputs are those above.',
+    dirIdKey: hex(key),
+    dirIds: tags,
+    read: {
+      note: "how a version-2 reader takes each lower name: id (a genuine ID), forged (a cm.d. entry it ignores and fsck reports) or other (not a directory ID entry)",
+      cases: readCases,
+    },
+    config: {
+      note: "the v1 config above as version 2: same keys and slots, the new feature, its MAC",
+      canonical: spec.canonical(unsigned),
+      document,
+    },
   };
 }
 
@@ -611,13 +755,13 @@ const PASSPHRASE = "fixture-passphrase";
 const LONG_NAME =
   "This file name is deliberately longer than one hundred and eleven bytes, so it is stored hashed with a sidecar.txt";
 
-async function makeVolume(force) {
-  const lower = join(fixtures, "volume-v1");
-  const expectedPath = join(fixtures, "volume-v1.expected.json");
+async function makeVolume(version, force) {
+  const lower = join(fixtures, `volume-v${version}`);
+  const expectedPath = join(fixtures, `volume-v${version}.expected.json`);
   if (existsSync(lower) || existsSync(expectedPath)) {
     if (!force) {
       console.error(
-        "make-fixture: test/fixtures/volume-v1 exists; it must not change. Use --force to replace it anyway.",
+        `make-fixture: test/fixtures/volume-v${version} exists; it must not change. Use --force to replace it anyway.`,
       );
       process.exit(1);
     }
@@ -635,10 +779,31 @@ async function makeVolume(force) {
     ],
     blockSize,
   });
+  if (version === 1) {
+    // This build writes version 2; a version-1 volume gets the v1 config (re-signed).
+    const { config: v2 } = await volume.loadConfig(lower);
+    const opened = await volume.unlockVolume(lower, {
+      kind: "passphrase",
+      bytes: Buffer.from(PASSPHRASE, "utf8"),
+    });
+    const v1 = volume.resign(
+      { ...v2, version: 1, features: config.featuresFor(1) },
+      opened.mountKeys,
+    );
+    opened.keyring.wipe();
+    await volume.saveConfig(lower, v1);
+  }
   const unlocked = await volume.unlockVolume(lower, {
     kind: "passphrase",
     bytes: Buffer.from(PASSPHRASE, "utf8"),
   });
+  same("fixture config version", String(unlocked.config.version), String(version));
+  // Independently of the code: the ID entry name of §12.1 (v2) or of version 1.
+  const { volumeSecret } = config.unlockConfig(unlocked.config, unlocked.mountKeys);
+  const dirIdKey = spec.dirIdKey(volumeSecret, Buffer.from(unlocked.config.volumeId, "base64url"));
+  volumeSecret.fill(0);
+  same("fixture dir-ID key", dirIdKey, unlocked.keyring.volume.dirIds);
+  const idEntry = (id) => (version === 1 ? "cm.d." + b64u(id) : spec.dirIdEntry(dirIdKey, id));
   const { keyring } = unlocked;
   const geometry = new content.ContentGeometry(blockSize);
   const expected = [];
@@ -673,7 +838,7 @@ async function makeVolume(force) {
     const ids = [];
     for (let i = 0; i <= extraIds; i++) {
       const id = randomBytes(keys.DIR_ID_SIZE);
-      await writeFile(join(target, names.dirIdEntryName(id)), "");
+      await writeFile(join(target, idEntry(id)), "");
       ids.push(id);
     }
     expected.push({ path, type: "dir" });
@@ -744,16 +909,35 @@ async function makeVolume(force) {
   await writeFile(join(lower, foreign[0]), "conflict copy");
   await writeFile(join(lower, foreign[1]), "[.ShellClassInfo]\n");
 
+  // Version 2: IDs planted by someone without the keys, each smaller than every genuine ID
+  // (all zeros), so a reader that took them would encode new names under them: one in the
+  // v2 form with a made-up tag, one in the bare v1 form. Both must be ignored (§12.3).
+  const forgedDirIds = [];
+  if (version >= 2) {
+    const planted = [
+      [docs.lower, "cm.d." + b64u(Buffer.concat([Buffer.alloc(16), randomBytes(16)]))],
+      [merged.lower, "cm.d." + b64u(Buffer.alloc(16))],
+    ];
+    for (const [dirLower, entry] of planted) {
+      same(`planted ${entry}`, spec.readDirIdEntry(dirIdKey, entry).verdict, "forged");
+      await writeFile(join(dirLower, entry), "");
+      forgedDirIds.push(join(dirLower, entry).slice(lower.length + 1));
+    }
+  }
+
   unlocked.keyring.wipe();
   expected.sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
   const doc = {
     about:
-      "Cleartext tree of test/fixtures/volume-v1, written by scripts/make-fixture.mjs with the v1 code (regenerated once before release, when the final-block rule changed). test/unit/fixture-volume.test.ts must keep reading it.",
+      version === 1
+        ? "Cleartext tree of test/fixtures/volume-v1, written by scripts/make-fixture.mjs with the v1 code (regenerated once before release, when the final-block rule changed). test/unit/fixture-volume.test.ts must keep reading it."
+        : "Cleartext tree of test/fixtures/volume-v2, written by scripts/make-fixture.mjs with the v2 code: authenticated directory IDs, a directory with two genuine IDs (a merge) and two planted IDs (forgedDirIds) that readers must ignore. test/unit/fixture-volume.test.ts must keep reading it.",
     passphrase: PASSPHRASE,
     recoveryKey,
     blockSize,
     entries: expected,
     foreign,
+    ...(version >= 2 ? { forgedDirIds: forgedDirIds.sort() } : {}),
   };
   await writeFile(expectedPath, JSON.stringify(doc, null, 2) + "\n");
   console.log(`wrote ${lower} and ${expectedPath} (${expected.length} entries)`);
@@ -779,9 +963,9 @@ if (command === "vectors") {
     await writeFile(path, text);
     console.log(`wrote ${path}`);
   }
-} else if (command === "volume") {
-  await makeVolume(flags.includes("--force"));
+} else if (command === "volume" && (flags[0] === "v1" || flags[0] === "v2")) {
+  await makeVolume(Number(flags[0].slice(1)), flags.includes("--force"));
 } else {
-  console.error("usage: node scripts/make-fixture.mjs vectors [--check] | volume [--force]");
+  console.error("usage: node scripts/make-fixture.mjs vectors [--check] | volume v1|v2 [--force]");
   process.exit(2);
 }

@@ -4,6 +4,7 @@ import { promisify } from "node:util";
 import { readNewPassphrase, readSecret } from "../keys/secret-input.js";
 import { listRecords } from "../mount/runtime.js";
 import { currentMounts } from "../mount/mountinfo.js";
+import { CONFIG_VERSION } from "../format/config.js";
 import { initVolume, loadConfig, type SlotRequest } from "../volume/volume.js";
 import { EXIT, UserError } from "../errors.js";
 import type { Argon2Params } from "../format/config.js";
@@ -140,7 +141,8 @@ export async function infoCommand(lower: string, opts: { json?: boolean }): Prom
   }
   const lines = [
     `volume:        ${summary.volumeId}`,
-    `format:        v${summary.formatVersion} (${summary.features.join(", ")})`,
+    `format:        v${summary.formatVersion} (${summary.features.join(", ")})` +
+      (config.version < CONFIG_VERSION ? "; mounts read-only until cryptmount upgrade" : ""),
     `created:       ${summary.created}`,
     `block size:    ${summary.blockSize} bytes`,
     `key epoch:     ${summary.keyEpoch}${config.rekey ? ` (rekey from ${config.rekey.from} unfinished)` : ""}`,

@@ -2,7 +2,7 @@ import { Command, CommanderError } from "commander";
 import { EXIT, UserError } from "../errors.js";
 import { infoCommand, initCommand, statusCommand, umountCommand } from "./commands.js";
 import { mountCommand, serveCommand } from "./mount-command.js";
-import { fsckCommand, passwdCommand, rekeyCommand } from "./volume-commands.js";
+import { fsckCommand, passwdCommand, rekeyCommand, upgradeCommand } from "./volume-commands.js";
 import { collect, positiveInt } from "./options.js";
 
 const COMMANDS = new Set([
@@ -15,6 +15,7 @@ const COMMANDS = new Set([
   "passwd",
   "rekey",
   "fsck",
+  "upgrade",
   "help",
   "__serve",
 ]);
@@ -254,7 +255,7 @@ Examples:
         .argument("<lower>")
         .option(
           "--repair",
-          "fix what is safe to fix (orphan sidecars, leftover temp files); never deletes user data",
+          "fix what is safe to fix (orphan sidecars, leftover temp files, forged directory IDs); never deletes user data",
         )
         .option("--json", "print a JSON report")
         .addHelpText(
@@ -263,6 +264,23 @@ Examples:
         ),
     ),
   ).action(act((lower: string, opts) => fsckCommand(lower, opts)));
+
+  logOptions(
+    keyOptions(
+      program
+        .command("upgrade")
+        .description(
+          "upgrade a format-version-1 volume to version 2 (authenticated directory IDs), in place; safe to interrupt and rerun",
+        )
+        .argument("<lower>")
+        .addHelpText(
+          "after",
+          "\nUnmount the volume everywhere and update cryptmount on every machine that uses it first:\n" +
+            "older versions cannot open a version-2 volume.\n\n" +
+            "Example:\n  cryptmount upgrade --passfile /etc/cryptmount/data.pass /data/lower",
+        ),
+    ),
+  ).action(act((lower: string, opts) => upgradeCommand(lower, opts)));
 
   program.command("__serve", { hidden: true }).action(act(() => serveCommand()));
   return program;

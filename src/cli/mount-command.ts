@@ -7,6 +7,7 @@ import { ensureRuntimeDir } from "../mount/runtime.js";
 import { hardenProcess, lockSecrets } from "../mount/hardening.js";
 import { OpenVolume, loadConfig, unlockVolume } from "../volume/volume.js";
 import { EXIT, UserError } from "../errors.js";
+import { CONFIG_VERSION } from "../format/config.js";
 import { loggerFor, parseMountOptions, type CommonOptions } from "./options.js";
 
 export interface MountCommandOptions extends CommonOptions {
@@ -83,8 +84,15 @@ export async function mountCommand(
     const log = loggerFor(opts);
     if (unlocked.usedBackup)
       log.warn({ lower }, "primary volume config unreadable; using the backup copy");
+    const readOnly = Boolean(opts.readOnly) || unlocked.config.version < CONFIG_VERSION;
+    if (unlocked.config.version < CONFIG_VERSION && !opts.readOnly) {
+      process.stderr.write(
+        `cryptmount: ${lower}: volume format version ${unlocked.config.version}: mounting read-only; ` +
+          `run \`cryptmount upgrade ${lower}\` (once every machine using it runs this version) to write to it\n`,
+      );
+    }
     const settings: MountSettings = {
-      readOnly: Boolean(opts.readOnly),
+      readOnly,
       allowOther: Boolean(opts.allowOther),
       debug: Boolean(opts.debug),
       keySource: unlocked.slot.kind,

@@ -1,6 +1,8 @@
+import { CONFIG_VERSION } from "../format/config.js";
 import { readNewPassphrase, readSecret } from "../keys/secret-input.js";
 import { Fsck } from "../volume/fsck.js";
 import { rekey } from "../volume/rekey.js";
+import { upgrade } from "../volume/upgrade.js";
 import { addSlot, changePassphrase, newRecoveryKey, removeSlot } from "../volume/slots.js";
 import { unlockVolume, type UnlockedVolume } from "../volume/volume.js";
 import { mountOf, refuseIfMounted } from "../mount/in-use.js";
@@ -189,6 +191,7 @@ export async function fsckCommand(lower: string, opts: FsckCommandOptions): Prom
     const fsck = new Fsck(unlocked.lower, unlocked.keyring, unlocked.config.blockSize, {
       repair: Boolean(opts.repair),
       progress: opts.json ? undefined : terminalProgress("fsck"),
+      formatVersion: unlocked.config.version,
     } as never);
     const report = await fsck.run();
     const errors = report.problems.filter((p) => p.severity === "error" && !p.repaired);
@@ -208,8 +211,44 @@ export async function fsckCommand(lower: string, opts: FsckCommandOptions): Prom
           (errors.length === 0 ? "clean\n" : `${errors.length} problems\n`),
       );
     }
+    if (unlocked.config.version < CONFIG_VERSION && !opts.json)
+      process.stderr.write(
+        `cryptmount: note: ${lower} is format version ${unlocked.config.version} (read-only when mounted); cryptmount upgrade converts it\n`,
+      );
     return errors.length === 0 ? EXIT.ok : EXIT.problemsFound;
   } finally {
     unlocked.close();
   }
+}
+
+export async function upgradeCommand(lower: string, opts: CommonOptions): Promise<number> {
+  const unlocked = await unlock(lower, opts);
+  let result;
+  try {
+    result = await upgrade(unlocked, { progress: terminalProgress("upgrade") });
+  } finally {
+    unlocked.keyring.wipe();
+  }
+  for (const d of result.duplicates) {
+    process.stderr.write(
+      `cryptmount: warning: ${d}: carries a directory ID another directory also has (copied?); run cryptmount fsck\n`,
+    );
+  }
+  if (result.leftovers.length > 0) {
+    for (const l of result.leftovers)
+      process.stderr.write(
+        `cryptmount: ${l}: version-1 directory ID not upgraded (arrived after the upgrade?)\n`,
+      );
+    process.stderr.write(
+      `cryptmount: ${lower}: upgraded to format version 2, but ${result.leftovers.length} version-1 ID entries were left in place; run cryptmount fsck\n`,
+    );
+    return EXIT.problemsFound;
+  }
+  process.stdout.write(
+    result.from >= 2 && result.removed === 0
+      ? `${lower} is already at format version 2; nothing to do\n`
+      : `Upgraded ${lower} to format version 2: ${result.directories} directories, ` +
+          `${result.created} directory IDs authenticated, ${result.removed} old ID entries removed\n`,
+  );
+  return EXIT.ok;
 }

@@ -9,7 +9,8 @@ import { wipe } from "./bytes.js";
  *   passphrase / key file / recovery key ──> KEK ──wraps──> slot key (stable)
  *   slot key ── HKDF ──> bundle key ──wraps──> mount keys by epoch
  *   mount key (per epoch) ── HKDF ──> header-wrap key, config key, config MAC key
- *   volume secret (fixed) ── HKDF ──> name key (SIV), symlink key, xattr keys, root dir ID
+ *   volume secret (fixed) ── HKDF ──> name key (SIV), symlink key, xattr keys, root dir ID,
+ *                                     directory-ID MAC key (format version 2)
  *
  * The volume secret is wrapped by the mount key in the config, so rotating the
  * mount key (rekey) rewraps headers and the volume secret but renames nothing.
@@ -24,6 +25,8 @@ export const LABELS = {
   xattrNames: "cryptmount v1 xattr-names",
   xattrValues: "cryptmount v1 xattr-values",
   rootDirId: "cryptmount v1 root-dir-id",
+  /** New in format version 2 (docs/format.md §4.2, §12.1); the labels above are unchanged. */
+  dirIds: "cryptmount v2 dir-ids",
 } as const;
 
 export const MOUNT_KEY_SIZE = 32;
@@ -58,6 +61,8 @@ export interface VolumeKeys {
   readonly xattrNames: Buffer;
   readonly xattrValues: Buffer;
   readonly rootDirId: Buffer;
+  /** HMAC-SHA256 key of directory ID tags (format version 2, src/format/dir-ids.ts). */
+  readonly dirIds: Buffer;
 }
 
 export function deriveVolumeKeys(volumeSecret: Uint8Array, volumeId: Uint8Array): VolumeKeys {
@@ -67,6 +72,7 @@ export function deriveVolumeKeys(volumeSecret: Uint8Array, volumeId: Uint8Array)
     xattrNames: hkdf(volumeSecret, volumeId, LABELS.xattrNames, SIV_KEY_SIZE),
     xattrValues: hkdf(volumeSecret, volumeId, LABELS.xattrValues, KEY_SIZE),
     rootDirId: hkdf(volumeSecret, volumeId, LABELS.rootDirId, DIR_ID_SIZE),
+    dirIds: hkdf(volumeSecret, volumeId, LABELS.dirIds, KEY_SIZE),
   };
 }
 
@@ -125,6 +131,7 @@ export class Keyring {
       v.symlinks,
       v.xattrNames,
       v.xattrValues,
+      v.dirIds,
     ];
   }
 

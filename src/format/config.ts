@@ -20,14 +20,26 @@ import { FormatError } from "./errors.js";
  * mount key, checked after unlocking, so parameters such as the block size
  * or feature list cannot be altered unnoticed.
  */
-export const CONFIG_VERSION = 1;
-export const KNOWN_FEATURES = [
+/** The version writers write (§5.1). */
+export const CONFIG_VERSION = 2;
+/** Versions this build reads; version 1 only read-only, until `cryptmount upgrade` (§5.1, §22). */
+export const READABLE_VERSIONS: readonly number[] = [1, 2];
+/** The features of version 1 (§5.2). */
+export const V1_FEATURES = [
   "gcm-blocks",
   "final-block-flag",
   "siv-names",
   "long-names",
   "dir-id-sets",
 ] as const;
+/** Version 2's one new feature: directory IDs carry a MAC (§5.2, §12). */
+export const AUTHENTICATED_DIR_IDS = "authenticated-dir-ids";
+export const KNOWN_FEATURES = [...V1_FEATURES, AUTHENTICATED_DIR_IDS] as const;
+
+/** The feature list writers give a config of `version` (§5.2). */
+export function featuresFor(version: number): string[] {
+  return version >= 2 ? [...KNOWN_FEATURES] : [...V1_FEATURES];
+}
 export const DEFAULT_BLOCK_SIZE = 32 * 1024;
 
 export type SlotKind = "passphrase" | "keyfile" | "recovery" | "trustee";
@@ -123,10 +135,10 @@ export function parseConfig(text: string): VolumeConfig {
   if (typeof doc !== "object" || doc === null || Array.isArray(doc)) invalid("not an object");
   const c = doc as Record<string, unknown>;
   if (c.format !== "cryptmount") invalid("not a cryptmount config");
-  if (c.version !== CONFIG_VERSION) {
+  if (typeof c.version !== "number" || !READABLE_VERSIONS.includes(c.version)) {
     throw new FormatError(
       "UNKNOWN_VERSION",
-      `volume format version ${String(c.version)} is not supported (this build reads ${CONFIG_VERSION})`,
+      `volume format version ${String(c.version)} is not supported (this build reads ${READABLE_VERSIONS.join(" and ")})`,
     );
   }
   b64(c.volumeId, "volume ID", 16);
@@ -142,6 +154,9 @@ export function parseConfig(text: string): VolumeConfig {
       `volume uses features this build does not know: ${unknown.join(", ")}`,
     );
   }
+  // §5.2: the feature goes with version 2, and only with it.
+  if ((c.features as string[]).includes(AUTHENTICATED_DIR_IDS) !== c.version >= 2)
+    invalid(`feature ${AUTHENTICATED_DIR_IDS} and version ${c.version} do not match`);
   if (!isInt(c.blockSize, 4096, 1 << 20) || (c.blockSize & (c.blockSize - 1)) !== 0)
     invalid("bad block size");
   if (!isInt(c.epoch, 1, 0xffffffff)) invalid("bad epoch");

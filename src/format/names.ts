@@ -20,6 +20,9 @@ export const LONG_NAME_PREFIX = "cm.L.";
 export const SIDECAR_SUFFIX = ".n";
 export const DIR_ID_PREFIX = "cm.d.";
 export const CONFIG_NAME = "cryptmount.conf";
+/** Decoded length of a directory ID entry's name: the ID alone (v1), the ID and its tag (v2). */
+const DIR_ID_V1_BYTES = 16;
+const DIR_ID_V2_BYTES = 32;
 const PAD = 16;
 
 export function validateName(name: string): Buffer {
@@ -97,7 +100,9 @@ export type LowerEntryKind =
   | { kind: "name"; encoded: string }
   | { kind: "long-name"; entry: string }
   | { kind: "sidecar"; entry: string }
-  | { kind: "dir-id"; id: Buffer }
+  /** A directory ID entry (§12) in either form; whether it is genuine needs the key (dir-ids.ts). */
+  | { kind: "dir-id"; form: "v1"; id: Buffer }
+  | { kind: "dir-id"; form: "v2"; id: Buffer; tag: Buffer }
   | { kind: "config" }
   | { kind: "foreign" };
 
@@ -116,13 +121,26 @@ export function classifyLowerEntry(name: string): LowerEntryKind {
     return { kind: "foreign" };
   }
   if (name.startsWith(DIR_ID_PREFIX)) {
-    const id = fromBase64Url(name.slice(DIR_ID_PREFIX.length));
-    if (id?.length === 16) return { kind: "dir-id", id };
+    // §3.1: base64url of 16 bytes (v1 form, 22 characters) or of 32 bytes (v2 form, 43).
+    const bytes = fromBase64Url(name.slice(DIR_ID_PREFIX.length));
+    if (bytes?.length === DIR_ID_V1_BYTES) return { kind: "dir-id", form: "v1", id: bytes };
+    if (bytes?.length === DIR_ID_V2_BYTES) {
+      return {
+        kind: "dir-id",
+        form: "v2",
+        id: bytes.subarray(0, DIR_ID_V1_BYTES),
+        tag: bytes.subarray(DIR_ID_V1_BYTES),
+      };
+    }
   }
   if (name === CONFIG_NAME || name.startsWith(CONFIG_NAME + ".")) return { kind: "config" };
   return { kind: "foreign" };
 }
 
-export function dirIdEntryName(id: Uint8Array): string {
+/**
+ * The version-1 form of a directory ID entry, "cm.d." + base64url(id) (§12.1).
+ * Only tests and the upgrade read it; version 2 writes dir-ids.ts's form.
+ */
+export function v1DirIdEntryName(id: Uint8Array): string {
   return DIR_ID_PREFIX + toBase64Url(id);
 }

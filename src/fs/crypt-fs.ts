@@ -28,6 +28,8 @@ import { Xattrs, type XattrPlace } from "./xattrs.js";
 
 export interface CryptFsOptions {
   readonly readOnly?: boolean;
+  /** The volume's format version (default: the current one); version 1 is served read-only. */
+  readonly formatVersion?: number;
 }
 
 const S_ISGID = 0o2000;
@@ -77,11 +79,11 @@ export class CryptFs implements FileSystem {
     options: CryptFsOptions,
   ) {
     const geometry = new ContentGeometry(blockSize);
-    this.names = new Namespace(keyring, log, io);
+    this.names = new Namespace(keyring, log, io, options.formatVersion);
     this.files = new OpenFiles(keyring, geometry, log, io);
     this.attrs = new Attributes(geometry, log, (inode) => this.files.sizeOf(inode));
     this.xattrs = new Xattrs(keyring, log, io);
-    this.readOnly = options.readOnly ?? false;
+    this.readOnly = (options.readOnly ?? false) || (options.formatVersion ?? 2) < 2;
   }
 
   /** Opens the lower root directory; everything below is reached from this handle. */

@@ -3,15 +3,17 @@ import type { Keyring } from "../crypto/keys.js";
 import { DIR_ID_SIZE } from "../crypto/keys.js";
 import { randomPool } from "../crypto/random.js";
 import { isFormatError } from "../format/errors.js";
+import { CONFIG_VERSION } from "../format/config.js";
+import { dirIdEntryName, readDirIds } from "../format/dir-ids.js";
 import {
   SIDECAR_SUFFIX,
   classifyLowerEntry,
   decryptName,
-  dirIdEntryName,
   encryptName,
   lowerEntryFor,
   verifyLongName,
 } from "../format/names.js";
+import { FsError } from "./errors.js";
 import type { Fd, LowerOps } from "./lower/ops.js";
 import type { Directory } from "./types.js";
 
@@ -84,28 +86,33 @@ class Cache<K, V> {
 export class Namespace {
   private readonly encrypted = new Cache<string, string>(65536);
   private readonly decrypted = new Cache<string, string | null>(65536);
+  /** Directories (by inode) whose forged ID entries were logged, once each. */
+  private readonly warnedForged = new Set<string>();
 
   constructor(
     private readonly keyring: Keyring,
     private readonly log: Logger,
     private readonly io: LowerOps,
+    /** The volume's format version: 1 is read-only and takes bare v1 IDs (docs/format.md §12.3). */
+    private readonly formatVersion: number = CONFIG_VERSION,
   ) {}
 
-  /** The directory IDs among a directory's lower entry names, sorted (§12). */
-  private idsAmong(names: readonly string[]): Buffer[] {
-    const ids: Buffer[] = [];
-    for (const name of names) {
-      const kind = classifyLowerEntry(name);
-      if (kind.kind === "dir-id") ids.push(kind.id);
+  /** The directory IDs that count among a directory's lower entry names, sorted (§12.2, §12.3). */
+  private idsAmong(dir: LowerDirectory, names: readonly string[]): Buffer[] {
+    const { ids, forged } = readDirIds(this.keyring.volume.dirIds, this.formatVersion, names);
+    if (forged.length > 0 && !this.warnedForged.has(dir.inode)) {
+      this.warnedForged.add(dir.inode);
+      // No cleartext path, no lower names: the inode says which directory (fsck lists them).
+      this.log.warn({ inode: dir.inode, entries: forged.length }, "forged directory ID ignored");
     }
-    return ids.sort(Buffer.compare);
+    return ids;
   }
 
   /** Directory IDs of a lower directory, canonical first. Empty when it has none. */
   async idsOf(dir: LowerDirectory): Promise<Buffer[]> {
     if (dir.isRoot) return (dir.ids ??= [this.keyring.volume.rootDirId]);
     if (dir.ids) return dir.ids;
-    const ids = this.idsAmong(await this.io.list(dir.fd));
+    const ids = this.idsAmong(dir, await this.io.list(dir.fd));
     dir.ids = ids;
     return ids;
   }
@@ -120,8 +127,11 @@ export class Namespace {
 
   /** Gives a directory a fresh ID, durably: the entry and the directory that holds it are synced. */
   async createDirId(dir: LowerDirectory): Promise<Buffer> {
+    // Never a v2 entry in a v1 volume, which is served read-only (docs/format.md §5.1).
+    if (this.formatVersion < 2) throw new FsError("EROFS");
     const id = randomPool.bytes(DIR_ID_SIZE);
-    await this.io.createFile(dir.fd, dirIdEntryName(id), Buffer.alloc(0), 0o444, {
+    const entry = dirIdEntryName(this.keyring.volume.dirIds, id);
+    await this.io.createFile(dir.fd, entry, Buffer.alloc(0), 0o444, {
       exclusive: true,
       sync: false,
     });
@@ -199,7 +209,7 @@ export class Namespace {
    */
   async list(dir: LowerDirectory): Promise<{ name: string; entry: string }[]> {
     const entries = await this.io.list(dir.fd);
-    const ids = dir.isRoot ? await this.idsOf(dir) : this.idsAmong(entries);
+    const ids = dir.isRoot ? await this.idsOf(dir) : this.idsAmong(dir, entries);
     if (!dir.isRoot && !sameIds(ids, dir.ids)) dir.ids = ids;
     const out: { name: string; entry: string }[] = [];
     for (const entry of entries) {

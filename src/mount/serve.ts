@@ -112,9 +112,12 @@ export async function serve(
   const { lower, config } = volume;
   // Modes arrive with the caller's umask applied by the kernel; ours must not apply twice.
   process.umask(0);
+  // A version-1 volume is served read-only until `cryptmount upgrade` (docs/format.md §5.1).
+  if (config.version < 2) settings = { ...settings, readOnly: true };
   const io = await lowerOpsFor(lower, settings.asyncMetadata);
   const fs = await CryptFs.open(lower, volume.keyring, config.blockSize, log, io, {
     readOnly: settings.readOnly,
+    formatVersion: config.version,
   });
   let finished: (code: number) => void = () => undefined;
   const done = new Promise<number>((resolve) => (finished = resolve));

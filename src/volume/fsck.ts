@@ -1,7 +1,9 @@
 import { lstat, open, readFile, readdir, readlink, unlink } from "node:fs/promises";
 import { join, relative } from "node:path";
 import type { Keyring } from "../crypto/keys.js";
+import { CONFIG_VERSION } from "../format/config.js";
 import { ContentGeometry, openBlocks } from "../format/content.js";
+import { readDirIds } from "../format/dir-ids.js";
 import { isFormatError } from "../format/errors.js";
 import { HEADER_SIZE, openHeader } from "../format/header.js";
 import {
@@ -20,6 +22,13 @@ import { noProgress, type Progress } from "./progress.js";
  * verified. Errors are damage or tampering; warnings are states that need
  * attention but lose nothing (merged directory IDs, an unfinished rekey,
  * entries that are not ours such as sync-conflict copies).
+ *
+ * Directory IDs (docs/format.md §12): a `cm.d.` entry that does not count
+ * under the volume's version is FORGED_DIR_ID (--repair removes it, unless
+ * it sits in a directory that has no genuine ID and holds names: then it
+ * is kept as evidence of the lost ID); a genuine ID found in a second
+ * directory is DUPLICATE_DIR_ID, never repaired, because nothing tells
+ * which directory it came from (§18.3).
  */
 export type Severity = "error" | "warning";
 
@@ -46,6 +55,8 @@ export interface FsckReport {
 export interface FsckOptions {
   readonly repair?: boolean;
   readonly progress?: Progress;
+  /** The volume's format version (default: the current one): which ID entries count (§12.3). */
+  readonly formatVersion?: number;
 }
 
 /** Blocks verified per read while scanning a file. */
@@ -69,6 +80,9 @@ export class Fsck {
   private readonly geometry: ContentGeometry;
   readonly report: FsckReport = { files: 0, directories: 0, symlinks: 0, bytes: 0, problems: [] };
   private readonly progress: Progress;
+  private readonly formatVersion: number;
+  /** Hex ID -> the lower directory where it was first seen (DUPLICATE_DIR_ID). */
+  private readonly idHomes = new Map<string, string>();
 
   constructor(
     private readonly root: string,
@@ -78,6 +92,7 @@ export class Fsck {
   ) {
     this.geometry = new ContentGeometry(blockSize);
     this.progress = options.progress ?? noProgress;
+    this.formatVersion = options.formatVersion ?? CONFIG_VERSION;
   }
 
   async run(): Promise<FsckReport> {
@@ -111,24 +126,48 @@ export class Fsck {
   ): Promise<void> {
     this.report.directories++;
     const entries = await readdir(lowerDir);
-    const ids =
-      inheritedIds ??
-      entries
-        .flatMap((e) => {
-          const kind = classifyLowerEntry(e);
-          return kind.kind === "dir-id" ? [kind.id] : [];
-        })
-        .sort(Buffer.compare);
+    const listed = readDirIds(this.keyring.volume.dirIds, this.formatVersion, entries);
+    const ids = inheritedIds ?? listed.ids;
     const encrypted = entries.filter((e) =>
       ["name", "long-name"].includes(classifyLowerEntry(e).kind),
     );
+    // Kept when it is the only trace of a lost ID of a directory with names.
+    const keepForged = ids.length === 0 && encrypted.length > 0;
+    for (const entry of listed.forged) {
+      const lower = join(lowerDir, entry);
+      const p = this.add({
+        severity: "error",
+        code: "FORGED_DIR_ID",
+        path: clearDir,
+        lower,
+        message:
+          this.formatVersion >= 2
+            ? "directory ID entry without a valid tag (planted, damaged, or the version-1 form); ignored"
+            : "directory ID entry in the version-2 form whose tag does not verify; ignored",
+      });
+      if (!keepForged) await this.repair(p, () => unlink(lower));
+    }
+    if (!inheritedIds) {
+      for (const id of ids) {
+        const home = this.idHomes.get(id.toString("hex"));
+        if (home === undefined) this.idHomes.set(id.toString("hex"), lowerDir);
+        else
+          this.add({
+            severity: "error",
+            code: "DUPLICATE_DIR_ID",
+            path: clearDir,
+            lower: lowerDir,
+            message: `directory ID ${id.toString("base64url")} is also the ID of ${relative(this.root, home) || "."} (copied from one directory into the other); not repaired: nothing tells which one it belongs to`,
+          });
+      }
+    }
     if (ids.length === 0 && encrypted.length > 0) {
       this.add({
         severity: "error",
         code: "MISSING_DIR_ID",
         path: clearDir,
         lower: lowerDir,
-        message: `directory ID is missing: ${encrypted.length} entries cannot be decrypted`,
+        message: `no genuine directory ID: ${encrypted.length} entries cannot be decrypted`,
       });
     } else if (ids.length > 1) {
       this.add({

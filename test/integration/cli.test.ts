@@ -437,7 +437,8 @@ describe.skipIf(!haveFuse)("cryptmount CLI", () => {
       if (base64url.test(name)) kinds.name++;
       else if (/^cm\.L\.[A-Za-z0-9_-]{43}$/.test(name)) kinds.longName++;
       else if (/^cm\.L\.[A-Za-z0-9_-]{43}\.n$/.test(name)) kinds.sidecar++;
-      else if (/^cm\.d\.[A-Za-z0-9_-]{22}$/.test(name)) kinds.dirId++;
+      else if (/^cm\.d\.[A-Za-z0-9_-]{43}$/.test(name))
+        kinds.dirId++; // id and tag, format v2
       else if (/^cryptmount\.conf(\.bak)?$/.test(name) && !path.includes("/")) kinds.config++;
       else throw new Error(`unexpected lower entry ${path}`);
     }

@@ -221,6 +221,48 @@ print(json.dumps({"blocks": res, "size": os.fstat(fd).st_size}))
     ]);
   });
 
+  it("planted directory IDs (made-up tag, bare v1 form): FORGED_DIR_ID; --repair removes them", async () => {
+    const v = await copy();
+    const subLower = dirOf(lowerOf.get("sub/a.txt")!);
+    const zero = Buffer.alloc(16);
+    const planted = [
+      "cm.d." + Buffer.concat([zero, Buffer.alloc(16, 7)]).toString("base64url"),
+      "cm.d." + zero.toString("base64url"),
+    ];
+    for (const n of planted) await writeFile(join(v, subLower, n), "");
+    await expectProblems(
+      v,
+      planted.map((n) => ({
+        severity: "error",
+        code: "FORGED_DIR_ID",
+        path: "/sub",
+        lower: `${subLower}/${n}`,
+      })),
+    );
+    const { code, report } = await fsck(sb, v, ["--repair"]);
+    expect(code).toBe(0);
+    expect(report.problems.every((p) => p.repaired)).toBe(true);
+    expect(lowerSnapshot(v)).toEqual(pristineSnapshot);
+    await expectProblems(v, [], 0);
+  });
+
+  it("a genuine ID copied into another directory: DUPLICATE_DIR_ID, not repaired", async () => {
+    const v = await copy();
+    const subLower = dirOf(lowerOf.get("sub/a.txt")!);
+    const docsLower = dirOf(lowerOf.get("docs/report.txt")!);
+    const [id] = (await readdir(join(v, subLower))).filter((n) => n.startsWith("cm.d."));
+    await writeFile(join(v, docsLower, id!), "");
+    const expected: Partial<FsckProblem>[] = [
+      { severity: "error", code: "DUPLICATE_DIR_ID" },
+      { severity: "warning", code: "MERGED_DIR_IDS", path: "/docs" },
+    ];
+    await expectProblems(v, expected);
+    const { code, report } = await fsck(sb, v, ["--repair"]);
+    expect(code).toBe(7);
+    expect(report.problems.find((p) => p.code === "DUPLICATE_DIR_ID")?.repaired).toBeFalsy();
+    expect(await readdir(join(v, docsLower))).toContain(id);
+  });
+
   // Full blocks are never final (the final block holds size mod block size,
   // empty for trunc.bin), so any cut at a sealed-block boundary leaves a file
   // without its final block.

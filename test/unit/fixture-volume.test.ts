@@ -1,47 +1,83 @@
-// The checked-in volume test/fixtures/volume-v1 was written by the v1 code
-// (scripts/make-fixture.mjs; regenerated once before the first release, when
-// the final-block rule changed). Every later build must unlock it and read
-// back exactly the tree in volume-v1.expected.json: a failure here means old
-// volumes would no longer open. Never regenerate the fixture to make this pass.
+// The checked-in volumes test/fixtures/volume-v1 (written by the v1 code;
+// regenerated once before the first release, when the final-block rule
+// changed) and test/fixtures/volume-v2 (written by the v2 code, with a
+// merged directory and planted directory IDs) are old volumes: every later
+// build must unlock them and read back exactly the tree in their
+// .expected.json. A failure here means old volumes would no longer open.
+// Never regenerate a fixture to make this pass.
 
-import { cp, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { cp, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Keyring } from "../../src/crypto/keys.js";
+import { AUTHENTICATED_DIR_IDS } from "../../src/format/config.js";
+import { classifyLowerEntry } from "../../src/format/names.js";
 import { parseRecoveryKey } from "../../src/format/recovery.js";
 import { Fsck } from "../../src/volume/fsck.js";
-import { CONFIG_FILE, unlockVolume } from "../../src/volume/volume.js";
+import { upgrade } from "../../src/volume/upgrade.js";
+import { CONFIG_BACKUP, CONFIG_FILE, loadConfig, unlockVolume } from "../../src/volume/volume.js";
 import { readVolumeTree, type TreeEntry } from "./lower-walk.js";
 
-const fixture = fileURLToPath(new URL("../fixtures/volume-v1", import.meta.url));
-const expected = JSON.parse(
-  readFileSync(new URL("../fixtures/volume-v1.expected.json", import.meta.url), "utf8"),
-) as {
+interface Expected {
   passphrase: string;
   recoveryKey: string;
   blockSize: number;
   entries: TreeEntry[];
   foreign: string[];
-};
-const passphrase = { kind: "passphrase" as const, bytes: Buffer.from(expected.passphrase, "utf8") };
+  forgedDirIds?: string[];
+}
 
-let keyring: Keyring;
+const fixturePath = (v: number) =>
+  fileURLToPath(new URL(`../fixtures/volume-v${v}`, import.meta.url));
+const expectedOf = (v: number) =>
+  JSON.parse(
+    readFileSync(new URL(`../fixtures/volume-v${v}.expected.json`, import.meta.url), "utf8"),
+  ) as Expected;
+
 let temp: string;
-
 beforeAll(async () => {
-  keyring = (await unlockVolume(fixture, passphrase)).keyring;
   temp = await mkdtemp(join(tmpdir(), "cryptmount-fixture-"));
 });
-
 afterAll(async () => {
-  keyring?.wipe();
   await rm(temp, { recursive: true, force: true });
 });
 
-describe("fixture volume v1", () => {
+/** Every lower entry name below `root`, relative, sorted: the v1 fixture must not change on disk. */
+async function lowerNames(root: string): Promise<string[]> {
+  return (await readdir(root, { recursive: true })).map(String).sort();
+}
+
+describe.each([
+  { version: 1, fsckCodes: ["FOREIGN_ENTRY", "FOREIGN_ENTRY", "MERGED_DIR_IDS"] },
+  {
+    version: 2,
+    fsckCodes: [
+      "FOREIGN_ENTRY",
+      "FOREIGN_ENTRY",
+      "FORGED_DIR_ID",
+      "FORGED_DIR_ID",
+      "MERGED_DIR_IDS",
+    ],
+  },
+])("fixture volume v$version", ({ version, fsckCodes }) => {
+  const fixture = fixturePath(version);
+  const expected = expectedOf(version);
+  const passphrase = {
+    kind: "passphrase" as const,
+    bytes: Buffer.from(expected.passphrase, "utf8"),
+  };
+  let keyring: Keyring;
+
+  beforeAll(async () => {
+    const unlocked = await unlockVolume(fixture, passphrase);
+    expect(unlocked.config.version).toBe(version);
+    keyring = unlocked.keyring;
+  });
+  afterAll(() => keyring?.wipe());
+
   it("unlocks with its passphrase and with its recovery key", async () => {
     const byRecovery = await unlockVolume(fixture, {
       kind: "recovery",
@@ -53,12 +89,13 @@ describe("fixture volume v1", () => {
   });
 
   it("reads back exactly the expected cleartext tree", async () => {
-    const tree = await readVolumeTree(fixture, keyring, expected.blockSize);
+    const tree = await readVolumeTree(fixture, keyring, expected.blockSize, version);
     expect(tree.entries).toEqual(expected.entries);
+    expect(tree.forgedDirIds).toEqual(expected.forgedDirIds ?? []);
   });
 
   it("sees sync-conflict copies and other foreign entries as foreign", async () => {
-    const tree = await readVolumeTree(fixture, keyring, expected.blockSize);
+    const tree = await readVolumeTree(fixture, keyring, expected.blockSize, version);
     expect(tree.foreign).toEqual([...expected.foreign].sort());
   });
 
@@ -70,21 +107,32 @@ describe("fixture volume v1", () => {
     expect(byPath.get("docs/deeper/leaf.txt")).toMatchObject({ type: "file" });
     expect(byPath.get("merged/from-first-machine.txt")).toMatchObject({ type: "file" });
     expect(byPath.get("merged/from-second-machine.txt")).toMatchObject({ type: "file" });
+    if (version >= 2) {
+      // Both plants: the v2 form with a made-up tag, and the bare v1 form.
+      const forms = expected.forgedDirIds!.map((p) => {
+        const kind = classifyLowerEntry(p.split("/").pop()!);
+        return kind.kind === "dir-id" ? kind.form : kind.kind;
+      });
+      expect(forms.sort()).toEqual(["v1", "v2"]);
+    }
   });
 
-  it("fsck finds no error, only the merged directory and the foreign entries", async () => {
-    const report = await new Fsck(fixture, keyring, expected.blockSize).run();
-    expect(report.problems.filter((p) => p.severity === "error")).toEqual([]);
-    expect(report.problems.map((p) => p.code).sort()).toEqual([
-      "FOREIGN_ENTRY",
-      "FOREIGN_ENTRY",
-      "MERGED_DIR_IDS",
-    ]);
+  it("fsck finds only the expected problems: foreign entries, the merge, and (v2) the planted IDs", async () => {
+    const report = await new Fsck(fixture, keyring, expected.blockSize, {
+      formatVersion: version,
+    }).run();
+    expect(report.problems.map((p) => p.code).sort()).toEqual(fsckCodes);
+    expect(
+      report.problems
+        .filter((p) => p.code === "FORGED_DIR_ID")
+        .map((p) => p.lower)
+        .sort(),
+    ).toEqual(expected.forgedDirIds ?? []);
     expect(report.files).toBe(expected.entries.filter((e) => e.type === "file").length);
   });
 
   it("a copy with a damaged primary config still unlocks from the backup", async () => {
-    const copy = join(temp, "damaged");
+    const copy = join(temp, `damaged-v${version}`);
     await cp(fixture, copy, { recursive: true, verbatimSymlinks: true });
     await writeFile(
       join(copy, CONFIG_FILE),
@@ -92,9 +140,54 @@ describe("fixture volume v1", () => {
     );
     const unlocked = await unlockVolume(copy, passphrase);
     expect(unlocked.usedBackup).toBe(true);
-    expect((await readVolumeTree(copy, unlocked.keyring, expected.blockSize)).entries).toEqual(
-      expected.entries,
-    );
+    expect(
+      (await readVolumeTree(copy, unlocked.keyring, expected.blockSize, version)).entries,
+    ).toEqual(expected.entries);
     unlocked.close();
+  });
+});
+
+describe("fixture volume v1, upgraded", () => {
+  const fixture = fixturePath(1);
+  const expected = expectedOf(1);
+  const passphrase = {
+    kind: "passphrase" as const,
+    bytes: Buffer.from(expected.passphrase, "utf8"),
+  };
+
+  it("upgrade of a copy gives a version-2 volume that reads identically; the fixture is untouched", async () => {
+    const before = await lowerNames(fixture);
+    const copy = join(temp, "upgraded");
+    await cp(fixture, copy, { recursive: true, verbatimSymlinks: true });
+    const unlocked = await unlockVolume(copy, passphrase);
+    const result = await upgrade(unlocked);
+    unlocked.keyring.wipe();
+    const ids = before.filter((p) => /(^|\/)cm\.d\.[^/]+$/.test(p)).length;
+    expect(result).toMatchObject({ from: 1, created: ids, removed: ids, leftovers: [] });
+
+    const { config } = await loadConfig(copy);
+    expect(config.version).toBe(2);
+    expect(config.features).toContain(AUTHENTICATED_DIR_IDS);
+    expect(await readFile(join(copy, CONFIG_BACKUP), "utf8")).toBe(
+      await readFile(join(copy, CONFIG_FILE), "utf8"),
+    );
+    const reopened = await unlockVolume(copy, passphrase);
+    const tree = await readVolumeTree(copy, reopened.keyring, expected.blockSize, 2);
+    expect(tree.entries).toEqual(expected.entries);
+    expect(tree.foreign).toEqual([...expected.foreign].sort());
+    expect(tree.forgedDirIds).toEqual([]);
+    const report = await new Fsck(copy, reopened.keyring, expected.blockSize).run();
+    expect(report.problems.map((p) => p.code).sort()).toEqual([
+      "FOREIGN_ENTRY",
+      "FOREIGN_ENTRY",
+      "MERGED_DIR_IDS",
+    ]);
+    // Every ID entry is now in the v2 form.
+    for (const p of await lowerNames(copy)) {
+      const kind = classifyLowerEntry(p.split("/").pop()!);
+      if (kind.kind === "dir-id") expect(kind.form).toBe("v2");
+    }
+    reopened.keyring.wipe();
+    expect(await lowerNames(fixture)).toEqual(before);
   });
 });

@@ -8,7 +8,9 @@ import { createHash } from "node:crypto";
 import { lstat, readFile, readdir, readlink } from "node:fs/promises";
 import { join, relative } from "node:path";
 import type { Keyring } from "../../src/crypto/keys.js";
+import { CONFIG_VERSION } from "../../src/format/config.js";
 import { ContentGeometry, openBlocks } from "../../src/format/content.js";
+import { readDirIds } from "../../src/format/dir-ids.js";
 import { FormatError } from "../../src/format/errors.js";
 import { HEADER_SIZE, openHeader } from "../../src/format/header.js";
 import {
@@ -29,6 +31,8 @@ export interface VolumeTree {
   entries: TreeEntry[];
   /** Lower entries that are not the format's (relative lower paths), sorted. */
   foreign: string[];
+  /** `cm.d.` entries that do not count under the volume's version (§12.3), relative lower paths, sorted. */
+  forgedDirIds: string[];
 }
 
 /** Decrypts one lower file (header + blocks); throws the FormatError of the first problem. */
@@ -51,24 +55,29 @@ export function decryptFile(keyring: Keyring, geometry: ContentGeometry, lower: 
   return cleartext;
 }
 
-/** Directory IDs of a non-root lower directory, smallest first. */
-export async function dirIdsOf(lowerDir: string): Promise<Buffer[]> {
-  const ids: Buffer[] = [];
-  for (const entry of await readdir(lowerDir)) {
-    const kind = classifyLowerEntry(entry);
-    if (kind.kind === "dir-id") ids.push(kind.id);
-  }
-  return ids.sort(Buffer.compare);
+/**
+ * Directory IDs of a non-root lower directory, smallest first, and the ID
+ * entries that do not count: in version 2 those whose tag does not verify
+ * (the bare v1 form included), in version 1 only v2-form ones that fail (§12.3).
+ */
+export async function dirIdsOf(
+  lowerDir: string,
+  keyring: Keyring,
+  formatVersion: number = CONFIG_VERSION,
+): Promise<{ ids: Buffer[]; forged: string[] }> {
+  return readDirIds(keyring.volume.dirIds, formatVersion, await readdir(lowerDir));
 }
 
 export async function readVolumeTree(
   root: string,
   keyring: Keyring,
   blockSize: number,
+  formatVersion: number = CONFIG_VERSION,
 ): Promise<VolumeTree> {
   const geometry = new ContentGeometry(blockSize);
   const entries: TreeEntry[] = [];
   const foreign: string[] = [];
+  const forgedDirIds: string[] = [];
 
   async function walk(lowerDir: string, clearDir: string, ids: Buffer[]): Promise<void> {
     const seen = new Set<string>();
@@ -113,10 +122,11 @@ export async function readVolumeTree(
       const path = clearDir === "" ? name : `${clearDir}/${name}`;
       const st = await lstat(lower);
       if (st.isDirectory()) {
-        const childIds = await dirIdsOf(lower);
-        if (childIds.length === 0) throw new Error(`directory without an ID entry: ${lower}`);
+        const child = await dirIdsOf(lower, keyring, formatVersion);
+        if (child.ids.length === 0) throw new Error(`directory without a genuine ID: ${lower}`);
+        forgedDirIds.push(...child.forged.map((e) => relative(root, join(lower, e))));
         entries.push({ path, type: "dir" });
-        await walk(lower, path, childIds);
+        await walk(lower, path, child.ids);
       } else if (st.isSymbolicLink()) {
         entries.push({
           path,
@@ -140,5 +150,9 @@ export async function readVolumeTree(
   await walk(root, "", [keyring.volume.rootDirId]);
   const byPath = (a: { path: string }, b: { path: string }) =>
     a.path < b.path ? -1 : a.path > b.path ? 1 : 0;
-  return { entries: entries.sort(byPath), foreign: foreign.sort() };
+  return {
+    entries: entries.sort(byPath),
+    foreign: foreign.sort(),
+    forgedDirIds: forgedDirIds.sort(),
+  };
 }

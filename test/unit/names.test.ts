@@ -15,7 +15,7 @@ import {
   MAX_SHORT_NAME,
   classifyLowerEntry,
   decryptName,
-  dirIdEntryName,
+  v1DirIdEntryName,
   encryptName,
   longNameHash,
   lowerEntryFor,
@@ -205,7 +205,10 @@ describe("lower entry classification", () => {
     ["xOGtUchEd55SwttnU9nQ7I1_WZErDjDrZaga-cALdC4", "name"],
     [LONG_NAME_PREFIX + hash, "long-name"],
     [LONG_NAME_PREFIX + hash + ".n", "sidecar"],
-    [dirIdEntryName(id), "dir-id"],
+    [v1DirIdEntryName(id), "dir-id"],
+    [DIR_ID_PREFIX + "A".repeat(43), "dir-id"], // the v2 form: 32 bytes, whatever the tag
+    [DIR_ID_PREFIX + "A".repeat(42) + "B", "foreign"], // stray bits: not base64url
+    [DIR_ID_PREFIX + "A".repeat(43) + ".sync-conflict-x", "foreign"],
     ["cryptmount.conf", "config"],
     ["cryptmount.conf.bak", "config"],
     ["cryptmount.conf.tmp-0123456789ab", "config"],
@@ -228,12 +231,32 @@ describe("lower entry classification", () => {
     expect(classifyLowerEntry(name).kind).toBe(kind);
   });
 
+  it("the two ID entry forms: 16 bytes (v1) and 32 bytes, ID then tag (v2)", () => {
+    const bytes = Buffer.from(Array.from({ length: 32 }, (_, i) => i));
+    const kind = classifyLowerEntry(DIR_ID_PREFIX + bytes.toString("base64url"));
+    expect(kind).toEqual({
+      kind: "dir-id",
+      form: "v2",
+      id: bytes.subarray(0, 16),
+      tag: bytes.subarray(16),
+    });
+    expect(classifyLowerEntry(v1DirIdEntryName(bytes.subarray(0, 16)))).toEqual({
+      kind: "dir-id",
+      form: "v1",
+      id: bytes.subarray(0, 16),
+    });
+    for (const n of [15, 17, 24, 31, 33, 48])
+      expect(classifyLowerEntry(DIR_ID_PREFIX + Buffer.alloc(n).toString("base64url")).kind).toBe(
+        "foreign",
+      );
+  });
+
   it("a dir ID entry round-trips its 16 bytes", () => {
     fc.assert(
       fc.property(fc.uint8Array({ minLength: 16, maxLength: 16 }), (bytes) => {
-        const kind = classifyLowerEntry(dirIdEntryName(bytes));
+        const kind = classifyLowerEntry(v1DirIdEntryName(bytes));
         expect(kind.kind === "dir-id" && [...kind.id]).toEqual([...bytes]);
-        expect(dirIdEntryName(bytes).length).toBe(27);
+        expect(v1DirIdEntryName(bytes).length).toBe(27);
       }),
     );
   });

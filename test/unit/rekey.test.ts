@@ -20,12 +20,8 @@ import {
 import { ContentGeometry, sealBlocks } from "../../src/format/content.js";
 import { isFormatError } from "../../src/format/errors.js";
 import { createHeader, openHeader, HEADER_SIZE } from "../../src/format/header.js";
-import {
-  SIDECAR_SUFFIX,
-  dirIdEntryName,
-  encryptName,
-  lowerEntryFor,
-} from "../../src/format/names.js";
+import { dirIdEntryName } from "../../src/format/dir-ids.js";
+import { SIDECAR_SUFFIX, encryptName, lowerEntryFor } from "../../src/format/names.js";
 import { parseRecoveryKey } from "../../src/format/recovery.js";
 import { createLowerFile } from "../helpers/lower-files.js";
 import type { Secret } from "../../src/keys/kek.js";
@@ -109,7 +105,7 @@ async function makeVolume(name: string): Promise<{ lower: string; recoveryKey: s
   const sub = entry(root, lower, "sub");
   await mkdir(sub.path);
   const subId = randomBytes(16);
-  await writeFile(join(sub.path, dirIdEntryName(subId)), "");
+  await writeFile(join(sub.path, dirIdEntryName(keyring.volume.dirIds, subId)), "");
   await raw(entry(subId, sub.path, "inner").path, pattern(10));
   const long = entry(subId, sub.path, "L".repeat(150));
   await writeFile(long.path + SIDECAR_SUFFIX, long.sidecar!);

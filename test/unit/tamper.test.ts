@@ -13,7 +13,9 @@ import { Keyring, deriveEpochKeys } from "../../src/crypto/keys.js";
 import {
   ARGON2_MAX_MEMORY_KIB,
   ARGON2_MINIMUM,
+  CONFIG_VERSION,
   KNOWN_FEATURES,
+  V1_FEATURES,
   openMountKeys,
   openSlot,
   parseConfig,
@@ -98,7 +100,7 @@ const slot = sealSlot(
 );
 const config: VolumeConfig = signConfig(epochKeys, {
   format: "cryptmount",
-  version: 1,
+  version: CONFIG_VERSION,
   volumeId: volumeIdText,
   created: new Date(0).toISOString(),
   features: [...KNOWN_FEATURES],
@@ -453,9 +455,29 @@ const cases: Case[] = [
     run: unlock(edited((c) => (slotOf(c).kdf = { ...ARGON2_MINIMUM, algorithm: "argon2i" }))),
   },
   {
-    name: "config: version 2",
+    name: "config: version 3",
     code: "UNKNOWN_VERSION",
-    run: unlock(edited((c) => (c.version = 2))),
+    run: unlock(edited((c) => (c.version = 3))),
+  },
+  {
+    name: "config: version 1 with the version-2 feature list",
+    code: "CONFIG_INVALID",
+    run: unlock(edited((c) => (c.version = 1))),
+  },
+  {
+    name: "config: version 2 without authenticated-dir-ids",
+    code: "CONFIG_INVALID",
+    run: unlock(edited((c) => (c.features = [...V1_FEATURES]))),
+  },
+  {
+    name: "config: version 1 relabelled from 2 (feature dropped too), MAC left",
+    code: "CONFIG_AUTH",
+    run: unlock(
+      edited((c) => {
+        c.version = 1;
+        c.features = [...V1_FEATURES];
+      }),
+    ),
   },
   {
     name: "config: not a cryptmount config",

@@ -26,11 +26,12 @@ import {
   MAX_SHORT_NAME,
   classifyLowerEntry,
   decryptName,
-  dirIdEntryName,
   encryptName,
   lowerEntryFor,
+  v1DirIdEntryName,
   verifyLongName,
 } from "../../src/format/names.js";
+import { dirIdEntryName, dirIdTag, parseDirIdEntry, readDirIds } from "../../src/format/dir-ids.js";
 import { formatRecoveryKey, parseRecoveryKey } from "../../src/format/recovery.js";
 import { decryptSymlink, encryptSymlink, symlinkTargetLength } from "../../src/format/symlink.js";
 import { deriveKek } from "../../src/keys/kek.js";
@@ -77,6 +78,14 @@ interface Vectors {
   bundle: { key: string; aad: string; oneEpoch: string; twoEpochs: string };
   slotAad: string;
   config: { canonical: string; document: VolumeConfig };
+  v2: {
+    dirIdKey: string;
+    dirIds: { id: string; tag: string; entry: string }[];
+    read: {
+      cases: { note: string; name: string; verdict: "id" | "forged" | "other"; id?: string }[];
+    };
+    config: { canonical: string; document: VolumeConfig };
+  };
 }
 
 const v = JSON.parse(
@@ -257,11 +266,75 @@ describe("names", () => {
     expect(decryptName(k.volume.names, dirIdOf(n.dirId), n.encoded)).toBe(n.name);
   });
 
-  it("names the directory ID entry", () => {
-    expect(dirIdEntryName(hex(v.dirIdEntry.dirId))).toBe(v.dirIdEntry.entry);
+  it("names the directory ID entry (version-1 form)", () => {
+    expect(v1DirIdEntryName(hex(v.dirIdEntry.dirId))).toBe(v.dirIdEntry.entry);
     const kind = classifyLowerEntry(v.dirIdEntry.entry);
-    expect(kind.kind).toBe("dir-id");
+    expect(kind).toMatchObject({ kind: "dir-id", form: "v1" });
     expect(kind.kind === "dir-id" && kind.id.toString("hex")).toBe(v.dirIdEntry.dirId);
+  });
+});
+
+describe("authenticated directory IDs (format version 2)", () => {
+  it("derives K_dirIds from the volume secret", () => {
+    expect(keyring().volume.dirIds.toString("hex")).toBe(v.v2.dirIdKey);
+  });
+
+  it.each(v.v2.dirIds)("tags $id and names its entry", ({ id, tag, entry }) => {
+    const key = keyring().volume.dirIds;
+    expect(dirIdTag(key, hex(id)).toString("hex")).toBe(tag);
+    expect(dirIdEntryName(key, hex(id))).toBe(entry);
+    expect(entry.length).toBe("cm.d.".length + 43);
+    const kind = classifyLowerEntry(entry);
+    expect(kind).toMatchObject({ kind: "dir-id", form: "v2" });
+    expect(parseDirIdEntry(key, entry)).toEqual({ id: hex(id) });
+  });
+
+  it.each(v.v2.read.cases)("reads $note as $verdict", ({ name, verdict, id }) => {
+    const key = keyring().volume.dirIds;
+    const parsed = parseDirIdEntry(key, name);
+    if (verdict === "other") expect(parsed).toBeUndefined();
+    else if (verdict === "forged") expect(parsed).toEqual({ forged: true });
+    else expect(parsed).toEqual({ id: hex(id!) });
+    // A key-less reader sees every id and forged case as a directory ID entry (§3.1).
+    expect(classifyLowerEntry(name).kind === "dir-id").toBe(verdict !== "other");
+  });
+
+  it("a v2 listing keeps the genuine IDs only; a v1 listing also takes the bare form", () => {
+    const key = keyring().volume.dirIds;
+    const names = v.v2.read.cases.map((c) => c.name);
+    const v2 = readDirIds(key, 2, names);
+    expect(v2.ids.map((b) => b.toString("hex"))).toEqual([v.inputs.dirId]);
+    expect(v2.forged).toEqual(
+      v.v2.read.cases.filter((c) => c.verdict === "forged").map((c) => c.name),
+    );
+    const v1 = readDirIds(key, 1, names);
+    expect(v1.ids.map((b) => b.toString("hex"))).toEqual([v.inputs.dirId]); // one ID, two forms
+    expect(v1.forged).toHaveLength(v2.forged.length - 1);
+  });
+
+  it("signs and unlocks the version-2 vector config", () => {
+    const { mac, ...unsigned } = v.v2.config.document;
+    expect(canonicalJson(unsigned)).toBe(v.v2.config.canonical);
+    expect(signConfig(keyring().current, unsigned as UnsignedConfig).mac).toBe(mac);
+    const config = parseConfig(JSON.stringify(v.v2.config.document));
+    expect(config.version).toBe(2);
+    expect(unlockConfig(config, openMountKeys(config, input.slotKey)).volumeSecret).toEqual(
+      input.volumeSecret,
+    );
+  });
+
+  it("version and the authenticated-dir-ids feature go together", () => {
+    const d = v.v2.config.document;
+    const v1features = v.config.document.features;
+    expect(() => parseConfig(JSON.stringify({ ...d, features: v1features }))).toThrowError(
+      expect.objectContaining({ code: "CONFIG_INVALID" }),
+    );
+    expect(() =>
+      parseConfig(JSON.stringify({ ...v.config.document, features: d.features })),
+    ).toThrowError(expect.objectContaining({ code: "CONFIG_INVALID" }));
+    expect(() => parseConfig(JSON.stringify({ ...d, version: 3 }))).toThrowError(
+      expect.objectContaining({ code: "UNKNOWN_VERSION" }),
+    );
   });
 });
 
