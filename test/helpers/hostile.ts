@@ -48,6 +48,8 @@ export interface ClientRequest {
   pathb64?: string;
   to?: string;
   tob64?: string;
+  /** symlink: the target. */
+  target?: string;
   data?: string;
   mode?: number;
   uid?: number;

@@ -16,7 +16,7 @@ connection, which makes the blocked call fail with ENOTCONN; the late answer
 is then ignored).
 
 Ops: stat, lstat, read, readlink, listdir, chmod, chown, truncate,
-open_write, open_trunc, write, create, create_excl, unlink, rename, mkdir,
+open_write, open_trunc, write, create, create_excl, symlink, unlink, rename, mkdir,
 rmdir, setxattr, removexattr, getxattr, utime, ping.
 """
 
@@ -121,6 +121,9 @@ def handle(req):
                 write_all(fd, data or b"x")
         finally:
             os.close(fd)
+        return {}
+    if op == "symlink":
+        os.symlink(req["target"], p)
         return {}
     if op == "unlink":
         os.unlink(p)
