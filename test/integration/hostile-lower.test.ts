@@ -200,7 +200,7 @@ describe.skipIf(!haveFuse)("hostile lower directory of a mounted volume", () => 
       check(`${name} (fresh lookup)`, r, target.before, target.dir);
     }
     console.log("file swapped for a symlink to a canary, outcome per operation:", table);
-    expect(problems).toEqual([]);
+    expect.soft(problems).toEqual([]);
     // The server is still fine, and it said something about the refusals.
     await createFile(v, "after.txt", "still works");
     expect((await must(v.c, { op: "read", path: v.at("after.txt") })).size).toBe(11);
@@ -255,7 +255,7 @@ describe.skipIf(!haveFuse)("hostile lower directory of a mounted volume", () => 
         );
     }
     console.log("directory swapped for a symlink to an outside directory, outcomes:", table);
-    expect(problems).toEqual([]);
+    expect.soft(problems).toEqual([]);
     expect(await warningsSince(v.m.logFile, logStart), "warn/error records").not.toEqual([]);
   });
 
@@ -319,9 +319,9 @@ describe.skipIf(!haveFuse)("hostile lower directory of a mounted volume", () => 
     const other = await v.c.request({ op: "read", path: v.at("other.txt") }, DEADLINE_MS);
     const alive = other.ok && other.size === 9;
     if (!alive) await rescue(v.m.mountpoint, fifos);
-    expect(hung, "commands that did not return within 5 s").toEqual([]);
+    expect.soft(hung, "commands that did not return within 5 s").toEqual([]);
     expect(alive, `read of another file afterwards: ${JSON.stringify(other)}`).toBe(true);
-    expect(await warningsSince(v.m.logFile, logStart), "warn/error records").not.toEqual([]);
+    expect.soft(await warningsSince(v.m.logFile, logStart), "warn/error records").not.toEqual([]);
 
     // And it unmounts normally.
     await v.c.close();
@@ -421,7 +421,7 @@ describe.skipIf(!haveFuse)("hostile lower directory of a mounted volume", () => 
     const { code, report } = await fsck(sb, v.m.lower);
     const codes = report.problems.map((p) => p.code);
     console.log("fsck after copying a directory ID:", code, codes);
-    expect(codes).toContain("DUPLICATE_DIR_ID");
+    expect.soft(codes).toContain("DUPLICATE_DIR_ID");
     expect(code).toBe(7);
   });
 
@@ -449,8 +449,8 @@ describe.skipIf(!haveFuse)("hostile lower directory of a mounted volume", () => 
       "read a\\xff afterwards": readFf.ok ? `${readFf.size} bytes` : outcome(readFf),
       listing: names.map((n) => n.toString("hex")),
     });
-    expect(outcome(ff), "O_CREAT of a\\xff").toBe("EILSEQ");
-    expect(outcome(fe), "O_CREAT|O_EXCL of a\\xfe must not find a\\xff").not.toBe("EEXIST");
+    expect.soft(outcome(ff), "O_CREAT of a\\xff").toBe("EILSEQ");
+    expect.soft(outcome(fe), "O_CREAT|O_EXCL of a\\xfe must not find a\\xff").not.toBe("EEXIST");
     if (readFf.ok) expect(readFf.size, "a\\xff was opened by the create of a\\xfe").toBe(5);
     const replacement = Buffer.from("\ufffd");
     expect(names.filter((n) => n.includes(replacement)).map((n) => n.toString("hex"))).toEqual([]);
