@@ -16,6 +16,7 @@ import {
   Sandbox,
   alive,
   haveFuse,
+  readLog,
   runOk,
   sandboxSuite,
   sleep,
@@ -92,6 +93,11 @@ async function hammer(label: string, mountArgs: string[]): Promise<void> {
   for (const rep of reports)
     for (const [k, n] of Object.entries(rep.counts)) totals[k] = (totals[k] ?? 0) + n;
   console.log(`${label} (seed ${SEED}): ${WORKERS} workers for ${SECONDS} s:`, totals);
+  // What the server logged (warnings and errors), by message: the first clue when this fails.
+  const logged: Record<string, number> = {};
+  for (const rec of await readLog(m.logFile))
+    if (rec.level >= 40) logged[rec.msg] = (logged[rec.msg] ?? 0) + 1;
+  console.log(`${label}: server warnings and errors`, logged);
   // Soft: the checks after the run say more about the same failure.
   expect.soft(problems, `${label}: errors during the run (seed ${SEED})`).toEqual([]);
   expect(totals.record ?? 0, "records written").toBeGreaterThan(WORKERS * 10);
