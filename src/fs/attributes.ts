@@ -3,7 +3,7 @@ import type { ContentGeometry } from "../format/content.js";
 import { isFormatError } from "../format/errors.js";
 import { symlinkTargetLength } from "../format/symlink.js";
 import { FsError } from "./errors.js";
-import { inodeKey, isFile, isSymlink, type LowerStat } from "./lower/ops.js";
+import { inodeKey, isDir, isFile, isSymlink, type LowerStat } from "./lower/ops.js";
 import type { Attr } from "./types.js";
 
 /** Inode numbers above this are not exact as JS numbers (overlayfs xino, NFS, mergerfs). */
@@ -29,6 +29,13 @@ export class Attributes {
   ) {}
 
   of(st: LowerStat, displayPath: string, size?: number): Attr {
+    // The format stores files, directories and symlinks only: a FIFO, socket or device in the
+    // lower was put there behind our back, and showing it would let the kernel open it (a
+    // FIFO would block its reader forever).
+    if (!isFile(st) && !isDir(st) && !isSymlink(st)) {
+      this.log.error({ path: displayPath }, "lower entry of a type the format has not: refused");
+      throw new FsError("EIO", "lower entry of an unsupported type");
+    }
     const inode = inodeKey(st);
     return {
       mode: st.mode,

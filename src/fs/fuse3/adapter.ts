@@ -318,14 +318,9 @@ export class LowLevelAdapter {
       case OP.RELEASE: {
         const node = nodes.get(n(0));
         const fh = n(1);
-        return this.run(op, req, async () => {
-          try {
-            await fs.release(fh);
-          } finally {
-            nodes.closed(node, fh);
-          }
-          this.ok(req);
-        });
+        // The node forgets the handle first: a GETATTR of an unlinked node must not pick one being released.
+        nodes.closed(node, fh);
+        return this.thenOk(op, req, () => fs.release(fh));
       }
       case OP.FSYNC:
         return this.thenOk(op, req, () => fs.fsync(n(2), n(1) !== 0));
