@@ -1,7 +1,4 @@
-import { createRequire } from "node:module";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
-import { EXIT, UserError } from "../errors.js";
+import { addonPath, loadAddon } from "../addons.js";
 
 /**
  * Process hardening for whoever holds a volume's keys, through the small
@@ -23,31 +20,18 @@ export interface SecureNative {
 }
 
 export const SECURE_VERSION = 1;
-const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
-export const SECURE_PATH = join(root, "build", "cryptmount_secure.node");
+export const SECURE_PATH = addonPath("secure");
 
 let loaded: SecureNative | undefined;
 
 /** Loads the addon once; a clear error if it was not built. */
 export function secureNative(): SecureNative {
-  if (loaded) return loaded;
-  const require = createRequire(import.meta.url);
-  let addon: SecureNative;
-  try {
-    addon = require(SECURE_PATH) as SecureNative;
-  } catch (err) {
-    throw new UserError(
-      `the hardening addon is not built (${(err as Error).message.split("\n")[0]}); run: node scripts/build-native.mjs`,
-      EXIT.failure,
-    );
-  }
-  if (addon.version !== SECURE_VERSION)
-    throw new UserError(
-      "the hardening addon is out of date; run: node scripts/build-native.mjs",
-      EXIT.failure,
-    );
-  loaded = addon;
-  return addon;
+  loaded ??= loadAddon<SecureNative>(
+    "secure",
+    "hardening addon",
+    (addon) => addon.version === SECURE_VERSION,
+  );
+  return loaded;
 }
 
 export interface Hardening {

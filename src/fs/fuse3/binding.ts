@@ -1,6 +1,4 @@
-import { createRequire } from "node:module";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
+import { addonPath, loadAddon } from "../../addons.js";
 
 /**
  * The native half of the libfuse 3 binding (native/fuse3/binding.c, built to
@@ -114,8 +112,7 @@ export function joinTime(seconds: number, nanoseconds: number): bigint {
   return BigInt(seconds) * NS_PER_S + BigInt(nanoseconds);
 }
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
-export const BINDING_PATH = join(root, "build", "cryptmount_fuse3.node");
+export const BINDING_PATH = addonPath("fuse3");
 
 let loaded: NativeBinding | undefined;
 
@@ -132,18 +129,10 @@ export function sameOps(ops: unknown): boolean {
 
 /** Loads the addon once; a clear error if it was not built. */
 export function nativeBinding(): NativeBinding {
-  if (loaded) return loaded;
-  const require = createRequire(import.meta.url);
-  let binding: NativeBinding;
-  try {
-    binding = require(BINDING_PATH) as NativeBinding;
-  } catch (err) {
-    throw new Error(
-      `the FUSE binding is not built (${(err as Error).message.split("\n")[0]}); run: node scripts/build-native.mjs`,
-    );
-  }
-  if (binding.version !== BINDING_VERSION || !sameOps(binding.ops))
-    throw new Error(`the FUSE binding is out of date; run: node scripts/build-native.mjs`);
-  loaded = binding;
-  return binding;
+  loaded ??= loadAddon<NativeBinding>(
+    "fuse3",
+    "FUSE binding",
+    (b) => b.version === BINDING_VERSION && sameOps(b.ops),
+  );
+  return loaded;
 }

@@ -1,7 +1,5 @@
-import { createRequire } from "node:module";
+import { addonPath, loadAddon } from "../../addons.js";
 import { constants } from "node:os";
-import { dirname, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { FsError, type ErrnoName } from "../errors.js";
 import type { Fd, LowerStat, LowerStatfs } from "./ops.js";
 
@@ -118,8 +116,7 @@ export interface LowerBinding {
 
 export const LOWER_BINDING_VERSION = 1;
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
-export const LOWER_BINDING_PATH = join(root, "build", "cryptmount_lower.node");
+export const LOWER_BINDING_PATH = addonPath("lower");
 
 /** errno number -> name, built once. Where two names share a number, Linux's own (strerrorname_np) wins. */
 const errnoNames = new Map<number, ErrnoName>();
@@ -169,17 +166,11 @@ let loaded: LowerBinding | undefined;
 /** Loads the addon once; a clear error if it was not built. */
 export function lowerBinding(): LowerBinding {
   if (loaded) return loaded;
-  const require = createRequire(import.meta.url);
-  let binding: LowerBinding;
-  try {
-    binding = require(LOWER_BINDING_PATH) as LowerBinding;
-  } catch (err) {
-    throw new Error(
-      `the lower I/O addon is not built (${(err as Error).message.split("\n")[0]}); run: node scripts/build-native.mjs`,
-    );
-  }
-  if (binding.version !== LOWER_BINDING_VERSION)
-    throw new Error(`the lower I/O addon is out of date; run: node scripts/build-native.mjs`);
+  const binding = loadAddon<LowerBinding>(
+    "lower",
+    "lower I/O addon",
+    (b) => b.version === LOWER_BINDING_VERSION,
+  );
   binding.setup(makeError, makeStat);
   loaded = binding;
   return binding;
