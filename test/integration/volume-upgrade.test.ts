@@ -67,7 +67,7 @@ describe.skipIf(!haveFuse)("format version 1 volumes", () => {
       expectCliError(
         await cli(sb, ["upgrade", "--passfile", passfile, lower]),
         6,
-        /mounted; unmount it before upgrade/,
+        /mounted at .*; unmount it before upgrade/,
       );
       expect((await info(sb, lower)).formatVersion).toBe(1);
     } finally {
