@@ -122,6 +122,8 @@ export async function serve(
   let finished: (code: number) => void = () => undefined;
   const done = new Promise<number>((resolve) => (finished = resolve));
   let stopping = false;
+  let live = false;
+  let pendingSignal: string | undefined;
 
   const finish = async (code: number) => {
     await fs.destroy().catch(() => undefined);
@@ -148,6 +150,10 @@ export async function serve(
   );
 
   try {
+    // Handlers first: the kernel shows the mount before the server is ready, and a SIGTERM
+    // then must unmount it rather than kill the process.
+    for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const)
+      process.on(signal, () => stop(signal));
     await mount.mount();
   } catch (err) {
     await fs.destroy().catch(() => undefined);
@@ -166,7 +172,12 @@ export async function serve(
   await raiseReadahead(mountpoint, log);
   log.info({ lower, mountpoint }, "mounted");
 
-  const stop = (signal: string) => {
+  function stop(signal: string): void {
+    // A signal during mounting waits for the mount: unmounting a session not yet live does nothing.
+    if (!live) {
+      pendingSignal ??= signal;
+      return;
+    }
     if (stopping) return;
     stopping = true;
     log.info({ signal, mountpoint }, "unmounting");
@@ -177,9 +188,9 @@ export async function serve(
         void finish(EXIT.failure);
       },
     );
-  };
-  for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const)
-    process.on(signal, () => stop(signal));
+  }
+  live = true;
+  if (pendingSignal) stop(pendingSignal);
   onMounted();
   return done;
 }
