@@ -21,9 +21,9 @@ import { FormatError } from "./errors.js";
  * or feature list cannot be altered unnoticed.
  */
 /** The version writers write (§5.1). */
-export const CONFIG_VERSION = 2;
-/** Versions this build reads; version 1 only read-only, until `cryptmount upgrade` (§5.1, §22). */
-export const READABLE_VERSIONS: readonly number[] = [1, 2];
+export const CONFIG_VERSION = 3;
+/** Versions this build reads; 1 and 2 only read-only, until `cryptmount upgrade` (§5.1, §22, §23). */
+export const READABLE_VERSIONS: readonly number[] = [1, 2, 3];
 /** The features of version 1 (§5.2). */
 export const V1_FEATURES = [
   "gcm-blocks",
@@ -34,11 +34,16 @@ export const V1_FEATURES = [
 ] as const;
 /** Version 2's one new feature: directory IDs carry a MAC (§5.2, §12). */
 export const AUTHENTICATED_DIR_IDS = "authenticated-dir-ids";
-export const KNOWN_FEATURES = [...V1_FEATURES, AUTHENTICATED_DIR_IDS] as const;
+/** Version 3's: symlinks and special files as sealed regular files (§13), and holes (§9). */
+export const OBJECTS = "objects";
+export const HOLES = "holes";
+const V3_FEATURES = [OBJECTS, HOLES] as const;
+export const KNOWN_FEATURES = [...V1_FEATURES, AUTHENTICATED_DIR_IDS, ...V3_FEATURES] as const;
 
 /** The feature list writers give a config of `version` (§5.2). */
 export function featuresFor(version: number): string[] {
-  return version >= 2 ? [...KNOWN_FEATURES] : [...V1_FEATURES];
+  if (version >= 3) return [...KNOWN_FEATURES];
+  return version >= 2 ? [...V1_FEATURES, AUTHENTICATED_DIR_IDS] : [...V1_FEATURES];
 }
 export const DEFAULT_BLOCK_SIZE = 32 * 1024;
 
@@ -138,7 +143,7 @@ export function parseConfig(text: string): VolumeConfig {
   if (typeof c.version !== "number" || !READABLE_VERSIONS.includes(c.version)) {
     throw new FormatError(
       "UNKNOWN_VERSION",
-      `volume format version ${String(c.version)} is not supported (this build reads ${READABLE_VERSIONS.join(" and ")})`,
+      `volume format version ${String(c.version)} is not supported (this build reads ${READABLE_VERSIONS.join(", ")})`,
     );
   }
   b64(c.volumeId, "volume ID", 16);
@@ -154,9 +159,17 @@ export function parseConfig(text: string): VolumeConfig {
       `volume uses features this build does not know: ${unknown.join(", ")}`,
     );
   }
-  // §5.2: the feature goes with version 2, and only with it.
-  if ((c.features as string[]).includes(AUTHENTICATED_DIR_IDS) !== c.version >= 2)
-    invalid(`feature ${AUTHENTICATED_DIR_IDS} and version ${c.version} do not match`);
+  // §5.2: each version's features go with it (and later versions), never with earlier ones.
+  const listed = c.features as string[];
+  const pairing: [string, number][] = [
+    [AUTHENTICATED_DIR_IDS, 2],
+    [OBJECTS, 3],
+    [HOLES, 3],
+  ];
+  for (const [feature, since] of pairing) {
+    if (listed.includes(feature) !== c.version >= since)
+      invalid(`feature ${feature} and version ${c.version} do not match`);
+  }
   if (!isInt(c.blockSize, 4096, 1 << 20) || (c.blockSize & (c.blockSize - 1)) !== 0)
     invalid("bad block size");
   if (!isInt(c.epoch, 1, 0xffffffff)) invalid("bad epoch");

@@ -18,12 +18,26 @@ import { HEADER_SIZE } from "./header.js";
  */
 export const BLOCK_OVERHEAD = GCM_OVERHEAD;
 const AAD_SIZE = 16 + 8 + 1;
+/** Every lower offset stays exact as a double (§9, "Maximum size"). */
+const MAX_LOWER_SIZE = Number.MAX_SAFE_INTEGER;
 
 export class ContentGeometry {
   readonly sealedBlockSize: number;
+  /** MAX_FILE_SIZE (§9): the largest cleartext size whose lower size is at most 2^53 - 1. */
+  readonly maxSize: number;
+  /** The one lower length of an object (§13): a header and one full sealed block's room. */
+  readonly objectLowerSize: number;
 
   constructor(readonly blockSize: number) {
     this.sealedBlockSize = blockSize + BLOCK_OVERHEAD;
+    this.objectLowerSize = HEADER_SIZE + this.sealedBlockSize;
+    // lower(n) is increasing in n: start below the bound and step to it.
+    let n = Math.floor(
+      ((MAX_LOWER_SIZE - HEADER_SIZE - BLOCK_OVERHEAD) / this.sealedBlockSize) * blockSize,
+    );
+    while (this.lowerSize(n + 1) <= MAX_LOWER_SIZE) n++;
+    while (this.lowerSize(n) > MAX_LOWER_SIZE) n--;
+    this.maxSize = n;
   }
 
   /** Lower offset of block `index`. */
@@ -78,6 +92,13 @@ export interface FileCipher {
   readonly fileKey: Uint8Array;
   readonly fileId: Uint8Array;
   readonly geometry: ContentGeometry;
+  /** The header's HOLES flag (§9): an all-zero full block stands for zeros. */
+  readonly holes?: boolean;
+}
+
+function isAllZero(bytes: Uint8Array): boolean {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  return true;
 }
 
 /**
@@ -125,7 +146,8 @@ export function sealBlocks(
  * Opens consecutive sealed blocks starting at `firstIndex` of a file whose
  * last block has index `finalIndex`. Stops at the first block that fails and
  * reports which one and why; blocks before it are returned so callers can
- * serve what is intact.
+ * serve what is intact. In a file with the HOLES flag, a full block whose
+ * sealed bytes are all zero is a hole: zeros (§9). The final block never is.
  */
 export function openBlocks(
   file: FileCipher,
@@ -138,6 +160,10 @@ export function openBlocks(
   for (let pos = 0, index = firstIndex; pos < sealed.length; pos += sealedBlockSize, index++) {
     const piece = sealed.subarray(pos, pos + sealedBlockSize);
     const final = index === finalIndex;
+    if (file.holes && !final && piece.length === sealedBlockSize && isAllZero(piece)) {
+      parts.push(Buffer.alloc(file.geometry.blockSize));
+      continue;
+    }
     const plain = gcmOpen(file.fileKey, blockAad(file.fileId, index, final), piece);
     if (!plain) {
       return {

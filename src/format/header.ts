@@ -8,7 +8,8 @@ import { FormatError } from "./errors.js";
  * File header (docs/format.md, "File header"): 152 bytes at offset 0 of every
  * lower file.
  *
- *   0  magic "CRMF"      4  version (1)   5  flags (0)   6  log2(block size)   7  reserved (0)
+ *   0  magic "CRMF"   4  version (1)   5  flags (v3: bit 0 HOLES, §9)   6  log2(block size)
+ *   7  kind (0 regular file; v3: 1..5 an object, §13)
  *   8  file ID (16)
  *   24 key slot A (64)   88 key slot B (64)
  *
@@ -25,16 +26,38 @@ export const SLOT_SIZE = 4 + GCM_NONCE_SIZE + FILE_KEY_SIZE + GCM_TAG_SIZE;
 export const HEADER_SIZE = PREFIX_SIZE + 2 * SLOT_SIZE;
 export const SLOT_OFFSETS = [PREFIX_SIZE, PREFIX_SIZE + SLOT_SIZE] as const;
 
+/** Header byte 5, bit 0 (§6, §9): the file may contain holes. */
+export const HEADER_FLAG_HOLES = 0x01;
+/** Header byte 7 (§6, §13): what the lower regular file stands for. */
+export enum FileKind {
+  Regular = 0,
+  Symlink = 1,
+  Fifo = 2,
+  Socket = 3,
+  CharDevice = 4,
+  BlockDevice = 5,
+}
+const MAX_KIND = FileKind.BlockDevice;
+/** The first volume version whose headers may carry flags and kinds (§23). */
+const OBJECTS_VERSION = 3;
+/** The volume version readers assume unless told otherwise. */
+const CURRENT_VERSION = 3;
+
 export interface FileHeader {
   readonly fileId: Buffer;
   readonly fileKey: Buffer;
   readonly blockSize: number;
+  readonly kind: FileKind;
+  /** The HOLES flag: an all-zero full block reads as zeros (§9). */
+  readonly holes: boolean;
   /** Epochs of the slots that hold a valid wrap, in slot order (A, B). */
   readonly slotEpochs: readonly (number | undefined)[];
 }
 
 export interface NewHeaderInput {
   blockSize: number;
+  /** Default: a regular file. */
+  kind?: FileKind;
   /** Pinned values for known-answer tests; random otherwise. */
   fileId?: Buffer;
   fileKey?: Buffer;
@@ -83,13 +106,20 @@ export function createHeader(
   bytes[4] = HEADER_VERSION;
   bytes[5] = 0;
   bytes[6] = blockShift(input.blockSize);
-  bytes[7] = 0;
+  bytes[7] = input.kind ?? FileKind.Regular;
   fileId.copy(bytes, 8);
   const epoch = keyring.current;
   writeSlot(bytes, 0, epoch.epoch, epoch.headerWrap, fileKey, nonce);
   return {
     bytes,
-    header: { fileId, fileKey, blockSize: input.blockSize, slotEpochs: [epoch.epoch, undefined] },
+    header: {
+      fileId,
+      fileKey,
+      blockSize: input.blockSize,
+      kind: input.kind ?? FileKind.Regular,
+      holes: false,
+      slotEpochs: [epoch.epoch, undefined],
+    },
   };
 }
 
@@ -99,7 +129,7 @@ function isZero(bytes: Uint8Array): boolean {
 }
 
 /** Checks everything outside the key slots; shared by the reader and fsck. */
-function parsePrefix(bytes: Uint8Array, expectedBlockSize: number): void {
+function parsePrefix(bytes: Uint8Array, expectedBlockSize: number, formatVersion: number): void {
   if (bytes.length < HEADER_SIZE) {
     throw new FormatError(
       "SHORT_HEADER",
@@ -112,7 +142,11 @@ function parsePrefix(bytes: Uint8Array, expectedBlockSize: number): void {
   if (bytes[4] !== HEADER_VERSION) {
     throw new FormatError("UNKNOWN_VERSION", `unknown file format version ${bytes[4]}`);
   }
-  if (bytes[5] !== 0 || bytes[7] !== 0) {
+  const flags = bytes[5] ?? 0;
+  const kind = bytes[7] ?? 0;
+  const allowedFlags = formatVersion >= OBJECTS_VERSION ? HEADER_FLAG_HOLES : 0;
+  const maxKind = formatVersion >= OBJECTS_VERSION ? MAX_KIND : FileKind.Regular;
+  if ((flags & ~allowedFlags) !== 0 || kind > maxKind) {
     throw new FormatError("UNKNOWN_FLAGS", "file header has unknown flags set");
   }
   const blockSize = 2 ** (bytes[6] ?? 0);
@@ -132,8 +166,9 @@ export function openHeader(
   keyring: Keyring,
   bytes: Uint8Array,
   expectedBlockSize: number,
+  formatVersion = CURRENT_VERSION,
 ): FileHeader {
-  parsePrefix(bytes, expectedBlockSize);
+  parsePrefix(bytes, expectedBlockSize, formatVersion);
   const prefix = bytes.subarray(0, PREFIX_SIZE);
   const slotEpochs: (number | undefined)[] = [];
   let fileKey: Buffer | undefined;
@@ -164,8 +199,39 @@ export function openHeader(
     fileId: Buffer.from(bytes.subarray(8, 8 + FILE_ID_SIZE)),
     fileKey,
     blockSize: expectedBlockSize,
+    kind: (bytes[7] ?? 0) as FileKind,
+    holes: ((bytes[5] ?? 0) & HEADER_FLAG_HOLES) !== 0,
     slotEpochs,
   };
+}
+
+/**
+ * The header with the HOLES flag set (§9, "Setting the flag"): byte 5 is in
+ * every slot's AAD, so every non-empty slot is sealed again, with a fresh
+ * nonce, under its own epoch. One patch of the whole header, written in one
+ * write before the file's first hole.
+ */
+export function planHolesFlag(
+  keyring: Keyring,
+  header: FileHeader,
+  headerBytes: Uint8Array,
+): HeaderPatch {
+  const bytes = Buffer.from(headerBytes.subarray(0, HEADER_SIZE));
+  bytes[5] = (bytes[5] ?? 0) | HEADER_FLAG_HOLES;
+  header.slotEpochs.forEach((epoch, slot) => {
+    if (epoch === undefined) return;
+    const keys = keyring.epoch(epoch);
+    if (!keys) throw new FormatError("UNKNOWN_EPOCH", `key epoch ${epoch} is not in the keyring`);
+    writeSlot(
+      bytes,
+      slot as 0 | 1,
+      epoch,
+      keys.headerWrap,
+      header.fileKey,
+      randomPool.bytes(GCM_NONCE_SIZE),
+    );
+  });
+  return { offset: 0, bytes };
 }
 
 /** One in-place write of the header region; rekey applies them in order with fsync between. */

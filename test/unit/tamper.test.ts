@@ -148,7 +148,9 @@ const cases: Case[] = [
     run: read(Buffer.concat([fileA.subarray(0, 4), Buffer.from([2]), fileA.subarray(5)])),
   },
   { name: "unknown flags", code: "UNKNOWN_FLAGS", run: read(flip(fileA, 5, 7)) },
-  { name: "reserved header byte set", code: "UNKNOWN_FLAGS", run: read(flip(fileA, 7)) },
+  { name: "header kind above 5", code: "UNKNOWN_FLAGS", run: read(flip(fileA, 7, 3)) },
+  { name: "HOLES flag set behind our back", code: "HEADER_AUTH", run: read(flip(fileA, 5)) },
+  { name: "file made an object (kind 1)", code: "HEADER_AUTH", run: read(flip(fileA, 7)) },
   {
     name: "block size differs from the volume's",
     code: "BLOCK_SIZE_MISMATCH",
@@ -455,9 +457,9 @@ const cases: Case[] = [
     run: unlock(edited((c) => (slotOf(c).kdf = { ...ARGON2_MINIMUM, algorithm: "argon2i" }))),
   },
   {
-    name: "config: version 3",
+    name: "config: version 4",
     code: "UNKNOWN_VERSION",
-    run: unlock(edited((c) => (c.version = 3))),
+    run: unlock(edited((c) => (c.version = 4))),
   },
   {
     name: "config: version 1 with the version-2 feature list",

@@ -332,7 +332,7 @@ describe("authenticated directory IDs (format version 2)", () => {
     expect(() =>
       parseConfig(JSON.stringify({ ...v.config.document, features: d.features })),
     ).toThrowError(expect.objectContaining({ code: "CONFIG_INVALID" }));
-    expect(() => parseConfig(JSON.stringify({ ...d, version: 3 }))).toThrowError(
+    expect(() => parseConfig(JSON.stringify({ ...d, version: 4 }))).toThrowError(
       expect.objectContaining({ code: "UNKNOWN_VERSION" }),
     );
   });

@@ -146,7 +146,7 @@ describe("config backup", () => {
   it("a primary from a newer version is a refusal, not damage: no fallback (exit code 4)", async () => {
     const dir = await copyOfVolume("newer-primary");
     const text = await readFile(join(dir, CONFIG_FILE), "utf8");
-    await writeFile(join(dir, CONFIG_FILE), text.replace('"version": 2', '"version": 3'));
+    await writeFile(join(dir, CONFIG_FILE), text.replace('"version": 3', '"version": 4'));
     expect((await rejection(loadConfig(dir))).exitCode).toBe(4);
   });
 
