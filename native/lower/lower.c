@@ -40,7 +40,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#define LOWER_VERSION 1
+#define LOWER_VERSION 2
 
 /* Room for the longest accepted string plus one UTF-8 sequence: V8 stops
  * copying before a character that does not fit, so a string longer than the
@@ -64,6 +64,7 @@ static const char NOT_REGULAR[] = "lower entry is not a regular file";
   X(PREAD, "pread", "dbiii")                                                   \
   X(PWRITE, "pwrite", "dbiii")                                                 \
   X(FTRUNCATE, "ftruncate", "di")                                              \
+  X(FALLOCATE, "fallocate", "diii")                                            \
   X(FSYNC, "fsync", "df")                                                      \
   X(MKDIR, "mkdir", "dni")                                                     \
   X(UNLINK, "unlink", "dn")                                                    \
@@ -492,6 +493,9 @@ static int run(request_t *r) {
   }
   case OP_FTRUNCATE:
     res = ftruncate(r->fd, (off_t)r->num[0]);
+    break;
+  case OP_FALLOCATE:
+    res = fallocate(r->fd, (int)r->num[0], (off_t)r->num[1], (off_t)r->num[2]);
     break;
   case OP_FSYNC:
     res = r->num[0] ? fdatasync(r->fd) : fsync(r->fd);

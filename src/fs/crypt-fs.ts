@@ -4,12 +4,15 @@ import type { Keyring } from "../crypto/keys.js";
 import { ContentGeometry } from "../format/content.js";
 import { isFormatError } from "../format/errors.js";
 import { MAX_NAME_BYTES } from "../format/names.js";
-import { decryptSymlink, encryptSymlink } from "../format/symlink.js";
+import { FileKind } from "../format/header.js";
+import { MAX_OBJECT_SYMLINK_TARGET, decodeRdev, type ObjectValue } from "../format/object.js";
+import { decryptSymlink } from "../format/symlink.js";
 import { Attributes } from "./attributes.js";
 import { FsError } from "./errors.js";
 import { Gate } from "./gate.js";
-import { inodeKey, isDir, type Fd, type LowerOps } from "./lower/ops.js";
+import { inodeKey, isDir, isSymlink, type Fd, type LowerOps, type LowerStat } from "./lower/ops.js";
 import { LowerDirectory, Namespace, type LowerName } from "./namespace.js";
+import { Objects } from "./objects.js";
 import { OpenFiles } from "./open-files.js";
 import {
   RENAME_NOREPLACE,
@@ -33,6 +36,11 @@ export interface CryptFsOptions {
 }
 
 const S_ISGID = 0o2000;
+/** Objects of a version-3 volume (§13); earlier versions are served read-only. */
+const OBJECTS_VERSION = 3;
+const CURRENT_VERSION = 3;
+/** A symlink's lower file is the owner's alone; it shows as 0777 like every symlink (§13). */
+const SYMLINK_LOWER_MODE = 0o600;
 const CREATE_FLAGS = constants.O_CREAT | constants.O_EXCL | constants.O_RDWR | constants.O_NOATIME;
 const ACCESS_MODE = constants.O_RDONLY | constants.O_WRONLY | constants.O_RDWR;
 
@@ -65,6 +73,7 @@ export class CryptFs implements FileSystem {
   private readonly files: OpenFiles;
   private readonly attrs: Attributes;
   private readonly xattrs: Xattrs;
+  private readonly objects: Objects;
   private readonly gate = new Gate();
   private readonly readOnly: boolean;
   /** Only root can give new entries to their callers. */
@@ -79,11 +88,13 @@ export class CryptFs implements FileSystem {
     options: CryptFsOptions,
   ) {
     const geometry = new ContentGeometry(blockSize);
-    this.names = new Namespace(keyring, log, io, options.formatVersion);
+    const version = options.formatVersion ?? CURRENT_VERSION;
+    this.names = new Namespace(keyring, log, io, version);
     this.files = new OpenFiles(keyring, geometry, log, io);
     this.attrs = new Attributes(geometry, log, (inode) => this.files.sizeOf(inode));
     this.xattrs = new Xattrs(keyring, log, io);
-    this.readOnly = (options.readOnly ?? false) || (options.formatVersion ?? 2) < 2;
+    this.objects = new Objects(keyring, geometry, log, io, version >= OBJECTS_VERSION);
+    this.readOnly = (options.readOnly ?? false) || version < CURRENT_VERSION;
   }
 
   /** Opens the lower root directory; everything below is reached from this handle. */
@@ -138,7 +149,7 @@ export class CryptFs implements FileSystem {
   /** The entry at a resolved place; a directory is opened (its handle is the caller's). */
   private async entryAt(at: Resolved): Promise<Entry> {
     const st = await this.io.stat(at.dir.fd, at.entry);
-    if (!isDir(st)) return { attr: this.attrs.of(st, at.displayPath) };
+    if (!isDir(st)) return { attr: await this.attrOf(at, st) };
     // The handle's own stat is the truth: the entry may have changed since the stat above.
     const fd = await this.io.openDir(at.dir.fd, at.entry);
     try {
@@ -151,6 +162,16 @@ export class CryptFs implements FileSystem {
     }
   }
 
+  /** Attributes of a non-directory entry; an object's come from its record (§13). */
+  private async attrOf(at: Resolved, st: LowerStat): Promise<Attr> {
+    // An open file is a regular file whatever its passing lower length (a truncate in progress).
+    if (this.objects.isObject(st) && this.files.sizeOf(inodeKey(st)) === undefined) {
+      const { value, stat } = await this.objects.read(at.dir.fd, at.entry, at.displayPath);
+      return this.attrs.ofObject(stat, value, at.displayPath);
+    }
+    return this.attrs.of(st, at.displayPath);
+  }
+
   releaseDir(handle: Directory): void {
     const dir = lowerDir(handle);
     if (dir.isRoot || --dir.references > 0) return;
@@ -160,7 +181,7 @@ export class CryptFs implements FileSystem {
   getattr(target: Target): Promise<Attr> {
     return this.gate.run(async () => {
       const at = await this.resolve(target);
-      return this.attrs.of(await this.io.stat(at.dir.fd, at.entry), at.displayPath);
+      return this.attrOf(at, await this.io.stat(at.dir.fd, at.entry));
     });
   }
 
@@ -314,16 +335,13 @@ export class CryptFs implements FileSystem {
     });
   }
 
-  /** Plain allocation grows the file by sealed zero blocks; other modes have no encrypted form yet. */
+  /** Modes 0, KEEP_SIZE, PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE (OpenFile.allocate); EOPNOTSUPP otherwise. */
   fallocate(fh: number, mode: number, offset: number, length: number): Promise<void> {
     return this.gate.run(async () => {
       this.requireWritable();
-      if (mode !== 0) throw new FsError("EOPNOTSUPP");
       const { slot, writable } = this.files.handle(fh);
       if (!writable) throw new FsError("EBADF");
-      await slot.lock.write(async () => {
-        if (offset + length > slot.open.size) await slot.open.truncate(offset + length);
-      });
+      await slot.lock.write(() => slot.open.allocate(mode, offset, length));
     });
   }
 
@@ -362,7 +380,7 @@ export class CryptFs implements FileSystem {
   }
 
   private async statOf(at: Resolved): Promise<Attr> {
-    return this.attrs.of(await this.io.stat(at.dir.fd, at.entry), at.displayPath);
+    return this.attrOf(at, await this.io.stat(at.dir.fd, at.entry));
   }
 
   /** Removes a lower directory that holds only ID entries (and puts them back if the removal fails). */
@@ -475,20 +493,47 @@ export class CryptFs implements FileSystem {
   }
 
   symlink(linkTarget: string, place: Place, caller?: Caller): Promise<Entry> {
+    if (Buffer.byteLength(linkTarget, "utf8") > MAX_OBJECT_SYMLINK_TARGET)
+      return Promise.reject(new FsError("ENAMETOOLONG"));
+    const value: ObjectValue = { kind: FileKind.Symlink, target: linkTarget };
+    return this.createObject(place, value, SYMLINK_LOWER_MODE, caller);
+  }
+
+  /** Creates an object (§13) under a new name, given to the caller. */
+  private createObject(
+    place: Place,
+    value: ObjectValue,
+    mode: number,
+    caller?: Caller,
+  ): Promise<Entry> {
     return this.gate.run(async () => {
       this.requireWritable();
       const at = await this.locateNew(place);
-      const stored = encryptSymlink(this.keyring.volume.symlinks, linkTarget);
       await this.names.writeSidecar(at.dir, at.name!);
-      await this.io.symlink(stored, at.dir.fd, at.entry);
+      try {
+        await this.objects.create(at.dir.fd, at.entry, value, mode & 0o7777);
+      } catch (err) {
+        // An existing entry of that name keeps its sidecar.
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST")
+          await this.names.removeSidecar(at.dir, at.name!);
+        throw err;
+      }
       await this.own(at.dir, at.entry, caller);
       return { attr: await this.statOf(at) };
     });
   }
 
+  /** A version-3 symlink is an object; the lower symlinks of earlier versions are still read. */
   readlink(place: Place): Promise<string> {
     return this.gate.run(async () => {
       const at = await this.locate(place);
+      const st = await this.io.stat(at.dir.fd, at.entry);
+      if (this.objects.isObject(st)) {
+        const { value } = await this.objects.read(at.dir.fd, at.entry, at.displayPath);
+        if (value.kind !== FileKind.Symlink) throw new FsError("EINVAL");
+        return value.target;
+      }
+      if (!isSymlink(st)) throw new FsError("EINVAL");
       const stored = await this.io.readlink(at.dir.fd, at.entry);
       try {
         return decryptSymlink(this.keyring.volume.symlinks, stored);
@@ -503,9 +548,12 @@ export class CryptFs implements FileSystem {
     });
   }
 
-  async mknod(place: Place, mode: number, _rdev: number, caller?: Caller): Promise<Entry> {
-    // Only regular files: device nodes, FIFOs and sockets have no encrypted form yet.
-    if ((mode & constants.S_IFMT) !== constants.S_IFREG) throw new FsError("EPERM");
+  /** Regular files as by create; FIFOs, sockets and devices as objects (§13). */
+  async mknod(place: Place, mode: number, rdev: number, caller?: Caller): Promise<Entry> {
+    const type = mode & constants.S_IFMT;
+    const value = objectOfType(type, rdev);
+    if (value) return this.createObject(place, value, mode, caller);
+    if (type !== constants.S_IFREG && type !== 0) throw new FsError("EINVAL");
     const fh = await this.create(place, mode, constants.O_EXCL | constants.O_WRONLY, caller);
     try {
       return { attr: await this.fgetattr(fh) };
@@ -588,5 +636,21 @@ export class CryptFs implements FileSystem {
     await this.gate.close();
     await this.files.closeAll();
     await this.io.close(this.root.fd).catch(() => undefined);
+  }
+}
+
+/** The object mknod makes for a file type, or undefined for a regular file or an unknown type. */
+function objectOfType(type: number, rdev: number): ObjectValue | undefined {
+  switch (type) {
+    case constants.S_IFIFO:
+      return { kind: FileKind.Fifo };
+    case constants.S_IFSOCK:
+      return { kind: FileKind.Socket };
+    case constants.S_IFCHR:
+      return { kind: FileKind.CharDevice, ...decodeRdev(rdev) };
+    case constants.S_IFBLK:
+      return { kind: FileKind.BlockDevice, ...decodeRdev(rdev) };
+    default:
+      return undefined;
   }
 }

@@ -35,6 +35,7 @@ export function toErrno(err: unknown): ErrnoName {
   if (isFormatError(err)) {
     if (err.code === "NAME_TOO_LONG") return "ENAMETOOLONG";
     if (err.code === "NAME_INVALID") return "EINVAL";
+    if (err.code === "FILE_TOO_BIG") return "EFBIG";
     return "EIO";
   }
   const code = (err as NodeJS.ErrnoException | undefined)?.code;

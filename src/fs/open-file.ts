@@ -1,14 +1,31 @@
 import { constants } from "node:fs";
 import type { Logger } from "pino";
 import type { Keyring } from "../crypto/keys.js";
-import { ContentGeometry, openBlocks, sealBlocks, type FileCipher } from "../format/content.js";
-import { HEADER_SIZE, createHeader, openHeader } from "../format/header.js";
-import { isFormatError } from "../format/errors.js";
+import {
+  BLOCK_OVERHEAD,
+  ContentGeometry,
+  openBlocks,
+  sealBlocks,
+  type FileCipher,
+} from "../format/content.js";
+import {
+  FileKind,
+  HEADER_SIZE,
+  createHeader,
+  openHeader,
+  planHolesFlag,
+  type FileHeader,
+} from "../format/header.js";
+import { FormatError, isFormatError } from "../format/errors.js";
 import { FsError } from "./errors.js";
 import type { Fd, LowerOps, LowerStat } from "./lower/ops.js";
 
-/** Zero-filling grows files in pieces of this size, to bound memory. */
-const EXTEND_CHUNK = 1 << 20;
+/** Zero bytes written per call where a lower file cannot punch holes. */
+const ZERO_CHUNK = 1 << 20;
+/** fallocate(2) modes (linux/falloc.h). */
+const FALLOC_FL_KEEP_SIZE = 0x01;
+const FALLOC_FL_PUNCH_HOLE = 0x02;
+const FALLOC_FL_ZERO_RANGE = 0x10;
 
 /** A lower file descriptor from LowerOps.openFile, with its stat taken through it. */
 export interface OpenedLower {
@@ -23,22 +40,37 @@ export interface OpenedLower {
  * descriptor, the unwrapped file key, the cleartext size, and a copy of the
  * final block's cleartext so appends need not read it back. Once closed it
  * refuses everything: its key is zeroed, and nothing may be sealed with it.
+ *
+ * Writers only ever run on version-3 volumes (older ones are served
+ * read-only), so growing a file leaves holes (§9) rather than sealed zeros.
  */
 export class OpenFile implements FileCipher {
   private tail: { index: number; data: Buffer } | undefined;
   private closed = false;
+  readonly fileKey: Buffer;
+  readonly fileId: Buffer;
 
   private constructor(
     private fd: Fd,
     private writableFd: boolean,
-    readonly fileKey: Buffer,
-    readonly fileId: Buffer,
+    /** The verified header and its bytes, to set the HOLES flag (§9). */
+    private header: FileHeader,
+    private headerBytes: Buffer,
+    private readonly keyring: Keyring,
     readonly geometry: ContentGeometry,
     public size: number,
     public displayPath: string,
     private readonly log: Logger,
     private readonly io: LowerOps,
-  ) {}
+  ) {
+    this.fileKey = header.fileKey;
+    this.fileId = header.fileId;
+  }
+
+  /** The header's HOLES flag: an all-zero full block reads as zeros (§9). */
+  get holes(): boolean {
+    return this.header.holes;
+  }
 
   get writable(): boolean {
     return this.writableFd;
@@ -58,12 +90,17 @@ export class OpenFile implements FileCipher {
       const bytes = Buffer.alloc(HEADER_SIZE);
       const got = await io.pread(lower.fd, bytes, 0, Math.min(lowerSize, HEADER_SIZE), 0);
       const header = openHeader(keyring, bytes.subarray(0, got), geometry.blockSize);
+      if (header.kind !== FileKind.Regular) {
+        header.fileKey.fill(0);
+        throw new FormatError("OBJECT_INVALID", "an object's header at a regular file's length");
+      }
       const size = geometry.cleartextSize(lowerSize);
       return new OpenFile(
         lower.fd,
         lower.writable,
-        header.fileKey,
-        header.fileId,
+        header,
+        bytes,
+        keyring,
         geometry,
         size,
         displayPath,
@@ -90,17 +127,7 @@ export class OpenFile implements FileCipher {
     io: LowerOps,
   ): Promise<OpenFile> {
     const { bytes, header } = createHeader(keyring, { blockSize: geometry.blockSize });
-    const file = new OpenFile(
-      fd,
-      true,
-      header.fileKey,
-      header.fileId,
-      geometry,
-      0,
-      displayPath,
-      log,
-      io,
-    );
+    const file = new OpenFile(fd, true, header, bytes, keyring, geometry, 0, displayPath, log, io);
     const empty = sealBlocks(file, 0, Buffer.alloc(0), true);
     await file.writeAll(Buffer.concat([bytes, empty]), 0);
     file.tail = { index: 0, data: Buffer.alloc(0) };
@@ -193,9 +220,28 @@ export class OpenFile implements FileCipher {
     return clear.subarray(skip, end - first * B);
   }
 
-  /** Writes `data` at `position`, growing the file (zero-filled) if needed. */
+  /** Writes `data` at `position`, growing the file (with a hole, §9) if needed. */
   async write(position: number, data: Buffer): Promise<void> {
-    if (position > this.size) await this.extend(position);
+    if (position + data.length > this.geometry.maxSize) throw new FsError("EFBIG");
+    if (position <= this.size) return this.writeWithin(position, data);
+    const before = this.size;
+    await this.extend(position);
+    try {
+      await this.writeWithin(position, data);
+    } catch (err) {
+      // A failed call leaves the file as it was: the gap goes again.
+      await this.truncate(before).catch((undo: Error) =>
+        this.log.error(
+          { path: this.displayPath, problem: undo.message },
+          "could not undo the growth of a file after a failed write",
+        ),
+      );
+      throw err;
+    }
+  }
+
+  /** A write that starts at or before the end of the file. */
+  private async writeWithin(position: number, data: Buffer): Promise<void> {
     const B = this.geometry.blockSize;
     const oldSize = this.size;
     const end = position + data.length;
@@ -269,16 +315,138 @@ export class OpenFile implements FileCipher {
     }
   }
 
-  /** Grows the file with zeros to `target` bytes. Holes are stored as sealed zero blocks. */
+  /**
+   * Grows the file to `target` bytes of zeros. The full blocks between the
+   * old final block and the new one are holes (§9): only the new final
+   * block is written, at its place, and the old one is resealed as a full
+   * block. The far write goes first, so a failure (ENOSPC, EFBIG from the
+   * lower filesystem) is undone by cutting the lower file back, and the file
+   * is as it was.
+   */
   private async extend(target: number): Promise<void> {
-    while (this.size < target) {
-      const step = Math.min(EXTEND_CHUNK - (this.size % EXTEND_CHUNK), target - this.size);
-      await this.write(this.size, Buffer.alloc(step));
+    if (target > this.geometry.maxSize) throw new FsError("EFBIG");
+    const B = this.geometry.blockSize;
+    const oldSize = this.size;
+    const oldFinal = this.finalIndex(oldSize);
+    const newFinal = this.finalIndex(target);
+    // No whole block in between: an ordinary write of fewer than 2 blocks of zeros.
+    if (newFinal <= oldFinal + 1) return this.writeWithin(oldSize, Buffer.alloc(target - oldSize));
+    const tail = Buffer.from(await this.readBlocks(oldFinal, oldFinal));
+    await this.ensureHoles();
+    const oldLowerSize = this.geometry.lowerSize(oldSize);
+    try {
+      await this.writePlain(newFinal, Buffer.alloc(target - newFinal * B), true);
+    } catch (err) {
+      await this.cutBack(oldLowerSize);
+      throw err;
+    }
+    try {
+      if (tail.length === 0) {
+        // The old final block was empty: its 28 bytes become part of a hole.
+        await this.writeAll(Buffer.alloc(BLOCK_OVERHEAD), this.geometry.blockOffset(oldFinal));
+      } else {
+        const full = Buffer.alloc(B);
+        tail.copy(full);
+        await this.writePlain(oldFinal, full, false);
+      }
+    } catch (err) {
+      await this.restoreEnd(oldSize, tail);
+      throw err;
+    }
+    this.size = target;
+  }
+
+  /** Puts the lower file back to `lowerSize` after a failed extension; logs if even that fails. */
+  private async cutBack(lowerSize: number): Promise<void> {
+    try {
+      await this.io.ftruncate(this.fd, lowerSize);
+    } catch (err) {
+      this.log.error(
+        { path: this.displayPath, problem: (err as Error).message },
+        "could not restore the length of the file after a failed write",
+      );
+    }
+  }
+
+  /**
+   * Sets the header's HOLES flag before the file's first hole (§9): one
+   * write of the whole header with every slot resealed, made durable
+   * before any hole can depend on it.
+   */
+  private async ensureHoles(): Promise<void> {
+    if (this.header.holes) return;
+    this.assertOpen();
+    const patch = planHolesFlag(this.keyring, this.header, this.headerBytes);
+    await this.writeAll(patch.bytes, patch.offset);
+    await this.io.fsync(this.fd, true);
+    this.headerBytes = patch.bytes;
+    this.header = { ...this.header, holes: true };
+  }
+
+  /**
+   * fallocate(2). Mode 0 grows the file (holes) and reserves lower space;
+   * KEEP_SIZE reserves lower space only (the lower length, and so the
+   * size, stays); PUNCH_HOLE|KEEP_SIZE and ZERO_RANGE zero a range, as holes
+   * where whole blocks are covered. Other modes have no encrypted form.
+   */
+  async allocate(mode: number, offset: number, length: number): Promise<void> {
+    const end = offset + length;
+    if (end > this.geometry.maxSize) throw new FsError("EFBIG");
+    const keepSize = (mode & FALLOC_FL_KEEP_SIZE) !== 0;
+    const kind = mode & ~FALLOC_FL_KEEP_SIZE;
+    if (kind === 0) {
+      if (!keepSize && end > this.size) await this.extend(end);
+      await this.reserve(offset, end);
+    } else if (kind === FALLOC_FL_PUNCH_HOLE && keepSize) {
+      await this.zeroRange(offset, Math.min(end, this.size));
+    } else if (kind === FALLOC_FL_ZERO_RANGE) {
+      const zeroTo = Math.min(end, this.size);
+      if (!keepSize && end > this.size) await this.extend(end);
+      await this.zeroRange(offset, zeroTo);
+    } else {
+      throw new FsError("EOPNOTSUPP");
+    }
+  }
+
+  /** Lower space for the blocks of [offset, end), without changing the lower length. */
+  private async reserve(offset: number, end: number): Promise<void> {
+    const B = this.geometry.blockSize;
+    const from = this.geometry.blockOffset(Math.floor(offset / B));
+    const to = this.geometry.blockOffset(Math.ceil(end / B)) + BLOCK_OVERHEAD;
+    this.assertOpen();
+    await this.io.fallocate(this.fd, FALLOC_FL_KEEP_SIZE, from, to - from);
+  }
+
+  /** Zeroes [offset, end) of the cleartext: whole full blocks become holes, the edges are written. */
+  private async zeroRange(offset: number, end: number): Promise<void> {
+    if (offset >= end) return;
+    const B = this.geometry.blockSize;
+    const first = Math.ceil(offset / B);
+    const last = Math.min(Math.floor(end / B), this.finalIndex());
+    if (first >= last) return this.write(offset, Buffer.alloc(end - offset));
+    if (offset < first * B) await this.write(offset, Buffer.alloc(first * B - offset));
+    if (last * B < end) await this.write(last * B, Buffer.alloc(end - last * B));
+    await this.ensureHoles();
+    await this.punch(this.geometry.blockOffset(first), this.geometry.blockOffset(last));
+  }
+
+  /** Makes lower bytes [from, to) zero: a punched hole where the lower filesystem can. */
+  private async punch(from: number, to: number): Promise<void> {
+    this.assertOpen();
+    try {
+      await this.io.fallocate(this.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, from, to - from);
+      return;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EOPNOTSUPP") throw err;
+    }
+    for (let at = from; at < to; at += ZERO_CHUNK) {
+      await this.writeAll(Buffer.alloc(Math.min(ZERO_CHUNK, to - at)), at);
     }
   }
 
   async truncate(target: number): Promise<void> {
     if (target === this.size) return;
+    if (target > this.geometry.maxSize) throw new FsError("EFBIG");
     if (target > this.size) return this.extend(target);
     const newFinal = this.finalIndex(target);
     const keep = target - newFinal * this.geometry.blockSize;

@@ -6,8 +6,10 @@ import { basename, dirname } from "node:path";
 import type { Logger } from "pino";
 import type { Keyring } from "../../src/crypto/keys.js";
 import type { ContentGeometry } from "../../src/format/content.js";
-import { directLowerOps as io } from "../../src/fs/lower/ops.js";
+import { directLowerOps, type LowerOps } from "../../src/fs/lower/ops.js";
 import { OpenFile, openLower } from "../../src/fs/open-file.js";
+
+const io = directLowerOps;
 
 async function inParent<T>(path: string, work: (dir: number, name: string) => Promise<T>) {
   const dir = await io.openRoot(dirname(path));
@@ -37,6 +39,7 @@ export function createLowerFile(
   keyring: Keyring,
   geometry: ContentGeometry,
   log: Logger,
+  ops: LowerOps = io,
 ): Promise<OpenFile> {
   return inParent(path, async (dir, name) => {
     const { fd } = await io.openFile(
@@ -45,6 +48,6 @@ export function createLowerFile(
       constants.O_CREAT | constants.O_EXCL | constants.O_RDWR,
       0o600,
     );
-    return OpenFile.initialize(fd, keyring, geometry, path, log, io);
+    return OpenFile.initialize(fd, keyring, geometry, path, log, ops);
   });
 }

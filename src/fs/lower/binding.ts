@@ -45,6 +45,7 @@ export interface NativeLowerCalls<K extends Flavour> {
     position: number,
   ): Outcome<K, number>;
   ftruncate(fd: Fd, length: number): Outcome<K, void>;
+  fallocate(fd: Fd, mode: number, offset: number, length: number): Outcome<K, void>;
   fsync(fd: Fd, dataOnly: boolean): Outcome<K, void>;
   mkdir(dir: Fd, name: string, mode: number): Outcome<K, void>;
   unlink(dir: Fd, name: string): Outcome<K, void>;
@@ -114,7 +115,7 @@ export interface LowerBinding {
   readonly async: NativeLowerCalls<"async">;
 }
 
-export const LOWER_BINDING_VERSION = 1;
+export const LOWER_BINDING_VERSION = 2;
 
 export const LOWER_BINDING_PATH = addonPath("lower");
 

@@ -102,6 +102,8 @@ export interface LowerOps {
   pread(fd: Fd, buffer: Buffer, offset: number, length: number, position: number): Promise<number>;
   pwrite(fd: Fd, buffer: Buffer, offset: number, length: number, position: number): Promise<number>;
   ftruncate(fd: Fd, length: number): Promise<void>;
+  /** fallocate(2): mode 0 (allocate), FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | KEEP_SIZE. */
+  fallocate(fd: Fd, mode: number, offset: number, length: number): Promise<void>;
   fsync(fd: Fd, dataOnly: boolean): Promise<void>;
   mkdir(dir: Fd, name: string, mode: number): Promise<void>;
   unlink(dir: Fd, name: string): Promise<void>;
@@ -171,6 +173,7 @@ function opsOver<K extends Flavour>(
     pwrite: (fd, buffer, offset, length, position) =>
       settle(calls().pwrite(fd, buffer, offset, length, position)),
     ftruncate: (fd, length) => settle(calls().ftruncate(fd, length)),
+    fallocate: (fd, mode, offset, length) => settle(calls().fallocate(fd, mode, offset, length)),
     fsync: (fd, dataOnly) => settle(calls().fsync(fd, dataOnly)),
     mkdir: (dir, name, mode) => settle(calls().mkdir(dir, name, mode)),
     unlink: (dir, name) => settle(calls().unlink(dir, name)),
