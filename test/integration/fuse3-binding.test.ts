@@ -290,17 +290,23 @@ print(sorted(os.listdir(d)), open(b).read())`,
     expect(out.split("\n")).toEqual(["EEXIST", "EEXIST", "EINVAL", "ok", "['b', 'c'] b"]);
   });
 
-  it("fallocate grows a file with zeros; hole punching is refused", async () => {
+  it("fallocate grows a file with zeros, keeps the size with -n, punches and zeroes ranges; collapse is refused", async () => {
     const f = join(work, "alloc");
     await shOk(`printf 'head' > ${q(f)}`);
     await runOk("fallocate", ["-l", "100000", f]);
     expect(await runOk("stat", ["-c", "%s", f])).toBe("100000");
     expect(await shOk(`head -c 4 ${q(f)}; tail -c +5 ${q(f)} | tr -d '\\0' | wc -c`)).toBe("head0");
     await runOk("fallocate", ["-o", "10", "-l", "10", f]); // inside the file: nothing to do
+    await runOk("fallocate", ["-n", "-o", "0", "-l", "1000000", f]); // KEEP_SIZE
     expect(await runOk("stat", ["-c", "%s", f])).toBe("100000");
-    const punch = await run("fallocate", ["-p", "-o", "0", "-l", "4096", f]);
-    expect(punch.code).not.toBe(0);
-    expect(punch.stderr).toMatch(/not supported|unsupported/i);
+    await shOk(`head -c 100000 /dev/zero | tr '\\0' 'a' > ${q(f)}`);
+    await runOk("fallocate", ["-p", "-o", "1000", "-l", "70000", f]); // PUNCH_HOLE | KEEP_SIZE
+    await runOk("fallocate", ["-z", "-o", "90000", "-l", "20000", f]); // ZERO_RANGE, grows
+    expect(await runOk("stat", ["-c", "%s", f])).toBe("110000");
+    expect(await shOk(`tr -d '\\0' < ${q(f)} | wc -c`)).toBe(String(1000 + 19000));
+    const collapse = await run("fallocate", ["-c", "-o", "0", "-l", "32768", f]);
+    expect(collapse.code).not.toBe(0);
+    expect(collapse.stderr).toMatch(/not supported|unsupported/i);
   });
 
   it("an unlinked file keeps its attributes and contents through an open descriptor", async () => {
