@@ -209,12 +209,14 @@ export function openHeader(
  * The header with the HOLES flag set (§9, "Setting the flag"): byte 5 is in
  * every slot's AAD, so every non-empty slot is sealed again, with a fresh
  * nonce, under its own epoch. One patch of the whole header, written in one
- * write before the file's first hole.
+ * write before the file's first hole. `nonces` pins the nonce of slot A and
+ * slot B for known-answer tests; random otherwise.
  */
 export function planHolesFlag(
   keyring: Keyring,
   header: FileHeader,
   headerBytes: Uint8Array,
+  nonces: readonly (Buffer | undefined)[] = [],
 ): HeaderPatch {
   const bytes = Buffer.from(headerBytes.subarray(0, HEADER_SIZE));
   bytes[5] = (bytes[5] ?? 0) | HEADER_FLAG_HOLES;
@@ -228,7 +230,7 @@ export function planHolesFlag(
       epoch,
       keys.headerWrap,
       header.fileKey,
-      randomPool.bytes(GCM_NONCE_SIZE),
+      nonces[slot] ?? randomPool.bytes(GCM_NONCE_SIZE),
     );
   });
   return { offset: 0, bytes };

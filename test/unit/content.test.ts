@@ -232,3 +232,93 @@ describe("single-bit flips", () => {
     }
   });
 });
+
+describe("holes (format version 3, §9)", () => {
+  const fileKey = randomBytes(32);
+  const fileId = randomBytes(16);
+  const cipher = (holes: boolean) => ({ fileKey, fileId, geometry, holes });
+  /** 1 to 5 full blocks of random bytes, a final block of 0 … B−1 bytes, and which full blocks are zeroed. */
+  const sparseFile = fc
+    .tuple(fc.integer({ min: 1, max: 5 }), fc.integer({ min: 0, max: B - 1 }))
+    .chain(([full, rest]) =>
+      fc.record({
+        data: fc.uint8Array({ minLength: full * B + rest, maxLength: full * B + rest }),
+        zeroed: fc.uniqueArray(fc.integer({ min: 0, max: full - 1 }), { maxLength: full }),
+      }),
+    );
+
+  it("zeroed full blocks read as zeros with HOLES, the rest as written; without HOLES each is BLOCK_AUTH", () => {
+    fc.assert(
+      fc.property(sparseFile, ({ data, zeroed }) => {
+        const body = sealBlocks(cipher(true), 0, data, true);
+        const expected = Buffer.from(data);
+        for (const i of zeroed) {
+          body.fill(0, i * S, (i + 1) * S);
+          expected.fill(0, i * B, (i + 1) * B);
+        }
+        const finalIndex = geometry.finalIndex(data.length);
+        const withHoles = openBlocks(cipher(true), 0, body, finalIndex);
+        expect(withHoles.failure).toBeUndefined();
+        expect(withHoles.cleartext.equals(expected)).toBe(true);
+
+        const without = openBlocks(cipher(false), 0, body, finalIndex);
+        const first = zeroed.length > 0 ? Math.min(...zeroed) : undefined;
+        expect(without.failure?.index).toBe(first);
+        if (first !== undefined) {
+          expect(without.failure?.error.code).toBe("BLOCK_AUTH");
+          expect(without.cleartext.equals(expected.subarray(0, first * B))).toBe(true);
+        }
+        for (let i = 0; i <= finalIndex; i++) {
+          const piece = body.subarray(i * S, (i + 1) * S);
+          const alone = openBlocks(cipher(false), i, piece, finalIndex);
+          if (zeroed.includes(i)) expect(alone.failure?.error.code).toBe("BLOCK_AUTH");
+          else expect(alone.cleartext.equals(expected.subarray(i * B, (i + 1) * B))).toBe(true);
+        }
+      }),
+    );
+  });
+
+  it("a full block zeroed but for one byte is BLOCK_AUTH, also with HOLES", () => {
+    fc.assert(
+      fc.property(
+        sparseFile,
+        fc.nat(),
+        fc.integer({ min: 0, max: S - 1 }),
+        fc.integer({ min: 1, max: 255 }),
+        ({ data }, which, at, value) => {
+          const body = sealBlocks(cipher(true), 0, data, true);
+          const block = which % geometry.finalIndex(data.length);
+          body.fill(0, block * S, (block + 1) * S);
+          body[block * S + at] = value;
+          const got = openBlocks(cipher(true), 0, body, geometry.finalIndex(data.length));
+          expect({ code: got.failure?.error.code, index: got.failure?.index }).toEqual({
+            code: "BLOCK_AUTH",
+            index: block,
+          });
+          expect(got.cleartext.equals(Buffer.from(data).subarray(0, block * B))).toBe(true);
+        },
+      ),
+      { numRuns: 50 },
+    );
+  });
+
+  it("the final block is never a hole, whatever its length", () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 3 }),
+        fc.integer({ min: 0, max: B - 1 }),
+        (full, rest) => {
+          const data = randomBytes(full * B + rest);
+          const body = sealBlocks(cipher(true), 0, data, true);
+          body.fill(0, full * S);
+          const got = openBlocks(cipher(true), 0, body, full);
+          expect({ code: got.failure?.error.code, index: got.failure?.index }).toEqual({
+            code: "BLOCK_AUTH",
+            index: full,
+          });
+        },
+      ),
+      { numRuns: 50 },
+    );
+  });
+});

@@ -10,6 +10,7 @@ import { Keyring, deriveEpochKeys } from "../../src/crypto/keys.js";
 import {
   canonicalJson,
   encodeMountKeys,
+  featuresFor,
   openMountKeys,
   openSlot,
   parseConfig,
@@ -21,7 +22,23 @@ import {
   type VolumeConfig,
 } from "../../src/format/config.js";
 import { ContentGeometry, openBlocks, sealBlocks } from "../../src/format/content.js";
-import { HEADER_SIZE, createHeader, openHeader } from "../../src/format/header.js";
+import {
+  FileKind,
+  HEADER_FLAG_HOLES,
+  HEADER_SIZE,
+  createHeader,
+  openHeader,
+  planHolesFlag,
+  planRewrap,
+} from "../../src/format/header.js";
+import {
+  OBJECT_RECORD_SIZE,
+  decodeRdev,
+  encodeRdev,
+  openObject,
+  sealObject,
+  type ObjectValue,
+} from "../../src/format/object.js";
 import {
   MAX_SHORT_NAME,
   classifyLowerEntry,
@@ -86,6 +103,50 @@ interface Vectors {
     };
     config: { canonical: string; document: VolumeConfig };
   };
+  v3: V3Vectors;
+}
+
+type Code = { code: string };
+type Cases<T, Extra = object> = { note: string; cases: T[] } & Extra;
+interface V3Vectors {
+  objects: Cases<{
+    note: string;
+    value: ObjectValue;
+    headerEpoch: number;
+    fileId: string;
+    fileKey: string;
+    headerNonce: string;
+    recordNonce: string;
+    record: string;
+    byBlockSize: { blockSize: number; header: string; lowerLength: number }[];
+  }>;
+  objectReads: Cases<{ note: string; lower: string; value: ObjectValue; pendingFix?: string }>;
+  objectRefusals: Cases<{ note: string; lower: string; code: string }>;
+  symlinkTargetRefusals: Cases<{ note: string; target: string; code: string }>;
+  holesFlag: Cases<
+    { note: string; before: string; nonces: string[]; after: string },
+    { fileId: string; fileKey: string }
+  >;
+  headers: Cases<
+    { note: string; volumeVersion: number; header: string } & (
+      Code | { holes: boolean; kind: number }
+    )
+  >;
+  holes: Cases<
+    { note: string; holes: boolean; lower: string } & (
+      { cleartext: string } | { code: string; block: number; before: string }
+    ),
+    { blockSize: number; fileId: string; fileKey: string; nonces: string[]; written: string }
+  >;
+  lengths: Cases<{
+    blockSize: number;
+    objectLength: number;
+    cases: { lower: number; v3: number | string; v2: number | string }[];
+  }>;
+  maxFileSize: { blockSize: number; maxFileSize: number; lowerSize: number }[];
+  rdev: { major: number; minor: number; rdev: number }[];
+  config: { canonical: string; document: VolumeConfig };
+  versionFeatures: Cases<{ note: string; version: number; features: string[]; result: string }>;
 }
 
 const v = JSON.parse(
@@ -506,5 +567,254 @@ describe("key slots, mount-key bundle and config", () => {
     const shuffled = Object.fromEntries(Object.entries(v.config.document).reverse());
     const config = parseConfig(JSON.stringify(shuffled));
     expect(() => unlockConfig(config, openMountKeys(config, input.slotKey))).not.toThrow();
+  });
+});
+
+describe("format version 3", () => {
+  const v3 = v.v3;
+  /** Epochs 1 and 2, current 2: the objects' headers are under epoch 2, the others say theirs. */
+  const keyring3 = () =>
+    new Keyring(
+      input.volumeId,
+      2,
+      new Map([
+        [1, input.mountKey],
+        [2, input.mountKey2],
+      ]),
+      input.volumeSecret,
+    );
+  /** The code of the FormatError `run` throws, or "ok" with its value. */
+  const outcome = <T>(run: () => T): { code: string } | { ok: T } => {
+    try {
+      return { ok: run() };
+    } catch (err) {
+      return { code: (err as { code?: string }).code ?? String(err) };
+    }
+  };
+
+  describe("objects (§13)", () => {
+    const cases = v3.objects.cases.flatMap((o) =>
+      o.byBlockSize.map((b) => ({ ...o, ...b, name: `${o.note}, B=${b.blockSize}` })),
+    );
+
+    it.each(cases)("$name: sealObject with pinned values gives the header and record", (c) => {
+      const { bytes, header } = sealObject(keyring3(), c.blockSize, c.value, {
+        fileId: hex(c.fileId),
+        fileKey: hex(c.fileKey),
+        headerNonce: hex(c.headerNonce),
+        recordNonce: hex(c.recordNonce),
+      });
+      expect(bytes.subarray(0, HEADER_SIZE).toString("hex")).toBe(c.header);
+      expect(bytes.subarray(HEADER_SIZE).toString("base64")).toBe(c.record);
+      expect(header.kind).toBe(c.value.kind);
+      expect(header.slotEpochs).toEqual([c.headerEpoch, undefined]);
+      // Bytes 4..8: version 1, no flags, the block shift, the kind.
+      expect([...hex(c.header).subarray(4, 8)]).toEqual([
+        1,
+        0,
+        Math.log2(c.blockSize),
+        c.value.kind,
+      ]);
+      expect(b64(c.record)).toHaveLength(OBJECT_RECORD_SIZE);
+      expect(new ContentGeometry(c.blockSize).objectLowerSize).toBe(c.lowerLength);
+      expect(c.lowerLength).toBe(HEADER_SIZE + c.blockSize + 28);
+    });
+
+    it.each(cases)("$name: the lower object reads back, whatever its padding holds", (c) => {
+      const lower = Buffer.alloc(c.lowerLength, 0);
+      hex(c.header).copy(lower, 0);
+      b64(c.record).copy(lower, HEADER_SIZE);
+      expect(openObject(keyring3(), lower, c.blockSize)).toEqual(c.value);
+      lower.fill(0xff, HEADER_SIZE + OBJECT_RECORD_SIZE);
+      expect(openObject(keyring3(), lower, c.blockSize)).toEqual(c.value);
+      const header = openHeader(keyring3(), lower, c.blockSize);
+      expect(header.kind).toBe(c.value.kind);
+      expect(header.holes).toBe(false);
+    });
+
+    const reads = v3.objectReads.cases.filter((c) => !c.pendingFix);
+    it.each(reads)("reads $note", ({ lower, value }) => {
+      expect(openObject(keyring3(), b64(lower), 4096)).toEqual(value);
+    });
+
+    // Reported disagreements between docs/format.md and the code: these fail until the code is
+    // fixed; then drop `.fails` here and `pendingFix` in scripts/make-fixture.mjs.
+    const pending = v3.objectReads.cases.filter((c) => c.pendingFix);
+    it.fails.each(pending)("reads $note (pending: $pendingFix)", ({ lower, value }) => {
+      expect(openObject(keyring3(), b64(lower), 4096)).toEqual(value);
+    });
+
+    it.each(v3.objectRefusals.cases)("refuses $note: $code", ({ lower, code }) => {
+      expect(outcome(() => openObject(keyring3(), b64(lower), 4096))).toEqual({ code });
+    });
+
+    it.each(v3.symlinkTargetRefusals.cases)(
+      "a writer refuses a symlink target: $note ($code)",
+      ({ target, code }) => {
+        expect(
+          outcome(() => sealObject(keyring3(), 4096, { kind: FileKind.Symlink, target })),
+        ).toEqual({ code });
+      },
+    );
+
+    it.each(v3.rdev)("st_rdev of $major:$minor is $rdev", ({ major, minor, rdev }) => {
+      expect(encodeRdev(major, minor)).toBe(rdev);
+      expect(decodeRdev(rdev)).toEqual({ major, minor });
+    });
+  });
+
+  describe("headers: flags and kind (§6)", () => {
+    it.each(v3.holesFlag.cases)(
+      "planHolesFlag with pinned nonces: $note",
+      ({ before, nonces, after }) => {
+        const k = keyring3();
+        const old = openHeader(k, hex(before), 4096);
+        expect(old.holes).toBe(false);
+        const patch = planHolesFlag(k, old, hex(before), nonces.map(hex));
+        expect(patch.offset).toBe(0);
+        expect(patch.bytes.toString("hex")).toBe(after);
+        expect(hex(after)[5]).toBe(HEADER_FLAG_HOLES);
+        const updated = openHeader(k, hex(after), 4096);
+        expect(updated).toEqual({ ...old, holes: true });
+        expect(updated.fileId.toString("hex")).toBe(v3.holesFlag.fileId);
+        expect(updated.fileKey.toString("hex")).toBe(v3.holesFlag.fileKey);
+      },
+    );
+
+    it.each(v3.holesFlag.cases)("a rekey keeps the HOLES flag: $note", ({ after }) => {
+      const k = new Keyring(
+        input.volumeId,
+        3,
+        new Map([
+          [1, input.mountKey],
+          [2, input.mountKey2],
+          [3, Buffer.alloc(32, 3)],
+        ]),
+        input.volumeSecret,
+      );
+      const bytes = hex(after);
+      for (const p of planRewrap(k, openHeader(k, bytes, 4096), bytes))
+        p.bytes.copy(bytes, p.offset);
+      const rewrapped = openHeader(k, bytes, 4096);
+      expect(rewrapped.slotEpochs.filter((e) => e !== undefined)).toEqual([3]);
+      expect(rewrapped.holes).toBe(true);
+      expect(bytes.subarray(0, 24)).toEqual(hex(after).subarray(0, 24));
+    });
+
+    it.each(v3.headers.cases)(
+      "$note, in a version-$volumeVersion volume",
+      ({ volumeVersion, header, ...expected }) => {
+        const got = outcome(() => openHeader(keyring3(), hex(header), 4096, volumeVersion));
+        if ("code" in expected) expect(got).toEqual({ code: expected.code });
+        else
+          expect("ok" in got && { holes: got.ok.holes, kind: got.ok.kind }).toEqual({
+            holes: expected.holes,
+            kind: expected.kind,
+          });
+      },
+    );
+  });
+
+  describe("holes (§9)", () => {
+    const h = v3.holes;
+    const geometry3 = new ContentGeometry(h.blockSize);
+    const S = h.blockSize + 28;
+
+    it("blocks 0, 2 and 3 are sealed with the pinned nonces; block 1 is a hole", () => {
+      const first = b64(h.cases[0]!.lower).subarray(HEADER_SIZE);
+      const written = b64(h.written);
+      const cipher = { fileKey: hex(h.fileKey), fileId: hex(h.fileId), geometry: geometry3 };
+      const nonces = h.nonces.map(hex);
+      expect(first.subarray(0, S)).toEqual(
+        sealBlocks(cipher, 0, written.subarray(0, h.blockSize), false, nonces.slice(0, 1)),
+      );
+      expect(first.subarray(S, 2 * S)).toEqual(Buffer.alloc(S));
+      expect(first.subarray(2 * S)).toEqual(
+        sealBlocks(cipher, 2, written.subarray(2 * h.blockSize), true, nonces.slice(2)),
+      );
+    });
+
+    it.each(h.cases)("$note", (c) => {
+      const lower = b64(c.lower);
+      const header = openHeader(keyring3(), lower.subarray(0, HEADER_SIZE), h.blockSize);
+      expect(header.holes).toBe(c.holes);
+      const size = geometry3.cleartextSize(lower.length);
+      const { cleartext, failure } = openBlocks(
+        {
+          fileKey: header.fileKey,
+          fileId: header.fileId,
+          geometry: geometry3,
+          holes: header.holes,
+        },
+        0,
+        lower.subarray(HEADER_SIZE),
+        geometry3.finalIndex(size),
+      );
+      if ("cleartext" in c) {
+        expect(failure).toBeUndefined();
+        expect(cleartext.toString("base64")).toBe(c.cleartext);
+      } else {
+        expect({ code: failure?.error.code, block: failure?.index }).toEqual({
+          code: c.code,
+          block: c.block,
+        });
+        expect(cleartext.toString("base64")).toBe(c.before);
+      }
+    });
+  });
+
+  describe("lengths and MAX_FILE_SIZE (§8, §9)", () => {
+    const classify = (lower: number, blockSize: number, version: number): number | string => {
+      const g = new ContentGeometry(blockSize);
+      if (version >= 3 && lower === g.objectLowerSize) return "object";
+      const got = outcome(() => g.cleartextSize(lower));
+      return "ok" in got ? got.ok : got.code;
+    };
+    const cases = v3.lengths.cases.flatMap((l) =>
+      l.cases.map((c) => ({ ...c, blockSize: l.blockSize, objectLength: l.objectLength })),
+    );
+
+    it.each(cases)("B=$blockSize: lower length $lower is $v3 (v3), $v2 (v2)", (c) => {
+      expect(new ContentGeometry(c.blockSize).objectLowerSize).toBe(c.objectLength);
+      expect(classify(c.lower, c.blockSize, 3)).toBe(c.v3);
+      expect(classify(c.lower, c.blockSize, 2)).toBe(c.v2);
+    });
+
+    it.each(v3.maxFileSize)(
+      "B=$blockSize: MAX_FILE_SIZE is $maxFileSize",
+      ({ blockSize, maxFileSize, lowerSize }) => {
+        const g = new ContentGeometry(blockSize);
+        expect(g.maxSize).toBe(maxFileSize);
+        expect(g.lowerSize(maxFileSize)).toBe(lowerSize);
+        expect(lowerSize).toBeLessThanOrEqual(Number.MAX_SAFE_INTEGER);
+        // One byte more no longer fits below 2^53 (computed exactly).
+        const next = BigInt(maxFileSize) + 1n;
+        const B = BigInt(blockSize);
+        expect(152n + next + 28n * (next / B + 1n)).toBeGreaterThan(
+          BigInt(Number.MAX_SAFE_INTEGER),
+        );
+      },
+    );
+  });
+
+  describe("config (§5.1, §5.2)", () => {
+    it("signs and unlocks the version-3 vector config", () => {
+      const { mac, ...unsigned } = v3.config.document;
+      expect(canonicalJson(unsigned)).toBe(v3.config.canonical);
+      expect(signConfig(keyring().current, unsigned as UnsignedConfig).mac).toBe(mac);
+      expect(featuresFor(3)).toEqual(v3.config.document.features);
+      const config = parseConfig(JSON.stringify(v3.config.document));
+      expect(config.version).toBe(3);
+      expect(unlockConfig(config, openMountKeys(config, input.slotKey)).volumeSecret).toEqual(
+        input.volumeSecret,
+      );
+    });
+
+    it.each(v3.versionFeatures.cases)("$note: $result", ({ version, features, result }) => {
+      const got = outcome(() =>
+        parseConfig(JSON.stringify({ ...v3.config.document, version, features })),
+      );
+      expect("ok" in got ? "ok" : got.code).toBe(result);
+    });
   });
 });
