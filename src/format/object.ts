@@ -23,6 +23,9 @@ export const OBJECT_STORED_SIZE = HEADER_SIZE + OBJECT_RECORD_SIZE;
 /** PATH_MAX - 1: the longest target Linux passes to symlink(2). */
 export const MAX_OBJECT_SYMLINK_TARGET = OBJECT_PAYLOAD_SIZE - 1;
 const RECORD_FLAG = 0x02;
+/** Linux device numbers: 12 bits of major, 20 of minor (§13). */
+const MAX_MAJOR = 0xfff;
+const MAX_MINOR = 0xfffff;
 
 export type ObjectValue =
   | { readonly kind: FileKind.Symlink; readonly target: string }
@@ -83,7 +86,8 @@ function decodePayload(kind: FileKind, payload: Buffer): ObjectValue {
       const length = end < 0 ? payload.length : end;
       if (length === 0) invalid("symlink object has an empty target");
       if (end < 0 || !isZero(payload.subarray(end))) invalid("symlink object has stray bytes");
-      const target = new TextDecoder("utf-8", { fatal: true });
+      // ignoreBOM: a leading U+FEFF is part of the target, not a marker to drop.
+      const target = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
       try {
         return { kind, target: target.decode(payload.subarray(0, length)) };
       } catch {
@@ -97,7 +101,10 @@ function decodePayload(kind: FileKind, payload: Buffer): ObjectValue {
     case FileKind.CharDevice:
     case FileKind.BlockDevice:
       if (!isZero(payload.subarray(8))) invalid("device object has stray bytes");
-      return { kind, major: payload.readUInt32BE(0), minor: payload.readUInt32BE(4) };
+      const major = payload.readUInt32BE(0);
+      const minor = payload.readUInt32BE(4);
+      if (major > MAX_MAJOR || minor > MAX_MINOR) invalid("device number out of range");
+      return { kind, major, minor };
     default:
       return invalid("a regular file's header at an object's length");
   }

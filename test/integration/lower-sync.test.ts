@@ -15,8 +15,8 @@ const haveRclone = (await run("sh", ["-c", "command -v rclone"])).code === 0;
 /** Every entry below `dir`: path, type, size for files and symlinks, rdev for devices, target for symlinks. */
 function tree(dir: string): Promise<string> {
   return shOk(
-    `cd ${q(dir)} && find . -mindepth 1 -printf '%p %y' \\( -type f -printf ' %s' \\) ` +
-      `\\( -type l -printf ' %s -> %l' \\) -printf '\\n' | sort && ` +
+    `cd ${q(dir)} && find . -mindepth 1 -printf '%p %y' , \\( -type f -printf ' %s' \\) , ` +
+      `\\( -type l -printf ' %s -> %l' \\) , -printf '\\n' | sort && ` +
       `stat -c '%n %t:%T' ./chr ./blk && sha256sum ./sparse ./dense ./hard-a`,
   );
 }
@@ -37,8 +37,8 @@ describe.skipIf(!haveFuse || !haveRclone)("lower layout through object storage",
     await shOk(
       `cd ${q(c)} && mkfifo fifo && mknod chr c 1 7 && mknod blk b 8 3 && mkdir -p d/e && ` +
         `ln -s target short && ln -s "$(printf 'x%.0s' $(seq 4095))" longest && ln -s ../short d/rel && ` +
-        `head -c 70000 /dev/urandom > dense && truncate -s 3G sparse && ` +
-        `printf 'middle' | dd of=sparse bs=1 seek=1073741824 conv=notrunc status=none && ` +
+        `head -c 70000 /dev/urandom > dense && truncate -s 300M sparse && ` +
+        `printf 'middle' | dd of=sparse bs=1 seek=104857600 conv=notrunc status=none && ` +
         `printf 'tail' >> sparse && echo hi > hard-a && ln hard-a hard-b && ` +
         `python3 -c "import socket; socket.socket(socket.AF_UNIX).bind('sock')"`,
     );
@@ -56,7 +56,7 @@ describe.skipIf(!haveFuse || !haveRclone)("lower layout through object storage",
     await runOk("rclone", ["sync", bucket, back]);
     // The hole came back as zeros: the copy is no longer sparse, and reads the same.
     const blocks = Number(await shOk(`du -s --block-size=1M ${q(back)} | cut -f1`));
-    expect(blocks).toBeGreaterThan(1000);
+    expect(blocks).toBeGreaterThan(250);
 
     const again = await sb.mount(back, { args: ["--allow-other"] });
     try {

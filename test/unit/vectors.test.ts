@@ -120,7 +120,7 @@ interface V3Vectors {
     record: string;
     byBlockSize: { blockSize: number; header: string; lowerLength: number }[];
   }>;
-  objectReads: Cases<{ note: string; lower: string; value: ObjectValue; pendingFix?: string }>;
+  objectReads: Cases<{ note: string; lower: string; value: ObjectValue }>;
   objectRefusals: Cases<{ note: string; lower: string; code: string }>;
   symlinkTargetRefusals: Cases<{ note: string; target: string; code: string }>;
   holesFlag: Cases<
@@ -632,15 +632,7 @@ describe("format version 3", () => {
       expect(header.holes).toBe(false);
     });
 
-    const reads = v3.objectReads.cases.filter((c) => !c.pendingFix);
-    it.each(reads)("reads $note", ({ lower, value }) => {
-      expect(openObject(keyring3(), b64(lower), 4096)).toEqual(value);
-    });
-
-    // Reported disagreements between docs/format.md and the code: these fail until the code is
-    // fixed; then drop `.fails` here and `pendingFix` in scripts/make-fixture.mjs.
-    const pending = v3.objectReads.cases.filter((c) => c.pendingFix);
-    it.fails.each(pending)("reads $note (pending: $pendingFix)", ({ lower, value }) => {
+    it.each(v3.objectReads.cases)("reads $note", ({ lower, value }) => {
       expect(openObject(keyring3(), b64(lower), 4096)).toEqual(value);
     });
 
