@@ -39,7 +39,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#define BINDING_VERSION 3
+#define BINDING_VERSION 4
 #define MAX_REQUESTS_PER_WAKEUP 64
 /* Batches per wake-up, so timers and I/O completions get their turn. */
 #define MAX_ROUNDS_PER_WAKEUP 32
@@ -82,7 +82,8 @@
   X(ACCESS)                                                                    \
   X(CREATE)                                                                    \
   X(FALLOCATE)                                                                 \
-  X(FSYNCDIR)
+  X(FSYNCDIR)                                                                  \
+  X(LSEEK)
 
 enum op {
 #define OP_ENUM(name) OP_##name,
@@ -601,6 +602,13 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset,
            num(E(req), (double)offset), num(E(req), (double)length), fh_of(req, fi));
 }
 
+/* The kernel asks only for SEEK_DATA and SEEK_HOLE; it answers the other whences itself. */
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+                     struct fuse_file_info *fi) {
+  DISPATCH(S(req), req, OP_LSEEK, num(E(req), ino), num(E(req), (double)off), num(E(req), whence),
+           fh_of(req, fi));
+}
+
 static const struct fuse_lowlevel_ops operations = {
     .init = op_init,
     .lookup = op_lookup,
@@ -635,6 +643,7 @@ static const struct fuse_lowlevel_ops operations = {
     .access = op_access,
     .create = op_create,
     .fallocate = op_fallocate,
+    .lseek = op_lseek,
 };
 
 /* ---- the session on the event loop ----------------------------------------- */
@@ -1124,6 +1133,16 @@ static napi_value js_reply_write(napi_env env, napi_callback_info info) {
   return boolean(env, 1);
 }
 
+/* replyLseek(req, offset) -> answered */
+static napi_value js_reply_lseek(napi_env env, napi_callback_info info) {
+  REPLY_ARGS(2);
+  double offset = dbl(env, argv[1]);
+  if (!(offset >= 0 && offset <= 9007199254740991.0)) return reply_failed(rs, req, EIO);
+  fuse_reply_lseek(req, (off_t)offset);
+  answered(rs);
+  return boolean(env, 1);
+}
+
 /* replyXattrSize(req, size) -> answered */
 static napi_value js_reply_xattr_size(napi_env env, napi_callback_info info) {
   REPLY_ARGS(2);
@@ -1269,6 +1288,7 @@ static napi_value init_module(napi_env env, napi_value exports) {
       {"replyReadlink", js_reply_readlink},
       {"replyBuf", js_reply_buf},
       {"replyWrite", js_reply_write},
+      {"replyLseek", js_reply_lseek},
       {"replyXattrSize", js_reply_xattr_size},
       {"replyStatfs", js_reply_statfs},
       {"replyDir", js_reply_dir},

@@ -65,6 +65,7 @@ static const char NOT_REGULAR[] = "lower entry is not a regular file";
   X(PWRITE, "pwrite", "dbiii")                                                 \
   X(FTRUNCATE, "ftruncate", "di")                                              \
   X(FALLOCATE, "fallocate", "diii")                                            \
+  X(LSEEK, "lseek", "dii")                                                     \
   X(FSYNC, "fsync", "df")                                                      \
   X(MKDIR, "mkdir", "dni")                                                     \
   X(UNLINK, "unlink", "dn")                                                    \
@@ -497,6 +498,13 @@ static int run(request_t *r) {
   case OP_FALLOCATE:
     res = fallocate(r->fd, (int)r->num[0], (off_t)r->num[1], (off_t)r->num[2]);
     break;
+  case OP_LSEEK: {
+    /* SEEK_DATA / SEEK_HOLE on a pinned descriptor: where the lower has holes. */
+    off_t at = lseek(r->fd, (off_t)r->num[0], (int)r->num[1]);
+    if (at < 0) return errno;
+    r->value = at;
+    return 0;
+  }
   case OP_FSYNC:
     res = r->num[0] ? fdatasync(r->fd) : fsync(r->fd);
     break;
@@ -704,6 +712,7 @@ static napi_value deliver(napi_env env, request_t *r, bool *failed) {
   case OP_OPEN_DIR:
   case OP_PREAD:
   case OP_PWRITE:
+  case OP_LSEEK:
     v = number(env, (double)r->value);
     break;
   case OP_STAT:

@@ -99,12 +99,13 @@ function decodePayload(kind: FileKind, payload: Buffer): ObjectValue {
       if (!isZero(payload)) invalid("FIFO or socket object has a payload");
       return { kind };
     case FileKind.CharDevice:
-    case FileKind.BlockDevice:
+    case FileKind.BlockDevice: {
       if (!isZero(payload.subarray(8))) invalid("device object has stray bytes");
       const major = payload.readUInt32BE(0);
       const minor = payload.readUInt32BE(4);
       if (major > MAX_MAJOR || minor > MAX_MINOR) invalid("device number out of range");
       return { kind, major, minor };
+    }
     default:
       return invalid("a regular file's header at an object's length");
   }

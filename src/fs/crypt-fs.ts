@@ -16,6 +16,8 @@ import { Objects } from "./objects.js";
 import { OpenFiles } from "./open-files.js";
 import {
   RENAME_NOREPLACE,
+  SEEK_DATA,
+  SEEK_HOLE,
   type Attr,
   type Caller,
   type DirEntry,
@@ -342,6 +344,14 @@ export class CryptFs implements FileSystem {
       const { slot, writable } = this.files.handle(fh);
       if (!writable) throw new FsError("EBADF");
       await slot.lock.write(() => slot.open.allocate(mode, offset, length));
+    });
+  }
+
+  lseek(fh: number, offset: number, whence: number): Promise<number> {
+    return this.gate.run(async () => {
+      if (whence !== SEEK_DATA && whence !== SEEK_HOLE) throw new FsError("EINVAL");
+      const { slot } = this.files.handle(fh);
+      return slot.lock.read(() => slot.open.seek(offset, whence === SEEK_DATA ? "data" : "hole"));
     });
   }
 

@@ -26,6 +26,9 @@ const ZERO_CHUNK = 1 << 20;
 const FALLOC_FL_KEEP_SIZE = 0x01;
 const FALLOC_FL_PUNCH_HOLE = 0x02;
 const FALLOC_FL_ZERO_RANGE = 0x10;
+/** lseek(2) whences. */
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
 
 /** A lower file descriptor from LowerOps.openFile, with its stat taken through it. */
 export interface OpenedLower {
@@ -343,7 +346,8 @@ export class OpenFile implements FileCipher {
     try {
       if (tail.length === 0) {
         // The old final block was empty: its 28 bytes become part of a hole.
-        await this.writeAll(Buffer.alloc(BLOCK_OVERHEAD), this.geometry.blockOffset(oldFinal));
+        const at = this.geometry.blockOffset(oldFinal);
+        await this.punch(at, at + BLOCK_OVERHEAD);
       } else {
         const full = Buffer.alloc(B);
         tail.copy(full);
@@ -441,6 +445,63 @@ export class OpenFile implements FileCipher {
     }
     for (let at = from; at < to; at += ZERO_CHUNK) {
       await this.writeAll(Buffer.alloc(Math.min(ZERO_CHUNK, to - at)), at);
+    }
+  }
+
+  /**
+   * SEEK_DATA / SEEK_HOLE (lseek(2)): where the next data or hole is, at or
+   * after `offset`. The lower's own SEEK_DATA skips its holes; a block the
+   * lower has data in is read to see whether it is all zeros (a hole that was
+   * copied as zeros, or one sharing a lower page with data). A file without
+   * the HOLES flag is all data.
+   */
+  async seek(offset: number, what: "data" | "hole"): Promise<number> {
+    if (offset < 0 || offset >= this.size) throw new FsError("ENXIO");
+    if (!this.holes) return what === "data" ? offset : this.size;
+    const B = this.geometry.blockSize;
+    const last = this.finalIndex();
+    for (let index = Math.floor(offset / B); index < last;) {
+      const start = this.geometry.blockOffset(index);
+      const end = this.geometry.blockOffset(index + 1);
+      const data = await this.lowerSeek(start, "data");
+      const hole = data >= end || (await this.isZeroBlock(start));
+      if (hole === (what === "hole")) return Math.max(offset, index * B);
+      // Skip what the lower knows is a hole, or what it says is data, in one step.
+      const next = hole ? data : await this.lowerSeek(data, "hole");
+      index = Math.max(index + 1, this.blockAt(next));
+    }
+    // The final block is always data, and the end of the file is a hole.
+    if (what === "hole") return this.size;
+    if (last * B >= this.size) throw new FsError("ENXIO");
+    return Math.max(offset, last * B);
+  }
+
+  private blockAt(lowerOffset: number): number {
+    return Math.floor((lowerOffset - HEADER_SIZE) / this.geometry.sealedBlockSize);
+  }
+
+  private async isZeroBlock(start: number): Promise<boolean> {
+    const size = this.geometry.sealedBlockSize;
+    const sealed = sealedBuffers.take(size);
+    try {
+      this.assertOpen();
+      const got = await this.io.pread(this.fd, sealed, 0, size, start);
+      for (let i = 0; i < got; i++) if (sealed[i] !== 0) return false;
+      return got === size;
+    } finally {
+      sealedBuffers.give(sealed);
+    }
+  }
+
+  /** The lower's own next data or hole; past the last data is the lower end (ENXIO). */
+  private async lowerSeek(at: number, what: "data" | "hole"): Promise<number> {
+    this.assertOpen();
+    try {
+      return await this.io.lseek(this.fd, at, what === "data" ? SEEK_DATA : SEEK_HOLE);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENXIO")
+        return this.geometry.lowerSize(this.size);
+      throw err;
     }
   }
 

@@ -82,6 +82,8 @@ export type TimeSpec = bigint | "now" | "omit";
 export const RENAME_NOREPLACE = 1;
 export const RENAME_EXCHANGE = 2;
 export const FALLOC_FL_KEEP_SIZE = 1;
+export const SEEK_DATA = 3;
+export const SEEK_HOLE = 4;
 
 /** Failures throw FsError. */
 export interface FileSystem {
@@ -107,6 +109,8 @@ export interface FileSystem {
   truncate(place: Place, size: number): Promise<void>;
   ftruncate(fh: number, size: number): Promise<void>;
   fallocate(fh: number, mode: number, offset: number, length: number): Promise<void>;
+  /** SEEK_DATA or SEEK_HOLE: the next data or hole at or after `offset`; ENXIO past the end. */
+  lseek(fh: number, offset: number, whence: number): Promise<number>;
 
   unlink(place: Place): Promise<void>;
   mkdir(place: Place, mode: number, caller?: Caller): Promise<Entry>;

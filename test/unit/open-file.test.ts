@@ -214,3 +214,38 @@ describe("holes (docs/format.md §9)", () => {
     }
   });
 });
+
+describe("SEEK_DATA and SEEK_HOLE", () => {
+  it("find the data and the holes of a sparse file, also where holes were copied as zeros", async () => {
+    const path = join(dir, "seek");
+    const ring = keyring();
+    const file = await createLowerFile(path, ring, geometry, log);
+    await file.write(0, Buffer.alloc(B, 1)); // block 0: data
+    await file.truncate(20 * B + 7); // blocks 1..19: holes, final block 20
+    await file.write(10 * B + 5, Buffer.from("x")); // block 10: data
+    expect(await file.seek(0, "data")).toBe(0);
+    expect(await file.seek(0, "hole")).toBe(B);
+    expect(await file.seek(B + 3, "data")).toBe(10 * B);
+    expect(await file.seek(10 * B + 9, "hole")).toBe(11 * B);
+    expect(await file.seek(11 * B, "data")).toBe(20 * B);
+    expect(await file.seek(20 * B + 1, "hole")).toBe(20 * B + 7);
+    await expect(file.seek(20 * B + 7, "data")).rejects.toMatchObject({ errno: "ENXIO" });
+    await file.truncate(21 * B); // the final block is now empty, at the end
+    await expect(file.seek(20 * B + 100, "data")).resolves.toBe(20 * B + 100);
+    await file.close();
+    // The same file after a copy that wrote its holes out as zeros.
+    const { copyFile } = await import("node:fs/promises");
+    await copyFile(path, path + ".copy");
+    const copy = await openLowerFile(path + ".copy", ring, geometry, log);
+    expect(await copy.seek(B + 3, "data")).toBe(10 * B);
+    // SEEK_HOLE trusts the lower past data (reading on could mean reading the whole file):
+    // in a copy without lower holes, the next hole it reports is the end.
+    expect(await copy.seek(10 * B + 9, "hole")).toBe(21 * B);
+    await copy.close();
+    const dense = await createLowerFile(join(dir, "seek-dense"), keyring(), geometry, log);
+    await dense.write(0, Buffer.alloc(3 * B, 2));
+    expect(await dense.seek(5, "data")).toBe(5);
+    expect(await dense.seek(5, "hole")).toBe(3 * B);
+    await dense.close();
+  });
+});

@@ -391,6 +391,10 @@ export class LowLevelAdapter {
       }
       case OP.FALLOCATE:
         return this.thenOk(op, req, () => fs.fallocate(n(4), n(1), n(2), n(3)));
+      case OP.LSEEK:
+        return this.run(op, req, async () =>
+          native.replyLseek(req, await fs.lseek(n(3), n(1), n(2))),
+        );
       default:
         native.replyErr(req, errnoNumber("ENOSYS"));
     }

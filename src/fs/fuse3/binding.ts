@@ -42,6 +42,7 @@ export const OP = {
   CREATE: 30,
   FALLOCATE: 31,
   FSYNCDIR: 32,
+  LSEEK: 33,
 } as const;
 
 /**
@@ -84,6 +85,7 @@ export interface NativeBinding {
   replyReadlink(req: Request, target: string): void;
   replyBuf(req: Request, data: Buffer, length: number): void;
   replyWrite(req: Request, count: number): void;
+  replyLseek(req: Request, offset: number): void;
   replyXattrSize(req: Request, size: number): void;
   replyStatfs(req: Request, stats: Float64Array): void;
   /** Returns how many entries fitted (-1: the request was not live); with nodeids each of those counts one lookup. */
@@ -97,7 +99,7 @@ export interface NativeBinding {
   ): number;
 }
 
-export const BINDING_VERSION = 3;
+export const BINDING_VERSION = 4;
 
 const NS_PER_S = 1_000_000_000n;
 

@@ -46,6 +46,7 @@ export interface NativeLowerCalls<K extends Flavour> {
   ): Outcome<K, number>;
   ftruncate(fd: Fd, length: number): Outcome<K, void>;
   fallocate(fd: Fd, mode: number, offset: number, length: number): Outcome<K, void>;
+  lseek(fd: Fd, offset: number, whence: number): Outcome<K, number>;
   fsync(fd: Fd, dataOnly: boolean): Outcome<K, void>;
   mkdir(dir: Fd, name: string, mode: number): Outcome<K, void>;
   unlink(dir: Fd, name: string): Outcome<K, void>;

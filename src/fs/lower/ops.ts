@@ -104,6 +104,8 @@ export interface LowerOps {
   ftruncate(fd: Fd, length: number): Promise<void>;
   /** fallocate(2): mode 0 (allocate), FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE | KEEP_SIZE. */
   fallocate(fd: Fd, mode: number, offset: number, length: number): Promise<void>;
+  /** lseek(2) with SEEK_DATA or SEEK_HOLE (ENXIO past the last data). */
+  lseek(fd: Fd, offset: number, whence: number): Promise<number>;
   fsync(fd: Fd, dataOnly: boolean): Promise<void>;
   mkdir(dir: Fd, name: string, mode: number): Promise<void>;
   unlink(dir: Fd, name: string): Promise<void>;
@@ -174,6 +176,7 @@ function opsOver<K extends Flavour>(
       settle(calls().pwrite(fd, buffer, offset, length, position)),
     ftruncate: (fd, length) => settle(calls().ftruncate(fd, length)),
     fallocate: (fd, mode, offset, length) => settle(calls().fallocate(fd, mode, offset, length)),
+    lseek: (fd, offset, whence) => settle(calls().lseek(fd, offset, whence)),
     fsync: (fd, dataOnly) => settle(calls().fsync(fd, dataOnly)),
     mkdir: (dir, name, mode) => settle(calls().mkdir(dir, name, mode)),
     unlink: (dir, name) => settle(calls().unlink(dir, name)),
