@@ -124,7 +124,7 @@ Examples:
         .option("-f, --foreground", "stay in the foreground until unmounted")
         .option(
           "-o, --options <opts>",
-          "mount options: ro, allow_other, passfile=F, keyfile=F, nonempty (repeatable)",
+          "mount options: ro, allow_other, passfile=F, keyfile=F, nonempty, dev, suid (repeatable)",
           collect,
         )
         .option("--ro, --read-only", "mount read-only")

@@ -17,6 +17,9 @@ export interface MountCommandOptions extends CommonOptions {
   allowOther?: boolean;
   nonempty?: boolean;
   asyncMetadata?: boolean;
+  /** -o dev / -o suid: device files and setuid bits take effect (root only, like mount(8)). */
+  dev?: boolean;
+  suid?: boolean;
 }
 
 /**
@@ -60,6 +63,8 @@ function foldMountOptions(opts: MountCommandOptions): MountCommandOptions {
     nonempty: Boolean(opts.nonempty || o.has("nonempty")),
     asyncMetadata: Boolean(opts.asyncMetadata || o.has("async_metadata")),
     debug: Boolean(opts.debug || o.has("debug")),
+    dev: Boolean(opts.dev || o.has("dev")),
+    suid: Boolean(opts.suid || o.has("suid")),
   };
 }
 
@@ -98,6 +103,8 @@ export async function mountCommand(
       keySource: unlocked.slot.kind,
       nonEmpty: Boolean(opts.nonempty),
       asyncMetadata: Boolean(opts.asyncMetadata),
+      devices: Boolean(opts.dev),
+      setuid: Boolean(opts.suid),
     };
     if (opts.foreground) {
       // serve() owns the copy and closes it when the mount ends; the slot key goes now.

@@ -20,6 +20,9 @@ export interface MountSettings {
   readonly nonEmpty: boolean;
   /** Keep lower metadata calls off the JS thread even on a local lower filesystem. */
   readonly asyncMetadata: boolean;
+  /** Mount with "dev" (device files open their devices) and "suid" (setuid bits count); root only. */
+  readonly devices?: boolean;
+  readonly setuid?: boolean;
 }
 
 /** What serve() needs of an opened volume (volume/volume.ts OpenVolume); close() wipes its keys. */
@@ -137,6 +140,8 @@ export async function serve(
     {
       allowOther: settings.allowOther,
       readOnly: settings.readOnly,
+      devices: settings.devices ?? false,
+      setuid: settings.setuid ?? false,
       fsname: fsnameFor(lower),
       spinMicroseconds: spinFromEnvironment(),
       onExternalUnmount: () => {

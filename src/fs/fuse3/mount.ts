@@ -5,6 +5,9 @@ import { nativeBinding, type Session } from "./binding.js";
 
 export interface MountOptions {
   readonly allowOther?: boolean;
+  /** "dev" and "suid": without them the kernel mounts nodev,nosuid (libfuse's default). */
+  readonly devices?: boolean;
+  readonly setuid?: boolean;
   readonly readOnly?: boolean;
   /** Source shown by mount(8), already escaped for libfuse's option parser. */
   readonly fsname: string;
@@ -54,6 +57,8 @@ export class FuseMount {
         "subtype=cryptmount",
       ];
       if (this.options.allowOther) options.push("allow_other");
+      if (this.options.devices) options.push("dev");
+      if (this.options.setuid) options.push("suid");
       if (this.options.readOnly) options.push("ro");
       try {
         this.session = native.mount(
