@@ -99,12 +99,24 @@ function migrate(db: Database.Database, migrations: readonly string[]): void {
   }
 }
 
-function openDb(path: string, migrations: readonly string[], readonly: boolean): Database.Database {
+function openDb(
+  path: string,
+  migrations: readonly string[],
+  readonly: boolean,
+  tolerateReadOnlyFile = false,
+): Database.Database {
   const db = new Database(path, { fileMustExist: readonly });
   db.pragma("busy_timeout = 5000");
   if (!db.readonly) {
-    db.pragma("journal_mode = WAL");
-    migrate(db, migrations);
+    try {
+      db.pragma("journal_mode = WAL");
+      migrate(db, migrations);
+    } catch (err) {
+      // A write-protected audit file opens read-only: the trustee still starts,
+      // and every append (so every decision) fails closed.
+      const code = String((err as { code?: string }).code ?? "");
+      if (!tolerateReadOnlyFile || !code.startsWith("SQLITE_READONLY")) throw err;
+    }
   }
   db.pragma("synchronous = FULL");
   db.pragma("foreign_keys = ON");
@@ -158,7 +170,7 @@ export class SqliteTrusteeStore implements TrusteeStore {
 
   constructor(dir: string, options: { readonly?: boolean } = {}) {
     this.state = openDb(join(dir, "state.db"), STATE_MIGRATIONS, options.readonly ?? false);
-    this.audit = openDb(join(dir, "audit.db"), AUDIT_MIGRATIONS, options.readonly ?? false);
+    this.audit = openDb(join(dir, "audit.db"), AUDIT_MIGRATIONS, options.readonly ?? false, true);
   }
 
   async addInvitation(inv: InvitationRecord): Promise<void> {
