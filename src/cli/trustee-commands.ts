@@ -75,6 +75,11 @@ async function devicePassphrase(
   dir: string,
   opts: { passfile?: string },
 ): Promise<Buffer | undefined> {
+  if (!(await deviceExists(dir)))
+    throw new UserError(
+      `${dir}: no device here (cryptmount device enroll creates one)`,
+      EXIT.notAVolume,
+    );
   if (!(await deviceKeysProtected(dir))) return undefined;
   return (
     await readSecret(opts.passfile ? { passfile: opts.passfile } : {}, "Device key passphrase: ")

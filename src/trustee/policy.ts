@@ -238,7 +238,20 @@ export function parseRate(text: string): RateLimit | undefined {
 }
 
 /** Checks a policy from storage or the CLI; returns a problem or undefined. */
+const POLICY_MEMBERS = new Set([
+  "volumeId",
+  "version",
+  "members",
+  "notBefore",
+  "notAfter",
+  "windows",
+  "sourceCidrs",
+  "rate",
+]);
+
 export function policyProblem(p: VolumePolicy): string | undefined {
+  for (const k of Object.keys(p))
+    if (!POLICY_MEMBERS.has(k)) return `policy member ${k} is not supported by this trustee`;
   for (const w of p.windows ?? []) {
     if (!HHMM.test(w.from) || !HHMM.test(w.to)) return `bad window time ${w.from}-${w.to}`;
     if (!validTimeZone(w.tz)) return `unknown time zone ${w.tz}`;

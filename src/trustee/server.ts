@@ -15,7 +15,9 @@ import {
   evaluateMembership,
   evaluateRelease,
   evaluateStanding,
+  policyProblem,
   type DeviceStanding,
+  type VolumePolicy,
 } from "./policy.js";
 import {
   CLOCK_SKEW_MS,
@@ -240,12 +242,14 @@ export async function startTrusteeServer(
     return { payload, device, deviceId, jwsDigest, ip };
   }
 
-  async function requireStanding(a: Authenticated, allowPending = false): Promise<DeviceRecord> {
-    const d = a.device!;
-    if (allowPending && d.state === "pending") return d;
-    const decision = evaluateStanding(await standingOf(d), now());
-    if (!decision.allow) throw new Refusal(decision.rule, decision.detail, "request.deny", d.id);
-    return d;
+  /** A stored policy this build does not fully understand is no policy (default deny). */
+  async function loadPolicy(volumeId: string): Promise<VolumePolicy | undefined> {
+    const p = await store.getPolicy(volumeId);
+    if (p && policyProblem(p)) {
+      log.warn({ volume: volumeId, problem: policyProblem(p) }, "stored policy refused");
+      return undefined;
+    }
+    return p;
   }
 
   function requestInfo(a: Authenticated) {
@@ -329,14 +333,17 @@ export async function startTrusteeServer(
   }
 
   async function selfRevoke(a: Authenticated): Promise<[number, unknown]> {
-    const d = await requireStanding(a, true);
+    // Any device not yet revoked may revoke itself (pending, expired, active).
+    const d = a.device!;
+    if (d.state === "revoked")
+      throw new Refusal("device_revoked", "the device was revoked", "request.deny", d.id);
     await revokeDevice(home, d.id, "self-revoked", "self", now());
     return [200, { device_id: d.id, state: "revoked" }];
   }
 
   async function members(a: Authenticated, volumeId: string): Promise<[number, unknown]> {
     const d = a.device!;
-    const policy = await store.getPolicy(volumeId);
+    const policy = await loadPolicy(volumeId);
     const decision = evaluateMembership(await standingOf(d), policy, now());
     if (!decision.allow)
       throw new Refusal(decision.rule, decision.detail, "request.deny", d.id, volumeId);
@@ -357,7 +364,7 @@ export async function startTrusteeServer(
 
   async function deposits(a: Authenticated, volumeId: string): Promise<[number, unknown]> {
     const d = a.device!;
-    const policy = await store.getPolicy(volumeId);
+    const policy = await loadPolicy(volumeId);
     const decision = evaluateMembership(await standingOf(d), policy, now());
     if (!decision.allow)
       throw new Refusal(decision.rule, decision.detail, "deposit.deny", d.id, volumeId);
@@ -460,7 +467,7 @@ export async function startTrusteeServer(
         volumeId,
       );
     const t = now();
-    const policy = await store.getPolicy(volumeId);
+    const policy = await loadPolicy(volumeId);
     const rateWindow = (policy?.rate?.per ?? 0) * 1000;
     const decision = evaluateRelease({
       device: await standingOf(d),
