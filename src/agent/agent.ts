@@ -5,6 +5,7 @@ import { EXIT, UserError } from "../errors.js";
 import type { Logger } from "../log.js";
 import { VOLUME_ID } from "../trustee/protocol.js";
 import type { DeviceKeys } from "./device.js";
+import { peerCheckAvailable, peerCredentials } from "./peer.js";
 import { release, TrusteeRefusal } from "./trustee-client.js";
 
 /**
@@ -38,6 +39,8 @@ export type AgentResponse =
 
 export interface AgentStatus {
   readonly locked: boolean;
+  /** Whether peers are checked with SO_PEERCRED (else: socket permissions only). */
+  readonly peerCheck: boolean;
   readonly device: string;
   readonly trustee: string | null;
   readonly entries: { volume: string; key_version: number; age_s: number; idle_s: number }[];
@@ -183,6 +186,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
           ok: true,
           status: {
             locked,
+            peerCheck,
             device: device.profile.deviceId,
             trustee: trusteeId,
             entries: [...cache.entries()].map(([k, e]) => ({
@@ -199,7 +203,23 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     }
   }
 
+  const peerCheck = peerCheckAvailable();
+  const ownUid = process.getuid?.();
+  if (!peerCheck) log.warn("SO_PEERCRED unavailable: access rests on the socket's permissions");
+
   function serve(socket: Socket): void {
+    if (peerCheck) {
+      const peer = peerCredentials(socket);
+      // The owner and root only; a peer whose credentials cannot be read is refused too.
+      if (!peer || (peer.uid !== ownUid && peer.uid !== 0)) {
+        log.warn(
+          { uid: peer?.uid ?? null, pid: peer?.pid ?? null },
+          "agent connection refused: another user",
+        );
+        socket.destroy();
+        return;
+      }
+    }
     let buffer = "";
     socket.setEncoding("utf8");
     socket.setTimeout(60_000, () => socket.destroy());
