@@ -3,7 +3,7 @@ import https from "node:https";
 import { isIP } from "node:net";
 import { connect as tlsConnect, type TLSSocket } from "node:tls";
 import { EXIT, UserError } from "../errors.js";
-import { hpkeOpen, hpkeSeal, x25519Raw as freshX25519 } from "../crypto/hpke.js";
+import { freshX25519, hpkeOpen, hpkeSeal } from "../crypto/hpke.js";
 import { verifyApproval } from "../trustee/approval.js";
 import {
   parseOkpJwk,

@@ -86,7 +86,7 @@ export async function hpkeDeriveKeyPair(ikm: Uint8Array): Promise<[Buffer, Buffe
 }
 
 /** A fresh X25519 key pair as raw 32-byte values. */
-export function x25519Raw(): { privateRaw: Buffer; publicRaw: Buffer } {
+export function freshX25519(): { privateRaw: Buffer; publicRaw: Buffer } {
   const jwk = generateKeyPairSync("x25519").privateKey.export({ format: "jwk" });
   return {
     privateRaw: Buffer.from(jwk.d ?? "", "base64url"),

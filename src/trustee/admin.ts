@@ -8,7 +8,7 @@ import {
   type VerifyResult,
 } from "./audit.js";
 import { signApproval } from "./approval.js";
-import { publicKeyFromJwk, type OkpJwk } from "./identity.js";
+import type { OkpJwk } from "./identity.js";
 import type { TrusteeHome } from "./home.js";
 import { policyProblem, type VolumePolicy } from "./policy.js";
 import { encodeInvitation, shortAuthString, VOLUME_ID } from "./protocol.js";
@@ -59,7 +59,7 @@ export async function createInvitation(
     pin: config.tlsPin,
     tid: config.trusteeId,
     aid: config.adminId,
-    ajwk: config.adminJwk as Extract<OkpJwk, { crv: "Ed25519" }> & { crv: "Ed25519" },
+    ajwk: { kty: "OKP", crv: "Ed25519", x: config.adminJwk.x },
     token,
     exp: expiresAt,
   });
@@ -169,15 +169,5 @@ export async function setPolicy(
 }
 
 export async function verifyAudit(home: TrusteeHome): Promise<VerifyResult> {
-  const rows = await home.store.readAudit();
-  const head = await home.store.auditHead();
-  return verifyChain(
-    rows,
-    publicKeyFromJwk({
-      kty: "OKP",
-      crv: "Ed25519",
-      x: home.publicKey.export({ format: "jwk" }).x!,
-    }),
-    head,
-  );
+  return verifyChain(await home.store.readAudit(), home.publicKey, await home.store.auditHead());
 }

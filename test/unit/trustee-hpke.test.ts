@@ -5,7 +5,7 @@
 // AEAD 0x0002, AES-256-GCM).
 
 import { describe, expect, it } from "vitest";
-import { hpkeDeriveKeyPair, hpkeOpen, hpkeSeal, x25519Raw } from "../../src/crypto/hpke.js";
+import { freshX25519, hpkeDeriveKeyPair, hpkeOpen, hpkeSeal } from "../../src/crypto/hpke.js";
 import { openDeposit, sealDeposit } from "../../src/agent/trustee-client.js";
 import type { DeviceKeys } from "../../src/agent/device.js";
 import {
@@ -70,7 +70,7 @@ describe("RFC 9180 base mode, X25519 / HKDF-SHA256 / AES-256-GCM (suite 0x0020/0
     expect((await hpkeOpen(skRm, pkRm, info, aad, { enc, ct }))?.equals(pt)).toBe(true);
     expect(await hpkeOpen(skRm, pkRm, info, h("436f756e742d31"), { enc, ct })).toBeUndefined();
     expect(await hpkeOpen(skRm, pkRm, Buffer.from("other"), aad, { enc, ct })).toBeUndefined();
-    const other = x25519Raw();
+    const other = freshX25519();
     expect(
       await hpkeOpen(other.privateRaw, other.publicRaw, info, aad, { enc, ct }),
     ).toBeUndefined();
@@ -152,5 +152,39 @@ describe("deposits are bound to volume, version and device", () => {
     expect(
       await openDeposit(b, toB, { volumeId: "volume-one-AAAAAAAA", keyVersion: 3 }),
     ).toBeUndefined();
+  });
+});
+
+describe("RFC 9180 A.1.1 through the same library (AES-128-GCM, the appendix's own suite)", () => {
+  it("reproduces enc and the first ciphertext", async () => {
+    const { CipherSuite, DhkemX25519HkdfSha256, HkdfSha256, Aes128Gcm } =
+      await import("@hpke/core");
+    const suite = new CipherSuite({
+      kem: new DhkemX25519HkdfSha256(),
+      kdf: new HkdfSha256(),
+      aead: new Aes128Gcm(),
+    });
+    const ab = (b: Buffer) =>
+      b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
+    const pkR = await suite.kem.importKey(
+      "raw",
+      ab(h("3948cfe0ad1ddb695d780e59077195da6c56506b027329794ab02bca80815c4d")),
+      true,
+    );
+    const sender = await suite.createSenderContext({
+      recipientPublicKey: pkR,
+      info: ab(h("4f6465206f6e2061204772656369616e2055726e")),
+      ekm: ab(h("7268600d403fce431561aef583ee1613527cff655c1343f29812e66706df3234")),
+    });
+    expect(Buffer.from(sender.enc).toString("hex")).toBe(
+      "37fda3567bdbd628e88668c3c8d7e97d1d1253b6d4ea6d44c150f741f1bf4431",
+    );
+    const ct = await sender.seal(
+      ab(h("4265617574792069732074727574682c20747275746820626561757479")),
+      ab(h("436f756e742d30")),
+    );
+    expect(Buffer.from(ct).toString("hex")).toBe(
+      "f938558b5d72f1a23810b4be2ab4f84331acc02fc97babc53a52ae8218a355a96d8770ac83d07bea87e13c512a",
+    );
   });
 });
