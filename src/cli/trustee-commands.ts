@@ -92,6 +92,9 @@ export function registerTrusteeCommands(program: Command, act: Act, logOptions: 
     .description("run and administer a key trustee (remote mount-key server)");
   const dirOption = (c: Command) =>
     c.option("-d, --dir <dir>", "the trustee directory", DEFAULT_TRUSTEE_DIR);
+  // Whatever these commands create (databases, WAL files, keys, logs) is for this user only.
+  const privateFiles = () => void process.umask(0o077);
+  trustee.hook("preAction", privateFiles);
 
   trustee
     .command("init")
@@ -348,6 +351,7 @@ export function registerTrusteeCommands(program: Command, act: Act, logOptions: 
 
   // --- device ------------------------------------------------------------------
   const device = program.command("device").description("this machine's identity at a trustee");
+  device.hook("preAction", privateFiles);
   const devDir = (c: Command) =>
     c.option("--device-dir <dir>", "the device directory", defaultDeviceDir());
 
@@ -457,6 +461,7 @@ export function registerTrusteeCommands(program: Command, act: Act, logOptions: 
   const agent = program
     .command("agent")
     .description("the key agent: holds released mount keys in memory for this user");
+  agent.hook("preAction", privateFiles);
   const sock = (c: Command) =>
     c.option("--socket <path>", "the agent's socket", defaultSocketPath());
   logOptions(

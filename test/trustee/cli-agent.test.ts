@@ -238,6 +238,9 @@ describe("trustee CLI, device CLI and agent (separate processes)", () => {
       JSON.parse(Buffer.from(invitation.slice("cm-invite-1.".length), "base64url").toString())
         .token as string,
     );
+    expect((await stat(tdir)).mode & 0o777).toBe(0o700);
+    for (const file of await filesUnder(tdir))
+      expect((await stat(file)).mode & 0o777, file).toBe(0o600);
     const files = [...(await filesUnder(tdir)), logFile, join(root, "agent.log")];
     expect(files.some((f) => f.endsWith("state.db"))).toBe(true);
     for (const file of files) {
