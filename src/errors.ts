@@ -16,6 +16,10 @@ export const EXIT = {
   alreadyMounted: 6,
   problemsFound: 7,
   io: 8,
+  /** The trustee answered with a refusal (docs/trustee.md §8). */
+  trusteeRefused: 9,
+  /** The trustee could not be reached, or is not the pinned one. */
+  trusteeUnreachable: 10,
   interrupted: 130,
 } as const;
 

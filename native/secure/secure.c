@@ -17,7 +17,13 @@
  *   raiseOpenFileLimit() -> number
  *                             soft RLIMIT_NOFILE raised to the hard limit;
  *                             returns the soft limit now in force.
+ *   peerCredentials(fd) -> {pid, uid, gid}
+ *                             getsockopt(SO_PEERCRED) of a connected Unix
+ *                             socket: who is on the other end (the key agent
+ *                             refuses other users). Throws on failure. Added
+ *                             without a version change: callers test for it.
  */
+#define _GNU_SOURCE /* struct ucred */
 #include <errno.h>
 #include <node_api.h>
 #include <stdint.h>
@@ -26,6 +32,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define SECURE_VERSION 1
@@ -136,6 +143,27 @@ static napi_value raise_open_file_limit(napi_env env, napi_callback_info info) {
   return number(env, limit.rlim_cur == RLIM_INFINITY ? -1 : (double)limit.rlim_cur);
 }
 
+static napi_value peer_credentials(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd = -1;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, NULL, "peerCredentials(fd): a file descriptor is required");
+    return NULL;
+  }
+  struct ucred cred;
+  socklen_t length = sizeof cred;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0)
+    return throw_errno(env, "getsockopt(SO_PEERCRED)", errno);
+  napi_value out;
+  napi_create_object(env, &out);
+  napi_set_named_property(env, out, "pid", number(env, (double)cred.pid));
+  napi_set_named_property(env, out, "uid", number(env, (double)cred.uid));
+  napi_set_named_property(env, out, "gid", number(env, (double)cred.gid));
+  return out;
+}
+
 static napi_value init_module(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
       {"disableCoreDumps", NULL, disable_core_dumps, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -143,11 +171,12 @@ static napi_value init_module(napi_env env, napi_value exports) {
       {"coreLimit", NULL, core_limit, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lockMemory", NULL, lock_memory, NULL, NULL, NULL, napi_enumerable, NULL},
       {"raiseOpenFileLimit", NULL, raise_open_file_limit, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"peerCredentials", NULL, peer_credentials, NULL, NULL, NULL, napi_enumerable, NULL},
       {"version", NULL, NULL, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_value version;
   napi_create_uint32(env, SECURE_VERSION, &version);
-  properties[5].value = version;
+  properties[6].value = version;
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
   return exports;
 }

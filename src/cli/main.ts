@@ -4,6 +4,7 @@ import { infoCommand, initCommand, statusCommand, umountCommand } from "./comman
 import { mountCommand, serveCommand } from "./mount-command.js";
 import { fsckCommand, passwdCommand, rekeyCommand, upgradeCommand } from "./volume-commands.js";
 import { collect, positiveInt } from "./options.js";
+import { registerTrusteeCommands } from "./trustee-commands.js";
 
 const COMMANDS = new Set([
   "init",
@@ -16,6 +17,9 @@ const COMMANDS = new Set([
   "rekey",
   "fsck",
   "upgrade",
+  "trustee",
+  "device",
+  "agent",
   "help",
   "__serve",
 ]);
@@ -282,6 +286,7 @@ Examples:
     ),
   ).action(act((lower: string, opts) => upgradeCommand(lower, opts)));
 
+  registerTrusteeCommands(program, act, logOptions);
   program.command("__serve", { hidden: true }).action(act(() => serveCommand()));
   return program;
 }

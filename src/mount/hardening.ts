@@ -17,6 +17,8 @@ export interface SecureNative {
   lockMemory(buffer: Uint8Array): boolean;
   /** Raises the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now (-1: unlimited). */
   raiseOpenFileLimit(): number;
+  /** getsockopt(SO_PEERCRED) of a connected Unix socket; absent in older builds of the addon. */
+  peerCredentials?(fd: number): { pid: number; uid: number; gid: number };
 }
 
 export const SECURE_VERSION = 1;
