@@ -1185,10 +1185,7 @@ function makeV3Vectors(inputs, v1) {
       "character device with major 2^12 (beyond the kernel's device numbers)",
       objectOf(KINDS.char, payloadOf([0, 0, 0x10, 0, 0, 0, 0, 1])),
     ],
-    [
-      "block device with minor 2^20",
-      objectOf(KINDS.block, payloadOf([0, 0, 0, 8, 0, 0x10, 0, 0])),
-    ],
+    ["block device with minor 2^20", objectOf(KINDS.block, payloadOf([0, 0, 0, 8, 0, 0x10, 0, 0]))],
     [
       "block device with a stray last payload byte",
       objectOf(KINDS.block, flip(payloadOf([0, 0, 0, 8, 0, 0, 0, 1]), 4095)),
