@@ -37,6 +37,9 @@ GiB = 1024 * MiB
 ALICE, BOB, CAROL = 2001, 2002, 2003
 STAFF, OTHER, SHARED, NOBODY_GROUP = 3001, 3002, 3005, 3009
 
+# After a failed call, what the server says (not the kernel's attribute cache, 1 s).
+ATTR_CACHE_S = 1.1
+
 # A size no format keeps: far beyond the ~2^53-byte maximum of an encrypted file.
 BEYOND_MAX = 1 << 60
 
@@ -581,6 +584,7 @@ def expect_efbig(path, data, op, what, lower):
         err = None
     except OSError as e:
         err = errname(e.errno)
+        time.sleep(ATTR_CACHE_S)
     size = os.stat(path).st_size
     grew = lower_usage(lower) - before
     problems = []
@@ -656,6 +660,7 @@ def _(d, lower):
                 os.truncate(path, target)
             except OSError as e:
                 outcomes.append(f"{target}:{errname(e.errno)}")
+                time.sleep(ATTR_CACHE_S)
                 what = f"after truncate to {target} failed with {errname(e.errno)}"
                 expect_unchanged(path, data, what)
                 kept = lower_usage(lower) - before
