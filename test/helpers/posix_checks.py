@@ -425,6 +425,45 @@ def _(d, lower):
         expect_node(f"{d}/{name}.2", k, perms, rdev=rdev, nlink=1)
 
 
+@register("special-attrs")
+def _(d, lower):
+    """Special files have no content (st_size 0) and keep the times set on them; chmod marks ctime."""
+    specials = make_specials(d)
+    for i, (name, (k, perms, rdev)) in enumerate(specials.items()):
+        path = f"{d}/{name}"
+        st = expect_node(path, k, perms, rdev=rdev)
+        check(st.st_size == 0, f"{name}: st_size {st.st_size}, expected 0")
+        atime, mtime = (1_000_000_000 + i, 123456789), (1_100_000_000 + i, 987654321)
+        utimensat(path, atime, mtime)
+        st = os.lstat(path)
+        check(st.st_atime_ns == atime[0] * 10**9 + atime[1], f"{name}: atime {st.st_atime_ns}")
+        check(st.st_mtime_ns == mtime[0] * 10**9 + mtime[1], f"{name}: mtime {st.st_mtime_ns}")
+        settle()
+        os.chmod(path, 0o600)
+        after = os.lstat(path)
+        check(after.st_ctime_ns > st.st_ctime_ns, f"{name}: chmod did not update ctime")
+        check(after.st_mtime_ns == st.st_mtime_ns, f"{name}: chmod changed mtime")
+
+
+@register("special-readdir")
+def _(d, lower):
+    """readdir reports special files with their own type (d_type), never as regular files."""
+    specials = make_specials(d)
+    entries = {e.name: e for e in os.scandir(d)}
+    check(sorted(entries) == sorted(specials), f"listed {sorted(entries)}")
+    for name, e in entries.items():
+        # DirEntry.is_* answer from d_type alone when it is known.
+        check(not e.is_file(follow_symlinks=False), f"{name} is listed as a regular file")
+        check(not e.is_dir(follow_symlinks=False), f"{name} is listed as a directory")
+        check(not e.is_symlink(), f"{name} is listed as a symlink")
+        got = kind(e.stat(follow_symlinks=False).st_mode)
+        check(got == specials[name][0], f"{name}: listed entry stats as {got}")
+    r = subprocess.run(["find", d, "-mindepth", "1", "-printf", "%f %y\\n"], capture_output=True, text=True)
+    types = dict(line.split() for line in r.stdout.splitlines())
+    want = {"fifo": "p", "chr": "c", "blk": "b", "sock": "s"}
+    check(types == want, f"find -printf %y: {types}")
+
+
 @register("fifo-data")
 def _(d, lower):
     path = f"{d}/pipe"

@@ -171,6 +171,14 @@ describe.skipIf(!haveFuse || !isRoot)(
         await posix("special-hardlink");
       });
 
+      it("special files have st_size 0, keep exact times set by utimensat, and chmod updates their ctime", async () => {
+        await posix("special-attrs");
+      });
+
+      it("readdir gives special files their own type (d_type, find -printf %y)", async () => {
+        await posix("special-readdir");
+      });
+
       it("a FIFO in the mount passes 300 KiB between two processes", async () => {
         await posix("fifo-data");
       });
