@@ -40,6 +40,10 @@ import { withLowerRoot } from "./volume.js";
  * is kept as evidence of the lost ID); a genuine ID found in a second
  * directory is DUPLICATE_DIR_ID, never repaired, because nothing tells
  * which directory it came from (§18.3).
+ *
+ * The walk is the layout reader's (src/fs/lower/layout.ts): directory
+ * handles, no symlink followed, no FIFO, socket or device opened. Such an
+ * object where the format has none is UNEXPECTED_TYPE (§17).
  */
 export type Severity = "error" | "warning";
 
@@ -197,24 +201,21 @@ export class Fsck {
         message: `directory carries ${ids.length} IDs (created on several machines and merged by sync)`,
       });
     }
-    for (const entry of isRoot ? listing.config : []) {
-      if (!/\.tmp-/.test(entry)) continue;
-      const p = this.add({
-        severity: "warning",
-        code: "STALE_TEMP",
-        lower: lowerPathOf(dir.lower, entry),
-        message: "leftover temporary config file",
-      });
-      await this.repair(p, () => this.io.unlink(dir.fd, entry));
-    }
-    for (const entry of listing.orphanSidecars) {
-      const p = this.add({
-        severity: "warning",
-        code: "ORPHAN_SIDECAR",
-        lower: lowerPathOf(dir.lower, entry),
-        message: "long-name sidecar without its entry",
-      });
-      await this.repair(p, () => this.io.unlink(dir.fd, entry));
+    // Format entries that serve nothing: --repair removes them.
+    const leftovers: [entries: readonly string[], code: string, message: string][] = [
+      [
+        isRoot ? listing.config.filter((e) => /\.tmp-/.test(e)) : [],
+        "STALE_TEMP",
+        "leftover temporary config file",
+      ],
+      [listing.orphanSidecars, "ORPHAN_SIDECAR", "long-name sidecar without its entry"],
+    ];
+    for (const [entries, code, message] of leftovers) {
+      for (const entry of entries) {
+        const lower = lowerPathOf(dir.lower, entry);
+        const p = this.add({ severity: "warning", code, lower, message });
+        await this.repair(p, () => this.io.unlink(dir.fd, entry));
+      }
     }
     for (const entry of listing.foreign) {
       this.add({
@@ -409,15 +410,14 @@ export class Fsck {
     try {
       decryptSymlink(this.keyring.volume.symlinks, target);
     } catch (err) {
-      if (!isFormatError(err)) throw err;
-      this.add({
-        severity: "error",
-        code: err.code,
-        path,
-        lower: entry.lower,
-        message: err.message,
-      });
+      this.formatError(err, path, entry.lower);
     }
+  }
+
+  /** A format error met reading an object is an error problem; anything else is thrown. */
+  private formatError(err: unknown, path: string | undefined, lower: string, what = ""): void {
+    if (!isFormatError(err)) throw err;
+    this.add({ severity: "error", code: err.code, path, lower, message: what + err.message });
   }
 
   private async file(dir: Fd, entry: WalkedEntry, path: string | undefined): Promise<void> {
@@ -438,14 +438,7 @@ export class Fsck {
       try {
         header = openHeader(this.keyring, head.subarray(0, bytesRead), this.geometry.blockSize);
       } catch (err) {
-        if (!isFormatError(err)) throw err;
-        this.add({
-          severity: "error",
-          code: err.code,
-          path,
-          lower,
-          message: `header: ${err.message}`,
-        });
+        this.formatError(err, path, lower, "header: ");
         return;
       }
       const stale = header.slotEpochs.filter(
@@ -464,8 +457,7 @@ export class Fsck {
       try {
         size = this.geometry.cleartextSize(lowerSize);
       } catch (err) {
-        if (!isFormatError(err)) throw err;
-        this.add({ severity: "error", code: err.code, path, lower, message: err.message });
+        this.formatError(err, path, lower);
         return;
       }
       this.report.bytes += size;

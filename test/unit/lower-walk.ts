@@ -20,7 +20,8 @@ import {
   withArticle,
   type LongNameFailure,
 } from "../../src/fs/lower/layout.js";
-import { threadedLowerOps as io, type Fd } from "../../src/fs/lower/ops.js";
+import { threadedLowerOps as io } from "../../src/fs/lower/ops.js";
+import { withLowerRoot } from "../../src/volume/volume.js";
 
 export type TreeEntry =
   | { path: string; type: "file"; size: number; sha256: string }
@@ -59,15 +60,6 @@ export function decryptFile(keyring: Keyring, geometry: ContentGeometry, lower: 
 /** Files read whole here are test files: far below this. */
 const MAX_FILE_BYTES = 1 << 30;
 
-async function onRoot<T>(root: string, work: (fd: Fd) => Promise<T>): Promise<T> {
-  const fd = await io.openRoot(root);
-  try {
-    return await work(fd);
-  } finally {
-    await io.close(fd);
-  }
-}
-
 function longNameError(lower: string, failure: LongNameFailure | undefined): Error {
   switch (failure?.reason) {
     case "mismatch":
@@ -96,7 +88,7 @@ export async function readVolumeTree(
     readonly seen: Set<string>;
   }
 
-  await onRoot(root, (rootFd) =>
+  await withLowerRoot(io, root, (rootFd) =>
     walkVolume<Dir>(
       io,
       rootFd,
@@ -189,7 +181,7 @@ export async function readVolumeTree(
 /** Every regular file of the volume reached through a name entry: its lower path (relative) and content. */
 export async function lowerFiles(root: string): Promise<{ lower: string; content: Buffer }[]> {
   const files: { lower: string; content: Buffer }[] = [];
-  await onRoot(root, (rootFd) =>
+  await withLowerRoot(io, root, (rootFd) =>
     walkVolume(
       io,
       rootFd,
