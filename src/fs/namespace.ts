@@ -5,15 +5,9 @@ import { randomPool } from "../crypto/random.js";
 import { isFormatError } from "../format/errors.js";
 import { CONFIG_VERSION } from "../format/config.js";
 import { dirIdEntryName, readDirIds } from "../format/dir-ids.js";
-import {
-  SIDECAR_SUFFIX,
-  classifyLowerEntry,
-  decryptName,
-  encryptName,
-  lowerEntryFor,
-  verifyLongName,
-} from "../format/names.js";
+import { SIDECAR_SUFFIX, decryptName, encryptName, lowerEntryFor } from "../format/names.js";
 import { FsError } from "./errors.js";
+import { classifyListing, readLongName, type NamedEntry } from "./lower/layout.js";
 import type { Fd, LowerOps } from "./lower/ops.js";
 import type { Directory } from "./types.js";
 
@@ -25,9 +19,6 @@ export interface LowerName {
 
 /** A lower name no entry can have (no format entry is named so): lookups in ID-less directories miss. */
 const NO_ENTRY: LowerName = { entry: "cm.none" };
-
-/** A sidecar holds one encoded name of at most 363 characters (§11); anything larger is not one. */
-const MAX_SIDECAR_BYTES = 1024;
 
 /**
  * An open handle on one lower directory: an O_PATH descriptor, so every
@@ -98,8 +89,8 @@ export class Namespace {
   ) {}
 
   /** The directory IDs that count among a directory's lower entry names, sorted (§12.2, §12.3). */
-  private idsAmong(dir: LowerDirectory, names: readonly string[]): Buffer[] {
-    const { ids, forged } = readDirIds(this.keyring.volume.dirIds, this.formatVersion, names);
+  private idsAmong(dir: LowerDirectory, idEntries: readonly string[]): Buffer[] {
+    const { ids, forged } = readDirIds(this.keyring.volume.dirIds, this.formatVersion, idEntries);
     if (forged.length > 0 && !this.warnedForged.has(dir.inode)) {
       this.warnedForged.add(dir.inode);
       // No cleartext path, no lower names: the inode says which directory (fsck lists them).
@@ -112,7 +103,7 @@ export class Namespace {
   async idsOf(dir: LowerDirectory): Promise<Buffer[]> {
     if (dir.isRoot) return (dir.ids ??= [this.keyring.volume.rootDirId]);
     if (dir.ids) return dir.ids;
-    const ids = this.idsAmong(dir, await this.io.list(dir.fd));
+    const ids = this.idsAmong(dir, classifyListing(await this.io.list(dir.fd)).idEntries);
     dir.ids = ids;
     return ids;
   }
@@ -142,9 +133,8 @@ export class Namespace {
 
   /** The ID entries of a directory, by name (rmdir removes them and puts them back on failure). */
   async idEntries(dir: Fd): Promise<{ ids: string[]; others: number }> {
-    const names = await this.io.list(dir);
-    const ids = names.filter((n) => classifyLowerEntry(n).kind === "dir-id");
-    return { ids, others: names.length - ids.length };
+    const { names, idEntries } = classifyListing(await this.io.list(dir));
+    return { ids: [...idEntries], others: names.length - idEntries.length };
   }
 
   private encrypt(dirId: Buffer, name: string): string {
@@ -208,38 +198,34 @@ export class Namespace {
    * refreshes the directory's IDs (a sync may have merged in another).
    */
   async list(dir: LowerDirectory): Promise<{ name: string; entry: string }[]> {
-    const entries = await this.io.list(dir.fd);
-    const ids = dir.isRoot ? await this.idsOf(dir) : this.idsAmong(dir, entries);
+    const listing = classifyListing(await this.io.list(dir.fd));
+    const ids = dir.isRoot ? await this.idsOf(dir) : this.idsAmong(dir, listing.idEntries);
     if (!dir.isRoot && !sameIds(ids, dir.ids)) dir.ids = ids;
+    for (const entry of listing.foreign)
+      this.log.debug({ dir: dir.displayPath, entry }, "foreign lower entry hidden");
     const out: { name: string; entry: string }[] = [];
-    for (const entry of entries) {
-      const name = await this.nameOf(dir, entry, ids);
-      if (name !== null) out.push({ name, entry });
+    for (const named of listing.named) {
+      const name = await this.nameOf(dir, named, ids);
+      if (name !== null) out.push({ name, entry: named.entry });
     }
     return out;
   }
 
-  private async nameOf(dir: LowerDirectory, entry: string, ids: Buffer[]): Promise<string | null> {
-    const kind = classifyLowerEntry(entry);
+  private async nameOf(
+    dir: LowerDirectory,
+    named: NamedEntry,
+    ids: Buffer[],
+  ): Promise<string | null> {
+    const { entry } = named;
     let encoded: string;
-    if (kind.kind === "name") encoded = kind.encoded;
-    else if (kind.kind === "long-name") {
+    if (named.kind === "name") encoded = named.encoded;
+    else {
       try {
-        const stored = await this.io.readSmallFile(
-          dir.fd,
-          entry + SIDECAR_SUFFIX,
-          MAX_SIDECAR_BYTES,
-        );
-        encoded = stored.toString("latin1").trim();
-        verifyLongName(entry, encoded);
+        encoded = await readLongName(this.io, dir.fd, entry);
       } catch (err) {
         this.hidden(dir, entry, `long name unreadable (${describe(err)})`);
         return null;
       }
-    } else {
-      if (kind.kind === "foreign")
-        this.log.debug({ dir: dir.displayPath, entry }, "foreign lower entry hidden");
-      return null;
     }
     const cacheKey = ids.map((id) => id.toString("hex")).join(",") + "/" + encoded;
     const cached = this.decrypted.get(cacheKey);

@@ -1,20 +1,31 @@
-import { lstat, open, readFile, readdir, readlink, unlink } from "node:fs/promises";
-import { join, relative } from "node:path";
+import { constants } from "node:fs";
 import type { Keyring } from "../crypto/keys.js";
+import { randomPool } from "../crypto/random.js";
 import { CONFIG_VERSION } from "../format/config.js";
 import { ContentGeometry, openBlocks } from "../format/content.js";
 import { readDirIds } from "../format/dir-ids.js";
 import { isFormatError } from "../format/errors.js";
 import { HEADER_SIZE, openHeader } from "../format/header.js";
-import {
-  SIDECAR_SUFFIX,
-  classifyLowerEntry,
-  decryptName,
-  verifyLongName,
-} from "../format/names.js";
+import { SIDECAR_SUFFIX, decryptName } from "../format/names.js";
 import { decryptSymlink } from "../format/symlink.js";
+import { FsError } from "../fs/errors.js";
+import {
+  atLower,
+  countFiles,
+  lowerPathOf,
+  openRegularFile,
+  typeAt,
+  walkVolume,
+  withArticle,
+  type LongNameFailure,
+  type ObjectType,
+  type WalkedDirectory,
+  type WalkedEntry,
+} from "../fs/lower/layout.js";
+import { readFully, threadedLowerOps, type Fd, type LowerOps } from "../fs/lower/ops.js";
 import { refuseIfMounted } from "../mount/in-use.js";
 import { noProgress, type Progress } from "./progress.js";
+import { withLowerRoot } from "./volume.js";
 
 /**
  * fsck: walks a whole volume with its keys and reports every problem it
@@ -29,6 +40,10 @@ import { noProgress, type Progress } from "./progress.js";
  * is kept as evidence of the lost ID); a genuine ID found in a second
  * directory is DUPLICATE_DIR_ID, never repaired, because nothing tells
  * which directory it came from (§18.3).
+ *
+ * The walk is the layout reader's (src/fs/lower/layout.ts): directory
+ * handles, no symlink followed, no FIFO, socket or device opened. Such an
+ * object where the format has none is UNEXPECTED_TYPE (§17).
  */
 export type Severity = "error" | "warning";
 
@@ -62,25 +77,24 @@ export interface FsckOptions {
 /** Blocks verified per read while scanning a file. */
 const SCAN_BLOCKS = 64;
 
-export async function countFiles(root: string): Promise<number> {
-  let count = 0;
-  const stack = [root];
-  while (stack.length > 0) {
-    const dir = stack.pop()!;
-    for (const entry of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-      if (entry.isDirectory()) stack.push(join(dir, entry.name));
-      else if (entry.isFile() && !entry.name.includes(".")) count++;
-      else if (entry.isFile() && classifyLowerEntry(entry.name).kind === "long-name") count++;
-    }
-  }
-  return count;
+/** What the check carries from a directory to its entries. */
+interface DirState {
+  /** Cleartext path, or "(lower)/<lower path>" below a name that does not decrypt. */
+  readonly clear: string;
+  /** The directory's IDs, set when the directory is visited. */
+  ids: Buffer[];
+  /** Cleartext names met in the directory -> their lower path (DUPLICATE_NAME). */
+  readonly seen: Map<string, string>;
 }
+
+const newState = (clear: string): DirState => ({ clear, ids: [], seen: new Map() });
 
 export class Fsck {
   private readonly geometry: ContentGeometry;
   readonly report: FsckReport = { files: 0, directories: 0, symlinks: 0, bytes: 0, problems: [] };
   private readonly progress: Progress;
   private readonly formatVersion: number;
+  private readonly io: LowerOps = threadedLowerOps;
   /** Hex ID -> the lower directory where it was first seen (DUPLICATE_DIR_ID). */
   private readonly idHomes = new Map<string, string>();
 
@@ -98,17 +112,29 @@ export class Fsck {
   async run(): Promise<FsckReport> {
     // Repairs delete lower entries a live mount may be using (its temp files, a sidecar being written).
     if (this.options.repair) await refuseIfMounted(this.root, "fsck --repair");
-    this.progress.start(await countFiles(this.root));
-    try {
-      await this.directory(this.root, "/", [this.keyring.volume.rootDirId]);
-    } finally {
-      this.progress.stop();
-    }
+    await withLowerRoot(this.io, this.root, async (root) => {
+      this.progress.start(await countFiles(this.io, root));
+      try {
+        await walkVolume<DirState>(
+          this.io,
+          root,
+          {
+            directory: (dir, state) => this.directory(dir, state),
+            entry: (dir, entry, state) => this.entry(dir, entry, state),
+            unreachable: (dir, entry, error, state) => this.unreachable(dir, entry, error, state),
+          },
+          newState("/"),
+          { longNames: true },
+        );
+      } finally {
+        this.progress.stop();
+      }
+    });
     return this.report;
   }
 
-  private add(problem: Omit<Problem, "lower"> & { lower: string }): Problem {
-    const entry = { ...problem, lower: relative(this.root, problem.lower) || "." };
+  private add(problem: Problem): Problem {
+    const entry = { ...problem, lower: problem.lower || "." };
     this.report.problems.push(entry);
     return entry;
   }
@@ -119,153 +145,158 @@ export class Fsck {
     problem.repaired = true;
   }
 
-  private async directory(
-    lowerDir: string,
-    clearDir: string,
-    inheritedIds: Buffer[] | undefined,
-  ): Promise<void> {
+  /** The checks of a directory as a whole: its IDs and its entries that are not names. */
+  private async directory(dir: WalkedDirectory, state: DirState): Promise<void> {
     this.report.directories++;
-    const entries = await readdir(lowerDir);
-    const listed = readDirIds(this.keyring.volume.dirIds, this.formatVersion, entries);
-    const ids = inheritedIds ?? listed.ids;
-    const encrypted = entries.filter((e) =>
-      ["name", "long-name"].includes(classifyLowerEntry(e).kind),
-    );
+    const { listing } = dir;
+    const isRoot = dir.lower === "";
+    const listed = readDirIds(this.keyring.volume.dirIds, this.formatVersion, listing.idEntries);
+    const ids = isRoot ? [this.keyring.volume.rootDirId] : listed.ids;
+    state.ids = ids;
+    const clearDir = state.clear;
     // Kept when it is the only trace of a lost ID of a directory with names.
-    const keepForged = ids.length === 0 && encrypted.length > 0;
+    const keepForged = ids.length === 0 && listing.named.length > 0;
     for (const entry of listed.forged) {
-      const lower = join(lowerDir, entry);
       const p = this.add({
         severity: "error",
         code: "FORGED_DIR_ID",
         path: clearDir,
-        lower,
+        lower: lowerPathOf(dir.lower, entry),
         message:
           this.formatVersion >= 2
             ? "directory ID entry without a valid tag (planted, damaged, or the version-1 form); ignored"
             : "directory ID entry in the version-2 form whose tag does not verify; ignored",
       });
-      if (!keepForged) await this.repair(p, () => unlink(lower));
+      if (!keepForged) await this.repair(p, () => this.io.unlink(dir.fd, entry));
     }
-    if (!inheritedIds) {
+    if (!isRoot) {
       for (const id of ids) {
         const home = this.idHomes.get(id.toString("hex"));
-        if (home === undefined) this.idHomes.set(id.toString("hex"), lowerDir);
+        if (home === undefined) this.idHomes.set(id.toString("hex"), dir.lower);
         else
           this.add({
             severity: "error",
             code: "DUPLICATE_DIR_ID",
             path: clearDir,
-            lower: lowerDir,
-            message: `directory ID ${id.toString("base64url")} is also the ID of ${relative(this.root, home) || "."} (copied from one directory into the other); not repaired: nothing tells which one it belongs to`,
+            lower: dir.lower,
+            message: `directory ID ${id.toString("base64url")} is also the ID of ${home || "."} (copied from one directory into the other); not repaired: nothing tells which one it belongs to`,
           });
       }
+      await this.idEntryTypes(dir, clearDir, new Set(listed.forged));
     }
-    if (ids.length === 0 && encrypted.length > 0) {
+    if (ids.length === 0 && listing.named.length > 0) {
       this.add({
         severity: "error",
         code: "MISSING_DIR_ID",
         path: clearDir,
-        lower: lowerDir,
-        message: `no genuine directory ID: ${encrypted.length} entries cannot be decrypted`,
+        lower: dir.lower,
+        message: `no genuine directory ID: ${listing.named.length} entries cannot be decrypted`,
       });
     } else if (ids.length > 1) {
       this.add({
         severity: "warning",
         code: "MERGED_DIR_IDS",
         path: clearDir,
-        lower: lowerDir,
+        lower: dir.lower,
         message: `directory carries ${ids.length} IDs (created on several machines and merged by sync)`,
       });
     }
-    const seen = new Map<string, string>();
-    for (const entry of entries.sort()) {
-      const lower = join(lowerDir, entry);
-      const kind = classifyLowerEntry(entry);
-      switch (kind.kind) {
-        case "dir-id":
-          continue;
-        case "config": {
-          if (lowerDir === this.root && /\.tmp-/.test(entry)) {
-            const p = this.add({
-              severity: "warning",
-              code: "STALE_TEMP",
-              lower,
-              message: "leftover temporary config file",
-            });
-            await this.repair(p, () => unlink(lower));
-          }
-          continue;
-        }
-        case "sidecar": {
-          if (!(await lstat(join(lowerDir, kind.entry)).catch(() => undefined))) {
-            const p = this.add({
-              severity: "warning",
-              code: "ORPHAN_SIDECAR",
-              lower,
-              message: "long-name sidecar without its entry",
-            });
-            await this.repair(p, () => unlink(lower));
-          }
-          continue;
-        }
-        case "foreign":
-          this.add({
-            severity: "warning",
-            code: "FOREIGN_ENTRY",
-            lower,
-            message: "entry is not part of the volume (e.g. a sync-conflict copy); left alone",
-          });
-          continue;
+    // Format entries that serve nothing: --repair removes them.
+    const leftovers: [entries: readonly string[], code: string, message: string][] = [
+      [
+        isRoot ? listing.config.filter((e) => /\.tmp-/.test(e)) : [],
+        "STALE_TEMP",
+        "leftover temporary config file",
+      ],
+      [listing.orphanSidecars, "ORPHAN_SIDECAR", "long-name sidecar without its entry"],
+    ];
+    for (const [entries, code, message] of leftovers) {
+      for (const entry of entries) {
+        const lower = lowerPathOf(dir.lower, entry);
+        const p = this.add({ severity: "warning", code, lower, message });
+        await this.repair(p, () => this.io.unlink(dir.fd, entry));
       }
-      const name = await this.nameOf(
-        lowerDir,
-        entry,
-        kind.kind === "name" ? kind.encoded : undefined,
-        ids,
-      );
-      // An entry whose name is damaged is still checked, reported by its lower path.
-      if (name === undefined) {
-        await this.entry(lower, undefined);
-        continue;
-      }
-      const clearPath = clearDir === "/" ? `/${name}` : `${clearDir}/${name}`;
-      const twin = seen.get(name);
+    }
+    for (const entry of listing.foreign) {
+      this.add({
+        severity: "warning",
+        code: "FOREIGN_ENTRY",
+        lower: lowerPathOf(dir.lower, entry),
+        message: "entry is not part of the volume (e.g. a sync-conflict copy); left alone",
+      });
+    }
+  }
+
+  /**
+   * ID entries that count are empty files (§12.1). One that is something
+   * else still counts (its name is the ID), so --repair puts an empty file
+   * in its place, never a directory (whatever it holds stays).
+   */
+  private async idEntryTypes(
+    dir: WalkedDirectory,
+    clearDir: string,
+    forged: ReadonlySet<string>,
+  ): Promise<void> {
+    for (const entry of dir.listing.idEntries) {
+      if (forged.has(entry)) continue;
+      const type = await typeAt(this.io, dir.fd, entry);
+      if (type === "gone" || type === "file") continue;
+      const p = this.add({
+        severity: "error",
+        code: "UNEXPECTED_TYPE",
+        path: clearDir,
+        lower: lowerPathOf(dir.lower, entry),
+        message: `directory ID entry is ${withArticle(type)}, not an empty file (the ID still counts)`,
+      });
+      if (type !== "directory")
+        await this.repair(p, () => replaceWithEmptyFile(this.io, dir.fd, entry));
+    }
+  }
+
+  /** One named entry: its name, then the object it names. */
+  private async entry(
+    dir: WalkedDirectory,
+    entry: WalkedEntry,
+    state: DirState,
+  ): Promise<DirState | undefined> {
+    const name = this.nameOf(dir, entry, state.ids);
+    // An entry whose name is damaged is still checked, reported by its lower path.
+    let path: string | undefined;
+    if (name !== undefined) {
+      path = state.clear === "/" ? `/${name}` : `${state.clear}/${name}`;
+      const twin = state.seen.get(name);
       if (twin) {
         this.add({
           severity: "warning",
           code: "DUPLICATE_NAME",
-          path: clearPath,
-          lower,
-          message: `two entries decrypt to the same name (the other: ${relative(this.root, twin)})`,
+          path,
+          lower: entry.lower,
+          message: `two entries decrypt to the same name (the other: ${twin})`,
         });
       }
-      seen.set(name, lower);
-      await this.entry(lower, clearPath);
+      state.seen.set(name, entry.lower);
+    }
+    switch (entry.type) {
+      case "directory":
+        return newState(path ?? `(lower)/${entry.lower}`);
+      case "symlink":
+        await this.symlink(dir, entry, path);
+        return undefined;
+      case "file":
+        await this.file(dir.fd, entry, path);
+        this.progress.tick();
+        return undefined;
+      default:
+        this.unexpectedType(entry.lower, path, entry.type, "");
+        return undefined;
     }
   }
 
-  private async nameOf(
-    lowerDir: string,
-    entry: string,
-    encoded: string | undefined,
-    ids: Buffer[],
-  ): Promise<string | undefined> {
-    const lower = join(lowerDir, entry);
+  private nameOf(dir: WalkedDirectory, entry: WalkedEntry, ids: Buffer[]): string | undefined {
+    const encoded = entry.encoded;
     if (encoded === undefined) {
-      try {
-        encoded = (await readFile(lower + SIDECAR_SUFFIX, "utf8")).trim();
-        verifyLongName(entry, encoded);
-      } catch (err) {
-        const code = isFormatError(err) ? err.code : "LONG_NAME_MISSING";
-        this.add({
-          severity: "error",
-          code,
-          lower,
-          message: isFormatError(err) ? err.message : "long-name sidecar is missing or unreadable",
-        });
-        return undefined;
-      }
+      this.longNameProblem(dir, entry, entry.longNameFailure!);
+      return undefined;
     }
     for (const id of ids) {
       try {
@@ -278,59 +309,136 @@ export class Fsck {
       this.add({
         severity: "error",
         code: "NAME_AUTH",
-        lower,
+        lower: entry.lower,
         message: "name failed authentication (damaged, or moved from another directory)",
       });
     }
     return undefined;
   }
 
-  private async entry(lower: string, path: string | undefined): Promise<void> {
-    const st = await lstat(lower);
-    if (st.isDirectory())
-      return this.directory(lower, path ?? `(lower)/${relative(this.root, lower)}`, undefined);
-    if (st.isSymbolicLink()) {
-      this.report.symlinks++;
-      try {
-        decryptSymlink(this.keyring.volume.symlinks, await readlink(lower));
-      } catch (err) {
-        if (!isFormatError(err)) throw err;
-        this.add({ severity: "error", code: err.code, path, lower, message: err.message });
-      }
-      return;
+  private longNameProblem(
+    dir: WalkedDirectory,
+    entry: WalkedEntry,
+    failure: LongNameFailure,
+  ): void {
+    switch (failure.reason) {
+      case "missing":
+        this.add({
+          severity: "error",
+          code: "LONG_NAME_MISSING",
+          lower: entry.lower,
+          message:
+            "long-name sidecar is missing or unreadable" +
+            (failure.errno === "ENOENT" ? "" : ` (${failure.errno})`),
+        });
+        return;
+      case "mismatch":
+        this.add({
+          severity: "error",
+          code: "LONG_NAME_MISMATCH",
+          lower: entry.lower,
+          message: failure.message,
+        });
+        return;
+      case "not-regular":
+        this.add({
+          severity: "error",
+          code: "UNEXPECTED_TYPE",
+          lower: lowerPathOf(dir.lower, entry.entry + SIDECAR_SUFFIX),
+          message: `long-name sidecar is ${withArticle(failure.type)}, not a regular file: the name of its entry cannot be read; left alone`,
+        });
     }
-    if (st.isFile()) {
-      await this.file(lower, path, st.size);
-      this.progress.tick();
-      return;
-    }
+  }
+
+  /** A FIFO, socket or device at a name, or an entry that changed type while it was checked. */
+  private unexpectedType(
+    lower: string,
+    path: string | undefined,
+    type: ObjectType,
+    changed: string,
+  ): void {
     this.add({
-      severity: "warning",
-      code: "SPECIAL_FILE",
-      path,
+      severity: "error",
+      code: "UNEXPECTED_TYPE",
+      ...(path !== undefined ? { path } : {}),
       lower,
-      message: "device, FIFO or socket in the lower directory",
+      message: `${changed}${withArticle(type)}, which a volume never holds (the mount refuses it with EIO); not opened, left alone`,
     });
   }
 
-  private async file(lower: string, path: string | undefined, lowerSize: number): Promise<void> {
+  private async unreachable(
+    dir: WalkedDirectory,
+    entry: WalkedEntry,
+    error: FsError,
+    state: DirState,
+  ): Promise<void> {
+    if (error.errno !== "ENOTDIR" && error.errno !== "ELOOP") throw atLower(entry.lower, error);
+    const now = await typeAt(this.io, dir.fd, entry.entry);
+    if (now === "gone") return;
+    this.add({
+      severity: "error",
+      code: "UNEXPECTED_TYPE",
+      ...(state.clear.startsWith("(lower)/") ? {} : { path: state.clear }),
+      lower: entry.lower,
+      message: `directory changed into ${withArticle(now)} while it was checked; not followed, not checked`,
+    });
+  }
+
+  private async symlink(
+    dir: WalkedDirectory,
+    entry: WalkedEntry,
+    path: string | undefined,
+  ): Promise<void> {
+    this.report.symlinks++;
+    let target: string;
+    try {
+      target = await this.io.readlink(dir.fd, entry.entry);
+    } catch (err) {
+      if (!(err instanceof FsError)) throw err;
+      if (err.errno === "ENOENT") return;
+      if (err.errno !== "EIO" && err.errno !== "ENAMETOOLONG") throw atLower(entry.lower, err);
+      // A target that is not UTF-8, or too long to be one of ours.
+      this.add({
+        severity: "error",
+        code: "NAME_ENCODING",
+        path,
+        lower: entry.lower,
+        message: `encrypted symlink target is not base64url (${err.message})`,
+      });
+      return;
+    }
+    try {
+      decryptSymlink(this.keyring.volume.symlinks, target);
+    } catch (err) {
+      this.formatError(err, path, entry.lower);
+    }
+  }
+
+  /** A format error met reading an object is an error problem; anything else is thrown. */
+  private formatError(err: unknown, path: string | undefined, lower: string, what = ""): void {
+    if (!isFormatError(err)) throw err;
+    this.add({ severity: "error", code: err.code, path, lower, message: what + err.message });
+  }
+
+  private async file(dir: Fd, entry: WalkedEntry, path: string | undefined): Promise<void> {
+    const opened = await openRegularFile(this.io, dir, entry.entry, constants.O_RDONLY);
+    if ("refused" in opened) {
+      if (opened.refused !== "gone")
+        this.unexpectedType(entry.lower, path, opened.refused, "file changed into ");
+      return;
+    }
     this.report.files++;
-    const handle = await open(lower, "r");
+    const { fd, stat } = opened;
+    const lower = entry.lower;
+    const lowerSize = stat.size;
     try {
       const head = Buffer.alloc(HEADER_SIZE);
-      const { bytesRead } = await handle.read(head, 0, HEADER_SIZE, 0);
+      const bytesRead = await readFully(this.io, fd, head, HEADER_SIZE, 0);
       let header;
       try {
         header = openHeader(this.keyring, head.subarray(0, bytesRead), this.geometry.blockSize);
       } catch (err) {
-        if (!isFormatError(err)) throw err;
-        this.add({
-          severity: "error",
-          code: err.code,
-          path,
-          lower,
-          message: `header: ${err.message}`,
-        });
+        this.formatError(err, path, lower, "header: ");
         return;
       }
       const stale = header.slotEpochs.filter(
@@ -349,8 +457,7 @@ export class Fsck {
       try {
         size = this.geometry.cleartextSize(lowerSize);
       } catch (err) {
-        if (!isFormatError(err)) throw err;
-        this.add({ severity: "error", code: err.code, path, lower, message: err.message });
+        this.formatError(err, path, lower);
         return;
       }
       this.report.bytes += size;
@@ -361,7 +468,7 @@ export class Fsck {
         const last = Math.min(finalIndex, first + SCAN_BLOCKS - 1);
         const start = this.geometry.blockOffset(first);
         const end = Math.min(this.geometry.blockOffset(last + 1), lowerSize);
-        const { bytesRead: got } = await handle.read(chunk, 0, end - start, start);
+        const got = await readFully(this.io, fd, chunk, end - start, start);
         let at = first;
         while (at <= last) {
           const offset = (at - first) * this.geometry.sealedBlockSize;
@@ -380,7 +487,24 @@ export class Fsck {
       }
       header.fileKey.fill(0);
     } finally {
-      await handle.close();
+      await this.io.close(fd);
     }
   }
+}
+
+/**
+ * Puts an empty read-only file in place of whatever stands at `name`, in one
+ * rename (which replaces a FIFO, socket, device or symlink itself, never
+ * what a symlink points to), and syncs the directory.
+ */
+async function replaceWithEmptyFile(io: LowerOps, dir: Fd, name: string): Promise<void> {
+  const temp = `${name}.tmp-${randomPool.bytes(6).toString("hex")}`;
+  await io.createFile(dir, temp, Buffer.alloc(0), 0o444, { exclusive: true, sync: true });
+  try {
+    await io.rename(dir, temp, dir, name, 0);
+  } catch (err) {
+    await io.unlink(dir, temp).catch(() => undefined);
+    throw err;
+  }
+  await io.fsyncDir(dir);
 }

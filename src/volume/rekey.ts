@@ -1,4 +1,4 @@
-import { open, readdir } from "node:fs/promises";
+import { constants } from "node:fs";
 import { join } from "node:path";
 import { Keyring, MOUNT_KEY_SIZE, deriveEpochKeys } from "../crypto/keys.js";
 import { randomPool } from "../crypto/random.js";
@@ -11,11 +11,25 @@ import {
 } from "../format/config.js";
 import { isFormatError } from "../format/errors.js";
 import { HEADER_SIZE, openHeader, planRewrap } from "../format/header.js";
-import { classifyLowerEntry } from "../format/names.js";
+import { countFiles, openRegularFile, walkVolume, withArticle } from "../fs/lower/layout.js";
+import {
+  readFully,
+  threadedLowerOps,
+  writeFully,
+  type Fd,
+  type LowerOps,
+} from "../fs/lower/ops.js";
 import { refuseIfMounted } from "../mount/in-use.js";
 import { EXIT, UserError } from "../errors.js";
 import { noProgress, type Progress } from "./progress.js";
-import { makeSlot, nextSlotId, resign, saveConfig, type UnlockedVolume } from "./volume.js";
+import {
+  makeSlot,
+  nextSlotId,
+  resign,
+  saveConfig,
+  withLowerRoot,
+  type UnlockedVolume,
+} from "./volume.js";
 import { RECOVERY_KEY_SIZE, formatRecoveryKey } from "../format/recovery.js";
 import type { Secret } from "../keys/kek.js";
 
@@ -40,37 +54,92 @@ export interface RekeyResult {
   readonly recoveryKey?: string;
 }
 
-/** Regular files of the volume (lower paths), the format's own entries excluded. */
-export async function* volumeFiles(root: string): AsyncGenerator<string> {
-  const stack = [root];
-  while (stack.length > 0) {
-    const dir = stack.pop()!;
-    for (const entry of await readdir(dir, { withFileTypes: true })) {
-      const kind = classifyLowerEntry(entry.name).kind;
-      if (kind !== "name" && kind !== "long-name") continue;
-      const path = join(dir, entry.name);
-      if (entry.isDirectory()) stack.push(path);
-      else if (entry.isFile()) yield path;
-    }
+/** Rewraps the header of one open lower file (§16.1, step 2); true when it changed. */
+async function rewrapFile(
+  io: LowerOps,
+  fd: Fd,
+  keyring: Keyring,
+  blockSize: number,
+): Promise<boolean> {
+  const bytes = Buffer.alloc(HEADER_SIZE);
+  const bytesRead = await readFully(io, fd, bytes, HEADER_SIZE, 0);
+  const header = openHeader(keyring, bytes.subarray(0, bytesRead), blockSize);
+  const patches = planRewrap(keyring, header, bytes);
+  header.fileKey.fill(0);
+  for (const patch of patches) {
+    await writeFully(io, fd, patch.bytes, patch.offset);
+    await io.fsync(fd, true);
   }
+  return patches.length > 0;
 }
 
-async function rewrapFile(path: string, keyring: Keyring, blockSize: number): Promise<boolean> {
-  const handle = await open(path, "r+");
-  try {
-    const bytes = Buffer.alloc(HEADER_SIZE);
-    const { bytesRead } = await handle.read(bytes, 0, HEADER_SIZE, 0);
-    const header = openHeader(keyring, bytes.subarray(0, bytesRead), blockSize);
-    const patches = planRewrap(keyring, header, bytes);
-    header.fileKey.fill(0);
-    for (const patch of patches) {
-      await handle.write(patch.bytes, 0, patch.bytes.length, patch.offset);
-      await handle.datasync();
+/**
+ * Step 2 over the whole volume: every regular file reached through a name
+ * entry, each opened relative to its directory's handle (never a symlink,
+ * never a FIFO). Anything it cannot rewrap is a problem, so the old key
+ * stays: a damaged header, a FIFO, socket or device where a file should be,
+ * a directory that turned into something else during the walk. Entries
+ * that vanish are skipped.
+ */
+async function rewrapVolume(
+  io: LowerOps,
+  lower: string,
+  keyring: Keyring,
+  blockSize: number,
+  progress: Progress,
+): Promise<{ files: number; rewrapped: number; problems: { lower: string; message: string }[] }> {
+  const problems: { lower: string; message: string }[] = [];
+  let files = 0;
+  let rewrapped = 0;
+  await withLowerRoot(io, lower, async (root) => {
+    progress.start(await countFiles(io, root));
+    try {
+      await walkVolume(
+        io,
+        root,
+        {
+          entry: async (dir, entry) => {
+            const at = join(lower, entry.lower);
+            if (entry.type === "directory" || entry.type === "symlink") return undefined;
+            if (entry.type !== "file") {
+              problems.push({ lower: at, message: `${withArticle(entry.type)}, not a file` });
+              return undefined;
+            }
+            const opened = await openRegularFile(io, dir.fd, entry.entry, constants.O_RDWR);
+            if ("refused" in opened) {
+              if (opened.refused !== "gone")
+                problems.push({
+                  lower: at,
+                  message: `now ${withArticle(opened.refused)}, not a file`,
+                });
+              return undefined;
+            }
+            files++;
+            try {
+              if (await rewrapFile(io, opened.fd, keyring, blockSize)) rewrapped++;
+            } catch (err) {
+              if (!isFormatError(err)) throw err;
+              problems.push({ lower: at, message: err.message });
+            } finally {
+              await io.close(opened.fd);
+            }
+            progress.tick();
+            return undefined;
+          },
+          unreachable: (_dir, entry, error) => {
+            problems.push({
+              lower: join(lower, entry.lower),
+              message: `directory could not be opened (${error.errno}); its files were not rewrapped`,
+            });
+          },
+        },
+        undefined,
+      );
+    } finally {
+      progress.stop();
     }
-    return patches.length > 0;
-  } finally {
-    await handle.close();
-  }
+  });
+  return { files, rewrapped, problems };
 }
 
 export interface RekeyOptions {
@@ -157,25 +226,13 @@ export async function rekey(
   const { from, to } = config.rekey!;
   const keyring = new Keyring(volumeId, to, mountKeys, volumeSecret);
 
-  const files: string[] = [];
-  for await (const file of volumeFiles(lower)) files.push(file);
-  progress.start(files.length);
-  const problems: { lower: string; message: string }[] = [];
-  let rewrapped = 0;
+  let walked;
   try {
-    for (const file of files) {
-      try {
-        if (await rewrapFile(file, keyring, config.blockSize)) rewrapped++;
-      } catch (err) {
-        if (!isFormatError(err) && (err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
-        if (isFormatError(err)) problems.push({ lower: file, message: err.message });
-      }
-      progress.tick();
-    }
+    walked = await rewrapVolume(threadedLowerOps, lower, keyring, config.blockSize, progress);
   } finally {
-    progress.stop();
     keyring.wipe();
   }
+  const { files, rewrapped, problems } = walked;
   // With problems the old key stays: those files still need it (rerun after fsck/repair).
   if (problems.length === 0) {
     const finalKeys = new Map([[to, mountKeys.get(to)!]]);
@@ -190,6 +247,6 @@ export async function rekey(
   // Only what this function made: the unlocked volume's own keys are its owner's to wipe (close()).
   for (const [epoch, key] of mountKeys) if (unlocked.mountKeys.get(epoch) !== key) key.fill(0);
   if (slotKey !== unlocked.slotKey) slotKey.fill(0);
-  const result = { from, to, files: files.length, rewrapped, problems };
+  const result = { from, to, files, rewrapped, problems };
   return recoveryKey ? { ...result, recoveryKey } : result;
 }

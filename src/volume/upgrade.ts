@@ -1,5 +1,4 @@
-import { open, readFile, readdir, unlink } from "node:fs/promises";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import {
   CONFIG_VERSION,
   featuresFor,
@@ -9,10 +8,19 @@ import {
 } from "../format/config.js";
 import { dirIdEntryName } from "../format/dir-ids.js";
 import { classifyLowerEntry } from "../format/names.js";
-import { fsyncDir } from "../atomic.js";
+import { FsError } from "../fs/errors.js";
+import { lowerPathOf, walkVolume, type WalkedDirectory } from "../fs/lower/layout.js";
+import { threadedLowerOps, type Fd, type LowerOps } from "../fs/lower/ops.js";
 import { noProgress, type Progress } from "./progress.js";
 import { refuseIfMounted } from "../mount/in-use.js";
-import { CONFIG_BACKUP, CONFIG_FILE, resign, saveConfig, type UnlockedVolume } from "./volume.js";
+import {
+  CONFIG_BACKUP,
+  CONFIG_FILE,
+  resign,
+  saveConfig,
+  withLowerRoot,
+  type UnlockedVolume,
+} from "./volume.js";
 
 /**
  * `cryptmount upgrade`: format version 1 -> 2 in place (docs/format.md §22.2).
@@ -50,23 +58,33 @@ export interface UpgradeOptions {
   readonly onStep?: (step: UpgradeStep, lowerDir?: string) => void;
 }
 
-/** Non-root lower directories of the volume, parents before children, sorted. */
-async function volumeDirectories(root: string): Promise<string[]> {
-  const out: string[] = [];
-  const walk = async (dir: string): Promise<void> => {
-    for (const entry of (await readdir(dir, { withFileTypes: true })).sort((a, b) =>
-      a.name < b.name ? -1 : a.name > b.name ? 1 : 0,
-    )) {
-      const kind = classifyLowerEntry(entry.name).kind;
-      if ((kind === "name" || kind === "long-name") && entry.isDirectory()) {
-        out.push(join(dir, entry.name));
-        await walk(join(dir, entry.name));
-      }
-    }
-  };
-  await walk(root);
-  return out;
+/**
+ * Visits every non-root lower directory of the volume, parents before
+ * children, in lower-name order (walkVolume: reached through name entries
+ * that are directories, each opened relative to its parent, never through a
+ * symlink).
+ */
+async function eachDirectory(
+  io: LowerOps,
+  root: Fd,
+  visit: (dir: WalkedDirectory) => Promise<void>,
+): Promise<void> {
+  await walkVolume(
+    io,
+    root,
+    { directory: (dir) => (dir.lower === "" ? undefined : visit(dir)) },
+    undefined,
+  );
 }
+
+/** A config copy as text, "" when it cannot be read as a regular file of sane size. */
+async function configCopy(io: LowerOps, root: Fd, name: string): Promise<string> {
+  const bytes = await io.readSmallFile(root, name, MAX_CONFIG_BYTES).catch(() => undefined);
+  return bytes?.toString("utf8") ?? "";
+}
+
+/** Far above any config (32 slots of a few hundred bytes each). */
+const MAX_CONFIG_BYTES = 1 << 20;
 
 /** The version-1 ID entries of a listing, with the name of the v2 entry each becomes. */
 function v1Entries(
@@ -81,12 +99,13 @@ function v1Entries(
   });
 }
 
-async function createEmpty(path: string): Promise<boolean> {
+/** An empty read-only entry, exclusively: false when something already stands at the name. */
+async function createEmpty(io: LowerOps, dir: Fd, name: string): Promise<boolean> {
   try {
-    await (await open(path, "wx", 0o444)).close();
+    await io.createFile(dir, name, Buffer.alloc(0), 0o444, { exclusive: true, sync: false });
     return true;
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "EEXIST") return false;
+    if (err instanceof FsError && err.errno === "EEXIST") return false;
     throw err;
   }
 }
@@ -102,78 +121,78 @@ export async function upgrade(
   const key = keyring.volume.dirIds;
   let config: VolumeConfig = unlocked.config;
   const from = config.version;
-  const dirs = await volumeDirectories(lower);
+  const io = threadedLowerOps;
   let created = 0;
   const duplicates: string[] = [];
-
-  if (config.version < 2) {
-    const homes = new Set<string>();
-    progress.start(dirs.length);
-    try {
-      for (const dir of dirs) {
-        const names = await readdir(dir);
-        const present = new Set(names);
-        let changed = false;
-        for (const e of v1Entries(key, names)) {
-          if (homes.has(e.id.toString("hex"))) duplicates.push(dir);
-          homes.add(e.id.toString("hex"));
-          if (present.has(e.v2)) continue;
-          if (await createEmpty(join(dir, e.v2))) {
-            created++;
-            changed = true;
-          }
-        }
-        if (changed) await fsyncDir(dir);
-        progress.tick();
-        step("entries", dir);
-      }
-    } finally {
-      progress.stop();
-    }
-    step("entries");
-    config = resign(
-      { ...config, version: CONFIG_VERSION, features: featuresFor(CONFIG_VERSION) },
-      mountKeys,
-    );
-    parseConfig(serializeConfig(config)); // never write a config we could not read back
-    await saveConfig(lower, config);
-  } else {
-    // A crash between the two renames of step 2 leaves the backup at version 1.
-    const text = serializeConfig(config);
-    const copies = await Promise.all(
-      [CONFIG_FILE, CONFIG_BACKUP].map((f) => readFile(join(lower, f), "utf8").catch(() => "")),
-    );
-    if (copies.some((c) => c !== text)) await saveConfig(lower, config);
-  }
-  step("config");
-
   let removed = 0;
+  let directories = 0;
   const leftovers: string[] = [];
-  for (const dir of dirs) {
-    const names = await readdir(dir);
-    const present = new Set(names);
-    let changed = false;
-    for (const e of v1Entries(key, names)) {
-      if (!present.has(e.v2)) {
-        leftovers.push(relative(lower, join(dir, e.v1)));
-        continue;
-      }
-      await unlink(join(dir, e.v1)).catch((err: NodeJS.ErrnoException) => {
-        if (err.code !== "ENOENT") throw err;
+
+  await withLowerRoot(io, lower, async (root) => {
+    if (config.version < 2) {
+      const homes = new Set<string>();
+      let total = 0;
+      await eachDirectory(io, root, async () => {
+        total++;
       });
-      removed++;
-      changed = true;
+      progress.start(total);
+      try {
+        await eachDirectory(io, root, async (dir) => {
+          const present = new Set(dir.listing.names);
+          let changed = false;
+          for (const e of v1Entries(key, dir.listing.idEntries)) {
+            if (homes.has(e.id.toString("hex"))) duplicates.push(dir.lower);
+            homes.add(e.id.toString("hex"));
+            if (present.has(e.v2)) continue;
+            if (await createEmpty(io, dir.fd, e.v2)) {
+              created++;
+              changed = true;
+            }
+          }
+          if (changed) await io.fsyncDir(dir.fd);
+          progress.tick();
+          step("entries", join(lower, dir.lower));
+        });
+      } finally {
+        progress.stop();
+      }
+      step("entries");
+      config = resign(
+        { ...config, version: CONFIG_VERSION, features: featuresFor(CONFIG_VERSION) },
+        mountKeys,
+      );
+      parseConfig(serializeConfig(config)); // never write a config we could not read back
+      await saveConfig(lower, config);
+    } else {
+      // A crash between the two renames of step 2 leaves the backup at version 1.
+      const text = serializeConfig(config);
+      const copies = [
+        await configCopy(io, root, CONFIG_FILE),
+        await configCopy(io, root, CONFIG_BACKUP),
+      ];
+      if (copies.some((c) => c !== text)) await saveConfig(lower, config);
     }
-    if (changed) await fsyncDir(dir);
-    step("cleanup", dir);
-  }
-  step("cleanup");
-  return {
-    from,
-    directories: dirs.length,
-    created,
-    removed,
-    leftovers,
-    duplicates: duplicates.map((d) => relative(lower, d)),
-  };
+    step("config");
+
+    await eachDirectory(io, root, async (dir) => {
+      directories++;
+      const present = new Set(dir.listing.names);
+      let changed = false;
+      for (const e of v1Entries(key, dir.listing.idEntries)) {
+        if (!present.has(e.v2)) {
+          leftovers.push(lowerPathOf(dir.lower, e.v1));
+          continue;
+        }
+        await io.unlink(dir.fd, e.v1).catch((err: unknown) => {
+          if (!(err instanceof FsError && err.errno === "ENOENT")) throw err;
+        });
+        removed++;
+        changed = true;
+      }
+      if (changed) await io.fsyncDir(dir.fd);
+      step("cleanup", join(lower, dir.lower));
+    });
+    step("cleanup");
+  });
+  return { from, directories, created, removed, leftovers, duplicates };
 }

@@ -31,6 +31,8 @@ import { RECOVERY_KEY_SIZE, formatRecoveryKey } from "../format/recovery.js";
 import { deriveKek, type Secret } from "../keys/kek.js";
 import { writeFileAtomic } from "../atomic.js";
 import { EXIT, UserError } from "../errors.js";
+import { FsError } from "../fs/errors.js";
+import type { Fd, LowerOps } from "../fs/lower/ops.js";
 
 /** The config file and its backup copy in the lower root. */
 export const CONFIG_FILE = CONFIG_NAME;
@@ -101,6 +103,33 @@ export async function saveConfig(lower: string, config: VolumeConfig): Promise<v
           : e.code;
     throw new UserError(`${lower}: cannot write the volume config (${reason})`, EXIT.failure);
   }
+}
+
+/**
+ * Runs `work` on a handle of the lower root, for the commands that walk a
+ * volume (fsck, rekey, upgrade) through LowerOps: nothing below the root is
+ * ever reached by path. A lower error that escapes (a directory that cannot
+ * be read, say) becomes a one-line UserError naming the entry.
+ */
+export async function withLowerRoot<T>(
+  io: LowerOps,
+  lower: string,
+  work: (root: Fd) => Promise<T>,
+): Promise<T> {
+  const root = await io.openRoot(lower).catch((err: unknown) => {
+    throw lowerError(lower, err);
+  });
+  try {
+    return await work(root);
+  } catch (err) {
+    throw lowerError(lower, err);
+  } finally {
+    await io.close(root);
+  }
+}
+
+function lowerError(lower: string, err: unknown): unknown {
+  return err instanceof FsError ? new UserError(`${lower}: ${err.message}`, EXIT.failure) : err;
 }
 
 /**

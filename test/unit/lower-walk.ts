@@ -1,25 +1,27 @@
 // A strict reader of a whole lower directory, written against docs/format.md
-// with the format functions only (no FUSE, no Namespace): the tests use it to
+// with the format functions and the layout reader (src/fs/lower/layout.ts)
+// only (no FUSE, no Namespace): the tests use it to
 // prove that a volume can be read back entry by entry. Unlike the filesystem,
 // which hides and logs what it cannot read, this reader throws on the first
 // problem, so a test fails loudly instead of showing a smaller tree.
 
 import { createHash } from "node:crypto";
-import { lstat, readFile, readdir, readlink } from "node:fs/promises";
-import { join, relative } from "node:path";
 import type { Keyring } from "../../src/crypto/keys.js";
 import { CONFIG_VERSION } from "../../src/format/config.js";
 import { ContentGeometry, openBlocks } from "../../src/format/content.js";
 import { readDirIds } from "../../src/format/dir-ids.js";
 import { FormatError } from "../../src/format/errors.js";
 import { HEADER_SIZE, openHeader } from "../../src/format/header.js";
-import {
-  SIDECAR_SUFFIX,
-  classifyLowerEntry,
-  decryptName,
-  verifyLongName,
-} from "../../src/format/names.js";
+import { decryptName } from "../../src/format/names.js";
 import { decryptSymlink } from "../../src/format/symlink.js";
+import {
+  lowerPathOf,
+  walkVolume,
+  withArticle,
+  type LongNameFailure,
+} from "../../src/fs/lower/layout.js";
+import { threadedLowerOps as io } from "../../src/fs/lower/ops.js";
+import { withLowerRoot } from "../../src/volume/volume.js";
 
 export type TreeEntry =
   | { path: string; type: "file"; size: number; sha256: string }
@@ -55,17 +57,18 @@ export function decryptFile(keyring: Keyring, geometry: ContentGeometry, lower: 
   return cleartext;
 }
 
-/**
- * Directory IDs of a non-root lower directory, smallest first, and the ID
- * entries that do not count: in version 2 those whose tag does not verify
- * (the bare v1 form included), in version 1 only v2-form ones that fail (§12.3).
- */
-export async function dirIdsOf(
-  lowerDir: string,
-  keyring: Keyring,
-  formatVersion: number = CONFIG_VERSION,
-): Promise<{ ids: Buffer[]; forged: string[] }> {
-  return readDirIds(keyring.volume.dirIds, formatVersion, await readdir(lowerDir));
+/** Files read whole here are test files: far below this. */
+const MAX_FILE_BYTES = 1 << 30;
+
+function longNameError(lower: string, failure: LongNameFailure | undefined): Error {
+  switch (failure?.reason) {
+    case "mismatch":
+      return new FormatError("LONG_NAME_MISMATCH", `${lower}: ${failure.message}`);
+    case "not-regular":
+      return new Error(`${lower}: its sidecar is ${withArticle(failure.type)}`);
+    default:
+      return new Error(`${lower}: sidecar missing or unreadable (${failure?.errno ?? "not read"})`);
+  }
 }
 
 export async function readVolumeTree(
@@ -78,76 +81,94 @@ export async function readVolumeTree(
   const entries: TreeEntry[] = [];
   const foreign: string[] = [];
   const forgedDirIds: string[] = [];
-
-  async function walk(lowerDir: string, clearDir: string, ids: Buffer[]): Promise<void> {
-    const seen = new Set<string>();
-    for (const entry of (await readdir(lowerDir)).sort()) {
-      const lower = join(lowerDir, entry);
-      const kind = classifyLowerEntry(entry);
-      let encoded: string;
-      switch (kind.kind) {
-        case "dir-id":
-          if (lowerDir === root) throw new Error(`directory ID entry in the root: ${entry}`);
-          continue;
-        case "config":
-          if (lowerDir !== root) throw new Error(`config entry outside the root: ${lower}`);
-          continue;
-        case "sidecar":
-          await lstat(join(lowerDir, kind.entry)); // an orphan sidecar is an error here
-          continue;
-        case "foreign":
-          foreign.push(relative(root, lower));
-          continue;
-        case "name":
-          encoded = kind.encoded;
-          break;
-        case "long-name":
-          encoded = await readFile(lower + SIDECAR_SUFFIX, "utf8");
-          verifyLongName(entry, encoded);
-          break;
-      }
-      let name: string | undefined;
-      for (const id of ids) {
-        try {
-          name = decryptName(keyring.volume.names, id, encoded);
-          break;
-        } catch (err) {
-          if (!(err instanceof FormatError)) throw err;
-        }
-      }
-      if (name === undefined) throw new FormatError("NAME_AUTH", `no directory ID opens ${lower}`);
-      if (seen.has(name))
-        throw new Error(`two entries of ${lowerDir} decrypt to ${JSON.stringify(name)}`);
-      seen.add(name);
-      const path = clearDir === "" ? name : `${clearDir}/${name}`;
-      const st = await lstat(lower);
-      if (st.isDirectory()) {
-        const child = await dirIdsOf(lower, keyring, formatVersion);
-        if (child.ids.length === 0) throw new Error(`directory without a genuine ID: ${lower}`);
-        forgedDirIds.push(...child.forged.map((e) => relative(root, join(lower, e))));
-        entries.push({ path, type: "dir" });
-        await walk(lower, path, child.ids);
-      } else if (st.isSymbolicLink()) {
-        entries.push({
-          path,
-          type: "symlink",
-          target: decryptSymlink(keyring.volume.symlinks, await readlink(lower)),
-        });
-      } else if (st.isFile()) {
-        const data = decryptFile(keyring, geometry, await readFile(lower));
-        entries.push({
-          path,
-          type: "file",
-          size: data.length,
-          sha256: createHash("sha256").update(data).digest("hex"),
-        });
-      } else {
-        throw new Error(`special file in the lower directory: ${lower}`);
-      }
-    }
+  /** A directory's cleartext path ("" for the root), its IDs and the names met in it. */
+  interface Dir {
+    readonly clear: string;
+    ids: Buffer[];
+    readonly seen: Set<string>;
   }
 
-  await walk(root, "", [keyring.volume.rootDirId]);
+  await withLowerRoot(io, root, (rootFd) =>
+    walkVolume<Dir>(
+      io,
+      rootFd,
+      {
+        directory(dir, state) {
+          const { listing } = dir;
+          const at = dir.lower || ".";
+          if (dir.lower === "") {
+            if (listing.idEntries.length > 0)
+              throw new Error(`directory ID entry in the root: ${listing.idEntries[0]}`);
+          } else {
+            if (listing.config.length > 0)
+              throw new Error(`config entry outside the root: ${at}/${listing.config[0]}`);
+            const child = readDirIds(keyring.volume.dirIds, formatVersion, listing.idEntries);
+            if (child.ids.length === 0) throw new Error(`directory without a genuine ID: ${at}`);
+            forgedDirIds.push(...child.forged.map((e) => lowerPathOf(dir.lower, e)));
+            state.ids = child.ids;
+          }
+          if (listing.orphanSidecars.length > 0)
+            throw new Error(
+              `orphan sidecar: ${lowerPathOf(dir.lower, listing.orphanSidecars[0]!)}`,
+            );
+          foreign.push(...listing.foreign.map((e) => lowerPathOf(dir.lower, e)));
+        },
+
+        async entry(dir, entry, state) {
+          const encoded = entry.encoded;
+          if (encoded === undefined) throw longNameError(entry.lower, entry.longNameFailure);
+          let name: string | undefined;
+          for (const id of state.ids) {
+            try {
+              name = decryptName(keyring.volume.names, id, encoded);
+              break;
+            } catch (err) {
+              if (!(err instanceof FormatError)) throw err;
+            }
+          }
+          if (name === undefined)
+            throw new FormatError("NAME_AUTH", `no directory ID opens ${entry.lower}`);
+          if (state.seen.has(name))
+            throw new Error(
+              `two entries of ${dir.lower || "."} decrypt to ${JSON.stringify(name)}`,
+            );
+          state.seen.add(name);
+          const path = state.clear === "" ? name : `${state.clear}/${name}`;
+          switch (entry.type) {
+            case "directory":
+              entries.push({ path, type: "dir" });
+              return { clear: path, ids: [], seen: new Set() };
+            case "symlink":
+              entries.push({
+                path,
+                type: "symlink",
+                target: decryptSymlink(
+                  keyring.volume.symlinks,
+                  await io.readlink(dir.fd, entry.entry),
+                ),
+              });
+              return undefined;
+            case "file": {
+              const lower = await io.readSmallFile(dir.fd, entry.entry, MAX_FILE_BYTES);
+              const data = decryptFile(keyring, geometry, lower);
+              entries.push({
+                path,
+                type: "file",
+                size: data.length,
+                sha256: createHash("sha256").update(data).digest("hex"),
+              });
+              return undefined;
+            }
+            default:
+              throw new Error(`${withArticle(entry.type)} in the lower directory: ${entry.lower}`);
+          }
+        },
+      },
+      { clear: "", ids: [keyring.volume.rootDirId], seen: new Set() },
+      { longNames: true },
+    ),
+  );
+
   const byPath = (a: { path: string }, b: { path: string }) =>
     a.path < b.path ? -1 : a.path > b.path ? 1 : 0;
   return {
@@ -155,4 +176,27 @@ export async function readVolumeTree(
     foreign: foreign.sort(),
     forgedDirIds: forgedDirIds.sort(),
   };
+}
+
+/** Every regular file of the volume reached through a name entry: its lower path (relative) and content. */
+export async function lowerFiles(root: string): Promise<{ lower: string; content: Buffer }[]> {
+  const files: { lower: string; content: Buffer }[] = [];
+  await withLowerRoot(io, root, (rootFd) =>
+    walkVolume(
+      io,
+      rootFd,
+      {
+        async entry(dir, entry) {
+          if (entry.type === "file")
+            files.push({
+              lower: entry.lower,
+              content: await io.readSmallFile(dir.fd, entry.entry, MAX_FILE_BYTES),
+            });
+          return undefined;
+        },
+      },
+      undefined,
+    ),
+  );
+  return files;
 }

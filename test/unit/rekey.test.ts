@@ -27,14 +27,14 @@ import { createLowerFile } from "../helpers/lower-files.js";
 import type { Secret } from "../../src/keys/kek.js";
 import { rejection } from "../helpers/user-error.js";
 import { Fsck } from "../../src/volume/fsck.js";
-import { rekey, volumeFiles } from "../../src/volume/rekey.js";
+import { rekey } from "../../src/volume/rekey.js";
 import {
   CONFIG_FILE,
   initVolume,
   unlockVolume,
   unlockWithSecret,
 } from "../../src/volume/volume.js";
-import { readVolumeTree, type TreeEntry } from "./lower-walk.js";
+import { lowerFiles, readVolumeTree, type TreeEntry } from "./lower-walk.js";
 
 const B = 4096;
 const geometry = new ContentGeometry(B);
@@ -128,8 +128,8 @@ async function fsckProblems(lower: string, keyring: Keyring) {
 
 async function headerEpochs(lower: string, keyring: Keyring): Promise<(number | undefined)[][]> {
   const epochs = [];
-  for await (const path of volumeFiles(lower)) {
-    const bytes = (await readFile(path)).subarray(0, HEADER_SIZE);
+  for (const { content } of await lowerFiles(lower)) {
+    const bytes = content.subarray(0, HEADER_SIZE);
     epochs.push([...openHeader(keyring, bytes, B).slotEpochs]);
   }
   return epochs;

@@ -267,3 +267,32 @@ export async function lowerOpsFor(root: string, forceThreaded: boolean): Promise
     await threadedLowerOps.close(fd);
   }
 }
+
+/** pread until `length` bytes or the end of the file; the bytes read. */
+export async function readFully(
+  io: LowerOps,
+  fd: Fd,
+  buffer: Buffer,
+  length: number,
+  position: number,
+): Promise<number> {
+  let done = 0;
+  while (done < length) {
+    const got = await io.pread(fd, buffer, done, length - done, position + done);
+    if (got === 0) break;
+    done += got;
+  }
+  return done;
+}
+
+/** pwrite of the whole of `data` at `position`. */
+export async function writeFully(
+  io: LowerOps,
+  fd: Fd,
+  data: Buffer,
+  position: number,
+): Promise<void> {
+  let done = 0;
+  while (done < data.length)
+    done += await io.pwrite(fd, data, done, data.length - done, position + done);
+}
