@@ -3,8 +3,9 @@
 //
 //   node scripts/make-fixture.mjs vectors          writes test/fixtures/vectors.json
 //   node scripts/make-fixture.mjs vectors --check  fails unless the file matches
-//   node scripts/make-fixture.mjs volume v2 [--force] writes test/fixtures/volume-v2/ and
-//                                                     test/fixtures/volume-v2.expected.json
+//   node scripts/make-fixture.mjs volume v3 [--force] writes test/fixtures/volume-v3/ and
+//                                                     test/fixtures/volume-v3.expected.json
+//   node scripts/make-fixture.mjs volume v2 --force   the same for volume-v2 (never needed)
 //   node scripts/make-fixture.mjs volume v1 --force   the same for volume-v1 (never needed: that
 //                                                     fixture was written by the v1 code and must stay)
 //
@@ -1570,19 +1571,19 @@ async function makeVolume(version, force) {
     ],
     blockSize,
   });
-  if (version === 1) {
-    // This build writes version 2; a version-1 volume gets the v1 config (re-signed).
-    const { config: v2 } = await volume.loadConfig(lower);
+  if (version < config.CONFIG_VERSION) {
+    // This build writes the current version; an older fixture gets its own config (re-signed).
+    const { config: current } = await volume.loadConfig(lower);
     const opened = await volume.unlockVolume(lower, {
       kind: "passphrase",
       bytes: Buffer.from(PASSPHRASE, "utf8"),
     });
-    const v1 = volume.resign(
-      { ...v2, version: 1, features: config.featuresFor(1) },
+    const older = volume.resign(
+      { ...current, version, features: config.featuresFor(version) },
       opened.mountKeys,
     );
     opened.keyring.wipe();
-    await volume.saveConfig(lower, v1);
+    await volume.saveConfig(lower, older);
   }
   const unlocked = await volume.unlockVolume(lower, {
     kind: "passphrase",
@@ -1635,9 +1636,24 @@ async function makeVolume(version, force) {
     expected.push({ path, type: "dir" });
     return { lower: target, ids: ids.sort(Buffer.compare) };
   };
-  const link = async (lowerDir, dirId, path, targetText) => {
+  /** Version 3: an object (§13), header and record, padded to its one lower length. */
+  const writeObject = async (lowerDir, dirId, path, value) => {
     const target = await place(lowerDir, dirId, path.split("/").pop());
-    await symlink(symlinks.encryptSymlink(keyring.volume.symlinks, targetText), target);
+    const { bytes } = object.sealObject(keyring, blockSize, value);
+    const padded = Buffer.alloc(geometry.objectLowerSize);
+    bytes.copy(padded);
+    await writeFile(target, padded);
+  };
+  const link = async (lowerDir, dirId, path, targetText) => {
+    if (version >= 3) {
+      await writeObject(lowerDir, dirId, path, {
+        kind: header.FileKind.Symlink,
+        target: targetText,
+      });
+    } else {
+      const target = await place(lowerDir, dirId, path.split("/").pop());
+      await symlink(symlinks.encryptSymlink(keyring.volume.symlinks, targetText), target);
+    }
     expected.push({ path, type: "symlink", target: targetText });
   };
 
@@ -1700,6 +1716,45 @@ async function makeVolume(version, force) {
   await writeFile(join(lower, foreign[0]), "conflict copy");
   await writeFile(join(lower, foreign[1]), "[.ShellClassInfo]\n");
 
+  if (version >= 3) {
+    // Special files as objects, a target of PATH_MAX - 1 bytes, and a file with holes (§9).
+    const { FileKind } = header;
+    await writeObject(lower, rootId, "fifo", { kind: FileKind.Fifo });
+    expected.push({ path: "fifo", type: "fifo" });
+    await writeObject(lower, rootId, "socket", { kind: FileKind.Socket });
+    expected.push({ path: "socket", type: "socket" });
+    await writeObject(lower, rootId, "null", { kind: FileKind.CharDevice, major: 1, minor: 3 });
+    expected.push({ path: "null", type: "chardev", major: 1, minor: 3 });
+    await writeObject(docs.lower, docs.ids[0], "docs/sda1", {
+      kind: FileKind.BlockDevice,
+      major: 8,
+      minor: 1,
+    });
+    expected.push({ path: "docs/sda1", type: "blockdev", major: 8, minor: 1 });
+    await link(docs.lower, docs.ids[0], "docs/longest-link", "../".repeat(1365));
+    const holesPath = await place(lower, rootId, "holes.bin");
+    const cleartext = pattern(6 * blockSize + 100, 17);
+    cleartext.fill(0, blockSize, 4 * blockSize);
+    const created = header.createHeader(keyring, { blockSize });
+    const flagged = header.planHolesFlag(keyring, created.header, created.bytes).bytes;
+    same("HOLES flag set", String(flagged[5]), "1");
+    const sealed = content.sealBlocks(
+      { fileKey: created.header.fileKey, fileId: created.header.fileId, geometry },
+      0,
+      cleartext,
+      true,
+    );
+    // Blocks 1..3 are holes: all-zero sealed blocks, as a sparse lower file reads.
+    sealed.fill(0, geometry.sealedBlockSize, 4 * geometry.sealedBlockSize);
+    await writeFile(holesPath, Buffer.concat([flagged, sealed]));
+    expected.push({
+      path: "holes.bin",
+      type: "file",
+      size: cleartext.length,
+      sha256: createHash("sha256").update(cleartext).digest("hex"),
+    });
+  }
+
   // Version 2: IDs planted by someone without the keys, each smaller than every genuine ID
   // (all zeros), so a reader that took them would encode new names under them: one in the
   // v2 form with a made-up tag, one in the bare v1 form. Both must be ignored (§12.3).
@@ -1722,7 +1777,9 @@ async function makeVolume(version, force) {
     about:
       version === 1
         ? "Cleartext tree of test/fixtures/volume-v1, written by scripts/make-fixture.mjs with the v1 code (regenerated once before release, when the final-block rule changed). test/unit/fixture-volume.test.ts must keep reading it."
-        : "Cleartext tree of test/fixtures/volume-v2, written by scripts/make-fixture.mjs with the v2 code: authenticated directory IDs, a directory with two genuine IDs (a merge) and two planted IDs (forgedDirIds) that readers must ignore. test/unit/fixture-volume.test.ts must keep reading it.",
+        : version === 3
+          ? "Cleartext tree of test/fixtures/volume-v3, written by scripts/make-fixture.mjs with the v3 code: everything of volume-v2, symlinks as objects, a FIFO, a socket, a character and a block device, a symlink target of 4095 bytes and a file with holes (§9, §13). test/unit/fixture-volume.test.ts must keep reading it."
+          : "Cleartext tree of test/fixtures/volume-v2, written by scripts/make-fixture.mjs with the v2 code: authenticated directory IDs, a directory with two genuine IDs (a merge) and two planted IDs (forgedDirIds) that readers must ignore. test/unit/fixture-volume.test.ts must keep reading it.",
     passphrase: PASSPHRASE,
     recoveryKey,
     blockSize,
@@ -1754,9 +1811,11 @@ if (command === "vectors") {
     await writeFile(path, text);
     console.log(`wrote ${path}`);
   }
-} else if (command === "volume" && (flags[0] === "v1" || flags[0] === "v2")) {
+} else if (command === "volume" && ["v1", "v2", "v3"].includes(flags[0])) {
   await makeVolume(Number(flags[0].slice(1)), flags.includes("--force"));
 } else {
-  console.error("usage: node scripts/make-fixture.mjs vectors [--check] | volume v1|v2 [--force]");
+  console.error(
+    "usage: node scripts/make-fixture.mjs vectors [--check] | volume v1|v2|v3 [--force]",
+  );
   process.exit(2);
 }

@@ -274,7 +274,7 @@ Examples:
       program
         .command("upgrade")
         .description(
-          "upgrade a format-version-1 volume to version 2 (authenticated directory IDs), in place; safe to interrupt and rerun",
+          "upgrade a volume of format version 1 or 2 to version 3 (authenticated directory IDs; symlinks and special files as objects; holes), in place; safe to interrupt and rerun",
         )
         .argument("<lower>")
         .addHelpText(

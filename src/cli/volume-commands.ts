@@ -207,7 +207,7 @@ export async function fsckCommand(lower: string, opts: FsckCommandOptions): Prom
         process.stdout.write(`${p.severity}: ${where}${block}: ${p.message} [${p.code}]${fixed}\n`);
       }
       process.stdout.write(
-        `${report.files} files, ${report.directories} directories, ${report.symlinks} symlinks, ${report.bytes} bytes checked: ` +
+        `${report.files} files, ${report.directories} directories, ${report.symlinks} symlinks, ${report.specials} special files, ${report.bytes} bytes checked: ` +
           (errors.length === 0 ? "clean\n" : `${errors.length} problems\n`),
       );
     }
@@ -240,15 +240,20 @@ export async function upgradeCommand(lower: string, opts: CommonOptions): Promis
         `cryptmount: ${l}: version-1 directory ID not upgraded (arrived after the upgrade?)\n`,
       );
     process.stderr.write(
-      `cryptmount: ${lower}: upgraded to format version 2, but ${result.leftovers.length} version-1 ID entries were left in place; run cryptmount fsck\n`,
+      `cryptmount: ${lower}: upgraded to format version ${CONFIG_VERSION}, but ${result.leftovers.length} version-1 ID entries were left in place; run cryptmount fsck\n`,
     );
-    return EXIT.problemsFound;
   }
+  for (const l of result.unconverted)
+    process.stderr.write(
+      `cryptmount: ${l}: symlink target does not decrypt; left as it was (run cryptmount fsck)\n`,
+    );
+  if (result.leftovers.length > 0 || result.unconverted.length > 0) return EXIT.problemsFound;
   process.stdout.write(
-    result.from >= 2 && result.removed === 0
-      ? `${lower} is already at format version 2; nothing to do\n`
-      : `Upgraded ${lower} to format version 2: ${result.directories} directories, ` +
-          `${result.created} directory IDs authenticated, ${result.removed} old ID entries removed\n`,
+    result.from >= CONFIG_VERSION && result.removed === 0 && result.symlinks === 0
+      ? `${lower} is already at format version ${CONFIG_VERSION}; nothing to do\n`
+      : `Upgraded ${lower} from format version ${result.from} to ${CONFIG_VERSION}: ${result.directories} directories, ` +
+          `${result.created} directory IDs authenticated, ${result.removed} old ID entries removed, ` +
+          `${result.symlinks} symlinks stored as objects\n`,
   );
   return EXIT.ok;
 }

@@ -12,7 +12,7 @@ import { FsError } from "./errors.js";
 import { Gate } from "./gate.js";
 import { inodeKey, isDir, isSymlink, type Fd, type LowerOps, type LowerStat } from "./lower/ops.js";
 import { LowerDirectory, Namespace, type LowerName } from "./namespace.js";
-import { Objects } from "./objects.js";
+import { Objects, SYMLINK_LOWER_MODE } from "./objects.js";
 import { OpenFiles } from "./open-files.js";
 import {
   RENAME_NOREPLACE,
@@ -41,8 +41,6 @@ const S_ISGID = 0o2000;
 /** Objects of a version-3 volume (§13); earlier versions are served read-only. */
 const OBJECTS_VERSION = 3;
 const CURRENT_VERSION = 3;
-/** A symlink's lower file is the owner's alone; it shows as 0777 like every symlink (§13). */
-const SYMLINK_LOWER_MODE = 0o600;
 const CREATE_FLAGS = constants.O_CREAT | constants.O_EXCL | constants.O_RDWR | constants.O_NOATIME;
 const ACCESS_MODE = constants.O_RDONLY | constants.O_WRONLY | constants.O_RDWR;
 

@@ -7,6 +7,8 @@ import { OBJECT_STORED_SIZE, openObject, sealObject, type ObjectValue } from "..
 import { FsError } from "./errors.js";
 import { inodeKey, isFile, type Fd, type LowerOps, type LowerStat } from "./lower/ops.js";
 
+/** A symlink's lower file is the owner's alone; it shows as 0777 like every symlink (§13). */
+export const SYMLINK_LOWER_MODE = 0o600;
 /** Objects whose decoded record is kept, most recently used last. */
 const CACHE_ENTRIES = 4096;
 const CREATE_FLAGS = constants.O_CREAT | constants.O_EXCL | constants.O_RDWR;
@@ -96,7 +98,13 @@ export class Objects {
    * is there). Header and record in one write, the rest of the object's
    * length as a hole; nothing is left behind if that fails.
    */
-  async create(dir: Fd, entry: string, value: ObjectValue, mode: number): Promise<void> {
+  async create(
+    dir: Fd,
+    entry: string,
+    value: ObjectValue,
+    mode: number,
+    options: { sync?: boolean } = {},
+  ): Promise<void> {
     const { bytes, header } = sealObject(this.keyring, this.geometry.blockSize, value);
     header.fileKey.fill(0);
     const { fd } = await this.io.openFile(dir, entry, CREATE_FLAGS, mode);
@@ -106,6 +114,7 @@ export class Objects {
         done += await this.io.pwrite(fd, bytes, done, bytes.length - done, done);
       }
       await this.io.ftruncate(fd, this.geometry.objectLowerSize);
+      if (options.sync) await this.io.fsync(fd, false);
     } catch (err) {
       await this.io.unlink(dir, entry).catch(() => undefined);
       throw err;

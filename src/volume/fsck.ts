@@ -4,8 +4,9 @@ import { randomPool } from "../crypto/random.js";
 import { CONFIG_VERSION } from "../format/config.js";
 import { ContentGeometry, openBlocks } from "../format/content.js";
 import { readDirIds } from "../format/dir-ids.js";
-import { isFormatError } from "../format/errors.js";
-import { HEADER_SIZE, openHeader } from "../format/header.js";
+import { FormatError, isFormatError } from "../format/errors.js";
+import { FileKind, HEADER_SIZE, openHeader } from "../format/header.js";
+import { OBJECT_STORED_SIZE, openObject } from "../format/object.js";
 import { SIDECAR_SUFFIX, decryptName } from "../format/names.js";
 import { decryptSymlink } from "../format/symlink.js";
 import { FsError } from "../fs/errors.js";
@@ -63,6 +64,8 @@ export interface FsckReport {
   files: number;
   directories: number;
   symlinks: number;
+  /** FIFOs, sockets and devices (objects of version 3, §13). */
+  specials: number;
   bytes: number;
   problems: Problem[];
 }
@@ -73,6 +76,10 @@ export interface FsckOptions {
   /** The volume's format version (default: the current one): which ID entries count (§12.3). */
   readonly formatVersion?: number;
 }
+
+/** The first format version with objects and holes (§13, §9). */
+const OBJECTS_VERSION = 3;
+const SEEK_DATA = 3;
 
 /** Blocks verified per read while scanning a file. */
 const SCAN_BLOCKS = 64;
@@ -91,7 +98,14 @@ const newState = (clear: string): DirState => ({ clear, ids: [], seen: new Map()
 
 export class Fsck {
   private readonly geometry: ContentGeometry;
-  readonly report: FsckReport = { files: 0, directories: 0, symlinks: 0, bytes: 0, problems: [] };
+  readonly report: FsckReport = {
+    files: 0,
+    directories: 0,
+    symlinks: 0,
+    specials: 0,
+    bytes: 0,
+    problems: [],
+  };
   private readonly progress: Progress;
   private readonly formatVersion: number;
   private readonly io: LowerOps = threadedLowerOps;
@@ -427,16 +441,29 @@ export class Fsck {
         this.unexpectedType(entry.lower, path, opened.refused, "file changed into ");
       return;
     }
-    this.report.files++;
     const { fd, stat } = opened;
     const lower = entry.lower;
     const lowerSize = stat.size;
     try {
+      if (this.formatVersion >= OBJECTS_VERSION && lowerSize === this.geometry.objectLowerSize) {
+        await this.object(fd, path, lower);
+        return;
+      }
+      this.report.files++;
       const head = Buffer.alloc(HEADER_SIZE);
       const bytesRead = await readFully(this.io, fd, head, HEADER_SIZE, 0);
       let header;
       try {
-        header = openHeader(this.keyring, head.subarray(0, bytesRead), this.geometry.blockSize);
+        header = openHeader(
+          this.keyring,
+          head.subarray(0, bytesRead),
+          this.geometry.blockSize,
+          this.formatVersion,
+        );
+        if (header.kind !== FileKind.Regular) {
+          header.fileKey.fill(0);
+          throw new FormatError("OBJECT_INVALID", "an object's header at a regular file's length");
+        }
       } catch (err) {
         this.formatError(err, path, lower, "header: ");
         return;
@@ -461,13 +488,20 @@ export class Fsck {
         return;
       }
       this.report.bytes += size;
-      const cipher = { fileKey: header.fileKey, fileId: header.fileId, geometry: this.geometry };
+      const cipher = {
+        fileKey: header.fileKey,
+        fileId: header.fileId,
+        geometry: this.geometry,
+        holes: header.holes,
+      };
       const finalIndex = this.geometry.blockCount(size) - 1;
       const chunk = Buffer.allocUnsafe(SCAN_BLOCKS * this.geometry.sealedBlockSize);
       for (let first = 0; first <= finalIndex; first += SCAN_BLOCKS) {
         const last = Math.min(finalIndex, first + SCAN_BLOCKS - 1);
         const start = this.geometry.blockOffset(first);
         const end = Math.min(this.geometry.blockOffset(last + 1), lowerSize);
+        // Where the lower has a hole, every block is a hole (§9): nothing to read.
+        if (header.holes && (await this.nextData(fd, start, lowerSize)) >= end) continue;
         const got = await readFully(this.io, fd, chunk, end - start, start);
         let at = first;
         while (at <= last) {
@@ -488,6 +522,30 @@ export class Fsck {
       header.fileKey.fill(0);
     } finally {
       await this.io.close(fd);
+    }
+  }
+
+  /** The lower's next data at or after `at` (its end when there is none). */
+  private async nextData(fd: Fd, at: number, lowerSize: number): Promise<number> {
+    try {
+      return await this.io.lseek(fd, at, SEEK_DATA);
+    } catch (err) {
+      if (err instanceof FsError && err.errno === "ENXIO") return lowerSize;
+      throw err;
+    }
+  }
+
+  /** A symlink, FIFO, socket or device of version 3 (§13): its header and record must verify. */
+  private async object(fd: Fd, path: string | undefined, lower: string): Promise<void> {
+    const bytes = Buffer.alloc(OBJECT_STORED_SIZE);
+    const got = await readFully(this.io, fd, bytes, bytes.length, 0);
+    try {
+      const value = openObject(this.keyring, bytes.subarray(0, got), this.geometry.blockSize);
+      if (value.kind === FileKind.Symlink) this.report.symlinks++;
+      else this.report.specials++;
+    } catch (err) {
+      this.report.specials++;
+      this.formatError(err, path, lower, "object: ");
     }
   }
 }

@@ -6,11 +6,19 @@ import {
   serializeConfig,
   type VolumeConfig,
 } from "../format/config.js";
+import { randomPool } from "../crypto/random.js";
+import { ContentGeometry } from "../format/content.js";
 import { dirIdEntryName } from "../format/dir-ids.js";
+import { isFormatError } from "../format/errors.js";
+import { FileKind } from "../format/header.js";
+import type { ObjectValue } from "../format/object.js";
+import { decryptSymlink } from "../format/symlink.js";
+import { pino } from "pino";
+import { Objects, SYMLINK_LOWER_MODE } from "../fs/objects.js";
 import { classifyLowerEntry } from "../format/names.js";
 import { FsError } from "../fs/errors.js";
 import { lowerPathOf, walkVolume, type WalkedDirectory } from "../fs/lower/layout.js";
-import { threadedLowerOps, type Fd, type LowerOps } from "../fs/lower/ops.js";
+import { isSymlink, threadedLowerOps, type Fd, type LowerOps } from "../fs/lower/ops.js";
 import { noProgress, type Progress } from "./progress.js";
 import { refuseIfMounted } from "../mount/in-use.js";
 import {
@@ -23,18 +31,22 @@ import {
 } from "./volume.js";
 
 /**
- * `cryptmount upgrade`: format version 1 -> 2 in place (docs/format.md §22.2).
+ * `cryptmount upgrade`: format version 1 or 2 -> 3 in place (docs/format.md
+ * §22.2, §23.2).
  *
- *   1. every non-root directory: beside each v1 ID entry "cm.d.<id>", create
- *      its v2 entry "cm.d.<id || tag>"; fsync the directory
- *   2. the config as version 2 with the authenticated-dir-ids feature (atomic, §5.5)
+ *   1. (version 1 only) every non-root directory: beside each v1 ID entry
+ *      "cm.d.<id>", create its v2 entry "cm.d.<id || tag>"; fsync the directory
+ *   2. the config as version 3 with its eight features (atomic, §5.5)
  *   3. every non-root directory: remove the v1 entries whose v2 entry exists; fsync
+ *   4. every lower symlink whose target decrypts: an object of the same target
+ *      written beside it and renamed over it (§23.2); fsync each directory
  *
- * Until step 2 the volume is a v1 volume (v1 builds see the new entries as
- * foreign and hide them); from step 2 on it is a v2 volume whose leftover v1
- * entries are ignored. Rerunning after a crash anywhere finishes the job: a
- * v1 config repeats step 1 (existing v2 entries are kept), a v2 config
- * rewrites the backup copy if it differs and repeats step 3.
+ * Until step 2 the volume keeps its old version (old builds see new ID
+ * entries as foreign and hide them); from step 2 on it is a version-3 volume,
+ * which reads leftover v1 entries as forged and both symlink forms. Rerunning
+ * after a crash anywhere finishes the job: an old config repeats step 1
+ * (existing entries are kept), a version-3 config rewrites the backup copy if
+ * it differs and repeats steps 3 and 4 (removing temporaries a crash left).
  */
 export interface UpgradeResult {
   /** The version found: 1, or 2 when an earlier run had already written the config. */
@@ -48,9 +60,13 @@ export interface UpgradeResult {
   readonly leftovers: readonly string[];
   /** Lower paths of directories whose ID also belongs to an earlier directory (fsck: DUPLICATE_DIR_ID). */
   readonly duplicates: readonly string[];
+  /** Lower symlinks turned into objects (step 4). */
+  readonly symlinks: number;
+  /** Lower symlinks left as they were: their target does not decrypt (fsck reports them). */
+  readonly unconverted: readonly string[];
 }
 
-export type UpgradeStep = "entries" | "config" | "cleanup";
+export type UpgradeStep = "entries" | "config" | "cleanup" | "symlinks";
 
 export interface UpgradeOptions {
   readonly progress?: Progress;
@@ -128,6 +144,7 @@ export async function upgrade(
   let directories = 0;
   const leftovers: string[] = [];
 
+  const converter = new SymlinkConverter(unlocked, io);
   await withLowerRoot(io, lower, async (root) => {
     if (config.version < 2) {
       const homes = new Set<string>();
@@ -157,6 +174,8 @@ export async function upgrade(
         progress.stop();
       }
       step("entries");
+    }
+    if (config.version < CONFIG_VERSION) {
       config = resign(
         { ...config, version: CONFIG_VERSION, features: featuresFor(CONFIG_VERSION) },
         mountKeys,
@@ -193,6 +212,103 @@ export async function upgrade(
       step("cleanup", join(lower, dir.lower));
     });
     step("cleanup");
+
+    await walkVolume(
+      io,
+      root,
+      {
+        directory: (dir) => converter.clearTemporaries(dir),
+        entry: async (dir, entry) => {
+          if (entry.type === "symlink") await converter.convert(dir, entry.entry, entry.lower);
+          return undefined;
+        },
+        directoryDone: async (dir) => {
+          await converter.finish(dir);
+          step("symlinks", join(lower, dir.lower));
+        },
+      },
+      undefined,
+    );
+    step("symlinks");
   });
-  return { from, directories, created, removed, leftovers, duplicates };
+  return {
+    from,
+    directories,
+    created,
+    removed,
+    leftovers,
+    duplicates,
+    symlinks: converter.converted,
+    unconverted: converter.unconverted,
+  };
+}
+
+/** Objects are only written here; nothing of theirs is logged. */
+const silentLog = pino({ level: "silent" });
+
+/** `<entry>.tmp-<12 hex digits>`: the temporary object of step 4 (§23.2), a foreign name. */
+const TEMPORARY = /^(.+)\.tmp-[0-9a-f]{12}$/;
+
+/**
+ * Step 4 (§23.2): turns the lower symlinks of one directory at a time into
+ * objects, each written to a temporary name, given the symlink's owner and
+ * times, made durable and renamed over it; one directory fsync at the end.
+ */
+class SymlinkConverter {
+  converted = 0;
+  readonly unconverted: string[] = [];
+  private readonly objects: Objects;
+  private readonly changed = new Set<Fd>();
+
+  constructor(
+    private readonly unlocked: UnlockedVolume,
+    private readonly io: LowerOps,
+  ) {
+    const geometry = new ContentGeometry(unlocked.config.blockSize);
+    this.objects = new Objects(unlocked.keyring, geometry, silentLog, io, true);
+  }
+
+  /** A crash in step 4 can leave a temporary beside the symlink it was for: it goes. */
+  async clearTemporaries(dir: WalkedDirectory): Promise<void> {
+    for (const name of dir.listing.foreign) {
+      const prefix = TEMPORARY.exec(name)?.[1];
+      if (prefix === undefined) continue;
+      const st = await this.io.stat(dir.fd, prefix).catch(() => undefined);
+      if (st && isSymlink(st)) {
+        await this.io.unlink(dir.fd, name).catch(() => undefined);
+        this.changed.add(dir.fd);
+      }
+    }
+  }
+
+  async convert(dir: WalkedDirectory, entry: string, lower: string): Promise<void> {
+    let target: string;
+    try {
+      const stored = await this.io.readlink(dir.fd, entry);
+      target = decryptSymlink(this.unlocked.keyring.volume.symlinks, stored);
+    } catch (err) {
+      if (!(isFormatError(err) || err instanceof FsError)) throw err;
+      this.unconverted.push(lower);
+      return;
+    }
+    const st = await this.io.stat(dir.fd, entry);
+    const temp = `${entry}.tmp-${randomPool.bytes(6).toString("hex")}`;
+    const value: ObjectValue = { kind: FileKind.Symlink, target };
+    await this.objects.create(dir.fd, temp, value, SYMLINK_LOWER_MODE, { sync: true });
+    try {
+      await this.io.chown(dir.fd, temp, st.uid, st.gid);
+      await this.io.utimens(dir.fd, temp, st.atimeNs, st.mtimeNs);
+      await this.io.rename(dir.fd, temp, dir.fd, entry, 0);
+    } catch (err) {
+      await this.io.unlink(dir.fd, temp).catch(() => undefined);
+      throw err;
+    }
+    this.converted++;
+    this.changed.add(dir.fd);
+  }
+
+  async finish(dir: WalkedDirectory): Promise<void> {
+    if (!this.changed.delete(dir.fd)) return;
+    await this.io.fsyncDir(dir.fd);
+  }
 }

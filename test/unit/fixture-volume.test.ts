@@ -1,7 +1,9 @@
 // The checked-in volumes test/fixtures/volume-v1 (written by the v1 code;
 // regenerated once before the first release, when the final-block rule
-// changed) and test/fixtures/volume-v2 (written by the v2 code, with a
-// merged directory and planted directory IDs) are old volumes: every later
+// changed), test/fixtures/volume-v2 (written by the v2 code, with a
+// merged directory and planted directory IDs) and test/fixtures/volume-v3
+// (the v3 code: objects for symlinks and special files, a file with holes)
+// are old volumes: every later
 // build must unlock them and read back exactly the tree in their
 // .expected.json. A failure here means old volumes would no longer open.
 // Never regenerate a fixture to make this pass.
@@ -62,6 +64,16 @@ describe.each([
       "MERGED_DIR_IDS",
     ],
   },
+  {
+    version: 3,
+    fsckCodes: [
+      "FOREIGN_ENTRY",
+      "FOREIGN_ENTRY",
+      "FORGED_DIR_ID",
+      "FORGED_DIR_ID",
+      "MERGED_DIR_IDS",
+    ],
+  },
 ])("fixture volume v$version", ({ version, fsckCodes }) => {
   const fixture = fixturePath(version);
   const expected = expectedOf(version);
@@ -107,6 +119,12 @@ describe.each([
     expect(byPath.get("docs/deeper/leaf.txt")).toMatchObject({ type: "file" });
     expect(byPath.get("merged/from-first-machine.txt")).toMatchObject({ type: "file" });
     expect(byPath.get("merged/from-second-machine.txt")).toMatchObject({ type: "file" });
+    if (version >= 3) {
+      for (const type of ["fifo", "socket", "chardev", "blockdev"])
+        expect(expected.entries.some((e) => e.type === type)).toBe(true);
+      expect(byPath.get("docs/longest-link")).toMatchObject({ type: "symlink" });
+      expect(byPath.get("holes.bin")).toMatchObject({ type: "file" });
+    }
     if (version >= 2) {
       // Both plants: the v2 form with a made-up tag, and the bare v1 form.
       const forms = expected.forgedDirIds!.map((p) => {
@@ -155,7 +173,7 @@ describe("fixture volume v1, upgraded", () => {
     bytes: Buffer.from(expected.passphrase, "utf8"),
   };
 
-  it("upgrade of a copy gives a version-2 volume that reads identically; the fixture is untouched", async () => {
+  it("upgrade of a copy gives a version-3 volume that reads identically; the fixture is untouched", async () => {
     const before = await lowerNames(fixture);
     const copy = join(temp, "upgraded");
     await cp(fixture, copy, { recursive: true, verbatimSymlinks: true });
@@ -166,13 +184,13 @@ describe("fixture volume v1, upgraded", () => {
     expect(result).toMatchObject({ from: 1, created: ids, removed: ids, leftovers: [] });
 
     const { config } = await loadConfig(copy);
-    expect(config.version).toBe(2);
+    expect(config.version).toBe(3);
     expect(config.features).toContain(AUTHENTICATED_DIR_IDS);
     expect(await readFile(join(copy, CONFIG_BACKUP), "utf8")).toBe(
       await readFile(join(copy, CONFIG_FILE), "utf8"),
     );
     const reopened = await unlockVolume(copy, passphrase);
-    const tree = await readVolumeTree(copy, reopened.keyring, expected.blockSize, 2);
+    const tree = await readVolumeTree(copy, reopened.keyring, expected.blockSize, 3);
     expect(tree.entries).toEqual(expected.entries);
     expect(tree.foreign).toEqual([...expected.foreign].sort());
     expect(tree.forgedDirIds).toEqual([]);

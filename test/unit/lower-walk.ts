@@ -11,7 +11,8 @@ import { CONFIG_VERSION } from "../../src/format/config.js";
 import { ContentGeometry, openBlocks } from "../../src/format/content.js";
 import { readDirIds } from "../../src/format/dir-ids.js";
 import { FormatError } from "../../src/format/errors.js";
-import { HEADER_SIZE, openHeader } from "../../src/format/header.js";
+import { FileKind, HEADER_SIZE, openHeader } from "../../src/format/header.js";
+import { openObject, type ObjectValue } from "../../src/format/object.js";
 import { decryptName } from "../../src/format/names.js";
 import { decryptSymlink } from "../../src/format/symlink.js";
 import {
@@ -26,7 +27,9 @@ import { withLowerRoot } from "../../src/volume/volume.js";
 export type TreeEntry =
   | { path: string; type: "file"; size: number; sha256: string }
   | { path: string; type: "dir" }
-  | { path: string; type: "symlink"; target: string };
+  | { path: string; type: "symlink"; target: string }
+  | { path: string; type: "fifo" | "socket" }
+  | { path: string; type: "chardev" | "blockdev"; major: number; minor: number };
 
 export interface VolumeTree {
   /** Cleartext entries, paths relative to the volume root ("docs/notes.md"), sorted. */
@@ -38,15 +41,23 @@ export interface VolumeTree {
 }
 
 /** Decrypts one lower file (header + blocks); throws the FormatError of the first problem. */
-export function decryptFile(keyring: Keyring, geometry: ContentGeometry, lower: Buffer): Buffer {
+export function decryptFile(
+  keyring: Keyring,
+  geometry: ContentGeometry,
+  lower: Buffer,
+  formatVersion: number = CONFIG_VERSION,
+): Buffer {
   const header = openHeader(
     keyring,
     lower.subarray(0, Math.min(HEADER_SIZE, lower.length)),
     geometry.blockSize,
+    formatVersion,
   );
+  if (header.kind !== FileKind.Regular)
+    throw new FormatError("OBJECT_INVALID", "an object's header at a regular file's length");
   const size = geometry.cleartextSize(lower.length);
   const { cleartext, failure } = openBlocks(
-    { fileKey: header.fileKey, fileId: header.fileId, geometry },
+    { fileKey: header.fileKey, fileId: header.fileId, geometry, holes: header.holes },
     0,
     lower.subarray(HEADER_SIZE),
     geometry.blockCount(size) - 1,
@@ -150,7 +161,11 @@ export async function readVolumeTree(
               return undefined;
             case "file": {
               const lower = await io.readSmallFile(dir.fd, entry.entry, MAX_FILE_BYTES);
-              const data = decryptFile(keyring, geometry, lower);
+              if (formatVersion >= 3 && lower.length === geometry.objectLowerSize) {
+                entries.push(objectEntry(path, openObject(keyring, lower, blockSize)));
+                return undefined;
+              }
+              const data = decryptFile(keyring, geometry, lower, formatVersion);
               entries.push({
                 path,
                 type: "file",
@@ -176,6 +191,22 @@ export async function readVolumeTree(
     foreign: foreign.sort(),
     forgedDirIds: forgedDirIds.sort(),
   };
+}
+
+/** A version-3 object as a tree entry (§13). */
+function objectEntry(path: string, value: ObjectValue): TreeEntry {
+  switch (value.kind) {
+    case FileKind.Symlink:
+      return { path, type: "symlink", target: value.target };
+    case FileKind.Fifo:
+      return { path, type: "fifo" };
+    case FileKind.Socket:
+      return { path, type: "socket" };
+    case FileKind.CharDevice:
+      return { path, type: "chardev", major: value.major, minor: value.minor };
+    case FileKind.BlockDevice:
+      return { path, type: "blockdev", major: value.major, minor: value.minor };
+  }
 }
 
 /** Every regular file of the volume reached through a name entry: its lower path (relative) and content. */

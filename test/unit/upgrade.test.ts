@@ -1,7 +1,7 @@
-// cryptmount upgrade (docs/format.md §22.2): a crash after any step, or after
-// any directory of steps 1 and 3, leaves a volume that still reads the same
-// tree, and running upgrade again finishes the job. Works on copies of the
-// checked-in v1 fixture volume.
+// cryptmount upgrade (docs/format.md §22.2, §23.2): a crash after any step,
+// or after any directory of steps 1, 3 and 4, leaves a volume that still
+// reads the same tree, and running upgrade again finishes the job. Works on
+// copies of the checked-in v1 and v2 fixture volumes.
 
 import { cp, mkdtemp, readFile, readdir, rm, writeFile } from "node:fs/promises";
 import { readFileSync } from "node:fs";
@@ -74,6 +74,12 @@ async function tree(lower: string): Promise<TreeEntry[]> {
   }
 }
 
+/** Lower symlinks left anywhere in the volume (none once step 4 is done). */
+async function lowerSymlinks(lower: string): Promise<number> {
+  const entries = await readdir(lower, { recursive: true, withFileTypes: true });
+  return entries.filter((e) => e.isSymbolicLink()).length;
+}
+
 async function idForms(lower: string): Promise<string[]> {
   const forms: string[] = [];
   for (const p of await readdir(lower, { recursive: true })) {
@@ -84,7 +90,7 @@ async function idForms(lower: string): Promise<string[]> {
 }
 
 describe("upgrade", () => {
-  it("counts its steps: one per directory in steps 1 and 3, and one after each step", async () => {
+  it("counts its steps: one per directory in steps 1, 3 and 4, and one after each step", async () => {
     const lower = await copy();
     const steps: string[] = [];
     const unlocked = await unlockVolume(lower, secret());
@@ -97,22 +103,31 @@ describe("upgrade", () => {
       "config",
       ...Array<string>(dirs).fill("cleanup:dir"),
       "cleanup",
+      ...Array<string>(dirs + 1).fill("symlinks:dir"), // the root too
+      "symlinks",
     ]);
     expect(await idForms(lower)).toEqual(Array<string>(result.created).fill("v2"));
+    expect(result.symlinks).toBe(expected.entries.filter((e) => e.type === "symlink").length);
+    expect(await lowerSymlinks(lower)).toBe(0);
   });
 
   it("a crash at any step leaves a readable volume, and a rerun finishes it", async () => {
     const probe = await copy();
     const { directories } = (await run(probe)) as UpgradeResult;
-    const steps = 2 * directories + 3;
+    const steps = 3 * directories + 5;
     for (let at = 1; at <= steps; at++) {
       const lower = await copy();
       expect(await run(lower, at)).toBe("crashed");
       expect(await tree(lower)).toEqual(expected.entries);
       const again = await run(lower);
       expect(again).toMatchObject({ leftovers: [] });
-      expect((await loadConfig(lower)).config.version).toBe(2);
+      expect((await loadConfig(lower)).config.version).toBe(3);
       expect(await tree(lower)).toEqual(expected.entries);
+      expect(await lowerSymlinks(lower)).toBe(0);
+      // No temporary object of step 4 stays behind.
+      expect((await readdir(lower, { recursive: true })).filter((p) => /\.tmp-/.test(p))).toEqual(
+        [],
+      );
       expect(await idForms(lower)).toEqual((await idForms(fixture)).map(() => "v2"));
       expect(await readFile(join(lower, CONFIG_BACKUP), "utf8")).toBe(
         await readFile(join(lower, CONFIG_FILE), "utf8"),
@@ -120,8 +135,8 @@ describe("upgrade", () => {
     }
   });
 
-  it("a crash between the two config renames (primary v2, backup v1) is finished by a rerun", async () => {
-    // The v2 config this volume gets (same keys: a copy of the same fixture).
+  it("a crash between the two config renames (primary v3, backup v1) is finished by a rerun", async () => {
+    // The v3 config this volume gets (same keys: a copy of the same fixture).
     const lower = await copy();
     const v1Backup = await readFile(join(lower, CONFIG_BACKUP), "utf8");
     const { directories } = (await run(lower)) as UpgradeResult;
@@ -131,7 +146,7 @@ describe("upgrade", () => {
     await writeFile(join(again, CONFIG_FILE), await readFile(join(lower, CONFIG_FILE), "utf8"));
     await writeFile(join(again, CONFIG_BACKUP), v1Backup);
     const result = await run(again);
-    expect(result).toMatchObject({ from: 2, leftovers: [] });
+    expect(result).toMatchObject({ from: 3, leftovers: [] });
     expect(await readFile(join(again, CONFIG_BACKUP), "utf8")).toBe(
       await readFile(join(again, CONFIG_FILE), "utf8"),
     );
@@ -150,7 +165,7 @@ describe("upgrade", () => {
     const late = v1DirIdEntryName(Buffer.alloc(16, 9));
     await writeFile(join(dir, late), "");
     const result = await run(lower);
-    expect(result).toMatchObject({ from: 2, created: 0, removed: 0 });
+    expect(result).toMatchObject({ from: 3, created: 0, removed: 0 });
     expect((result as UpgradeResult).leftovers).toEqual([join(dir, late).slice(lower.length + 1)]);
     expect(await readdir(dir)).toContain(late);
   });
@@ -166,7 +181,7 @@ describe("upgrade", () => {
     expect(result.duplicates).toHaveLength(1);
   });
 
-  it("does nothing to a volume that is already version 2", async () => {
+  it("does nothing to a volume that is already version 3", async () => {
     const lower = join(temp, "fresh");
     await initVolume(lower, {
       slots: [{ secret: secret(), kdf: ARGON2_MINIMUM }],
@@ -174,12 +189,41 @@ describe("upgrade", () => {
     });
     const before = await readFile(join(lower, CONFIG_FILE), "utf8");
     expect(await run(lower)).toMatchObject({
-      from: 2,
+      from: 3,
       directories: 0,
       created: 0,
       removed: 0,
       leftovers: [],
     });
     expect(await readFile(join(lower, CONFIG_FILE), "utf8")).toBe(before);
+  });
+});
+
+describe("upgrade of a version-2 volume", () => {
+  const v2 = fileURLToPath(new URL("../fixtures/volume-v2", import.meta.url));
+  const v2Expected = JSON.parse(
+    readFileSync(new URL("../fixtures/volume-v2.expected.json", import.meta.url), "utf8"),
+  ) as { passphrase: string; blockSize: number; entries: TreeEntry[] };
+
+  it("keeps its IDs, turns its symlinks into objects, and reads the same tree", async () => {
+    const lower = join(temp, "from-v2");
+    await cp(v2, lower, { recursive: true, verbatimSymlinks: true });
+    // What a crash inside step 4 leaves: a temporary object beside the symlink it was for.
+    const link = (await readdir(lower, { withFileTypes: true })).find((e) => e.isSymbolicLink())!;
+    const temporary = `${link.name}.tmp-0123456789ab`;
+    await writeFile(join(lower, temporary), "half-written");
+    const key = { kind: "passphrase" as const, bytes: Buffer.from(v2Expected.passphrase) };
+    const unlocked = await unlockVolume(lower, key);
+    const result = await upgrade(unlocked);
+    unlocked.keyring.wipe();
+    expect(result).toMatchObject({ from: 2, created: 0, unconverted: [] });
+    expect(result.symlinks).toBe(v2Expected.entries.filter((e) => e.type === "symlink").length);
+    expect(await lowerSymlinks(lower)).toBe(0);
+    expect(await readdir(lower)).not.toContain(temporary);
+    const reopened = await unlockVolume(lower, key);
+    expect(reopened.config.version).toBe(3);
+    const read = await readVolumeTree(lower, reopened.keyring, v2Expected.blockSize, 3);
+    reopened.keyring.wipe();
+    expect(read.entries).toEqual(v2Expected.entries);
   });
 });

@@ -269,6 +269,8 @@ export interface LayoutVisitor<C> {
     error: FsError,
     context: C,
   ): void | Promise<void>;
+  /** A directory after all its entries and subdirectories (to fsync what changed in it). */
+  directoryDone?(dir: WalkedDirectory, context: C): void | Promise<void>;
 }
 
 export interface WalkOptions {
@@ -347,6 +349,7 @@ async function walkDirectory<C>(
       await io.close(child.fd);
     }
   }
+  await visitor.directoryDone?.(dir, context);
 }
 
 /** A subdirectory's handle and listing; the handle is closed again when listing fails. */
