@@ -117,6 +117,13 @@ export class TrusteeConnection {
   }
 
   /** The pinned, handshaken connection (opened on first use or after the server closed it). */
+  /** A transport failure as the user sees it; our own refusals pass through. */
+  private unreachable(err: Error): UserError {
+    if (err instanceof UserError) return err;
+    const why = (err as NodeJS.ErrnoException).code ?? err.message;
+    return new TrusteeUnavailable("unreachable", `${this.trustee.url}: ${why}`);
+  }
+
   private async connection(): Promise<TLSSocket> {
     if (this.socket && !this.socket.destroyed && this.socket.writable) return this.socket;
     this.socket?.destroy();
@@ -136,14 +143,7 @@ export class TrusteeConnection {
       });
       const fail = (err: Error) => {
         s.destroy();
-        reject(
-          err instanceof UserError
-            ? err
-            : new TrusteeUnavailable(
-                "unreachable",
-                `${this.trustee.url}: ${(err as NodeJS.ErrnoException).code ?? err.message}`,
-              ),
-        );
+        reject(this.unreachable(err));
       };
       s.once("error", fail);
       s.once("timeout", () => fail(new Error("timed out")));
@@ -214,16 +214,7 @@ export class TrusteeConnection {
             "Content-Length": Buffer.byteLength(sent.body),
           },
         });
-        req.on("error", (err) =>
-          reject(
-            err instanceof UserError
-              ? err
-              : new TrusteeUnavailable(
-                  "unreachable",
-                  `${this.trustee.url}: ${(err as NodeJS.ErrnoException).code ?? err.message}`,
-                ),
-          ),
-        );
+        req.on("error", (err) => reject(this.unreachable(err)));
         req.on("response", (res) => {
           const chunks: Buffer[] = [];
           let size = 0;
