@@ -298,8 +298,8 @@ describe.skipIf(!haveFuse)("bad input", () => {
       "%s: an unknown format version (exit 4, says so), even with an intact backup",
       async (command) => {
         const v = await copyOfGood();
-        await editConfig(v, (c) => (c.version = 3));
-        await expectError(await argv(command, v), 4, /format version 3 is not supported/);
+        await editConfig(v, (c) => (c.version = 4));
+        await expectError(await argv(command, v), 4, /format version 4 is not supported/);
         const w = await copyOfGood();
         await editConfig(w, (c) => (c.version = 99), "primary");
         await expectError(await argv(command, w), 4, /format version 99 is not supported/);
