@@ -251,7 +251,7 @@ export async function upgradeCommand(lower: string, opts: CommonOptions): Promis
   process.stdout.write(
     result.from >= CONFIG_VERSION && result.removed === 0 && result.symlinks === 0
       ? `${lower} is already at format version ${CONFIG_VERSION}; nothing to do\n`
-      : `Upgraded ${lower} from format version ${result.from} to ${CONFIG_VERSION}: ${result.directories} directories, ` +
+      : `Upgraded ${lower} to format version ${CONFIG_VERSION} (from version ${result.from}): ${result.directories} directories, ` +
           `${result.created} directory IDs authenticated, ${result.removed} old ID entries removed, ` +
           `${result.symlinks} symlinks stored as objects\n`,
   );

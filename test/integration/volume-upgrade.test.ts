@@ -75,12 +75,12 @@ describe.skipIf(!haveFuse)("format version 1 volumes", () => {
     }
 
     expect(await cliOk(sb, ["upgrade", "--passfile", passfile, lower])).toMatch(
-      /^Upgraded .* to format version 2: \d+ directories, \d+ directory IDs authenticated/,
+      /^Upgraded .* to format version 3 \(from version 1\): \d+ directories, \d+ directory IDs authenticated/,
     );
     expect(await cliOk(sb, ["upgrade", "--passfile", passfile, lower])).toMatch(
-      /already at format version 2/,
+      /already at format version 3/,
     );
-    expect((await info(sb, lower)).formatVersion).toBe(2);
+    expect((await info(sb, lower)).formatVersion).toBe(3);
 
     const rw = await mountVolume(sb, lower, { key: ["--passfile", passfile] });
     try {
