@@ -1,4 +1,4 @@
-import { readFile, stat, mkdir, readdir } from "node:fs/promises";
+import { stat, mkdir, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { toBase64Url, wipe } from "../crypto/bytes.js";
 import { Keyring, MOUNT_KEY_SIZE, VOLUME_SECRET_SIZE, deriveEpochKeys } from "../crypto/keys.js";
@@ -32,7 +32,7 @@ import { deriveKek, type Secret } from "../keys/kek.js";
 import { writeFileAtomic } from "../atomic.js";
 import { EXIT, UserError } from "../errors.js";
 import { FsError } from "../fs/errors.js";
-import type { Fd, LowerOps } from "../fs/lower/ops.js";
+import { threadedLowerOps, type Fd, type LowerOps } from "../fs/lower/ops.js";
 
 /** The config file and its backup copy in the lower root. */
 export const CONFIG_FILE = CONFIG_NAME;
@@ -58,31 +58,56 @@ function describe(lower: string, err: unknown): UserError {
   return new UserError(`${lower}: cannot read the volume config (${code ?? "error"})`, EXIT.io);
 }
 
+/** Far above any config (32 slots of a few hundred bytes each). */
+const MAX_CONFIG_BYTES = 1 << 20;
+
+/**
+ * A config copy as text, through the lower root's handle: never following a
+ * symlink or blocking on a FIFO put there (LowerOps.readSmallFile).
+ */
+async function readConfigCopy(io: LowerOps, root: Fd, name: string): Promise<string | Error> {
+  try {
+    return (await io.readSmallFile(root, name, MAX_CONFIG_BYTES)).toString("utf8");
+  } catch (err) {
+    return err as Error;
+  }
+}
+
 export async function loadConfig(lower: string): Promise<LoadedConfig> {
   await requireDirectory(lower);
-  const primary = await readFile(join(lower, CONFIG_FILE), "utf8").catch(
-    (e: NodeJS.ErrnoException) => e,
-  );
-  if (primary instanceof Error && primary.code === "ENOENT") {
-    const backupExists = await stat(join(lower, CONFIG_BACKUP)).catch(() => undefined);
-    if (!backupExists)
-      throw new UserError(`${lower}: not a cryptmount volume (no ${CONFIG_FILE})`, EXIT.notAVolume);
-  }
-  let firstError: unknown = primary instanceof Error ? primary : undefined;
-  if (!(primary instanceof Error)) {
-    try {
-      return { config: parseConfig(primary), usedBackup: false };
-    } catch (err) {
-      // A newer format or unknown feature is a refusal, not damage: do not fall back.
-      if (isFormatError(err) && err.code !== "CONFIG_INVALID") throw describe(lower, err);
-      firstError = err;
-    }
-  }
+  const io = threadedLowerOps;
+  const root = await io.openRoot(lower).catch((err: unknown) => {
+    throw describe(lower, err);
+  });
   try {
-    const backup = await readFile(join(lower, CONFIG_BACKUP), "utf8");
-    return { config: parseConfig(backup), usedBackup: true };
-  } catch {
-    throw describe(lower, firstError);
+    const primary = await readConfigCopy(io, root, CONFIG_FILE);
+    if (primary instanceof Error && (primary as NodeJS.ErrnoException).code === "ENOENT") {
+      const backupExists = await io.stat(root, CONFIG_BACKUP).catch(() => undefined);
+      if (!backupExists)
+        throw new UserError(
+          `${lower}: not a cryptmount volume (no ${CONFIG_FILE})`,
+          EXIT.notAVolume,
+        );
+    }
+    let firstError: unknown = primary instanceof Error ? primary : undefined;
+    if (!(primary instanceof Error)) {
+      try {
+        return { config: parseConfig(primary), usedBackup: false };
+      } catch (err) {
+        // A newer format or unknown feature is a refusal, not damage: do not fall back.
+        if (isFormatError(err) && err.code !== "CONFIG_INVALID") throw describe(lower, err);
+        firstError = err;
+      }
+    }
+    const backup = await readConfigCopy(io, root, CONFIG_BACKUP);
+    try {
+      if (backup instanceof Error) throw backup;
+      return { config: parseConfig(backup), usedBackup: true };
+    } catch {
+      throw describe(lower, firstError);
+    }
+  } finally {
+    await io.close(root);
   }
 }
 

@@ -266,3 +266,26 @@ describe("volume tools on a hostile lower", () => {
     });
   }
 });
+
+describe("a FIFO in place of the volume config", () => {
+  sandboxSuite("vhostile-config", async (s) => {
+    sb = s;
+    passfiles.set(2, await secretFile(sb, "v2c.pass", passphrase(2)));
+  });
+
+  it("info and fsck answer at once (the backup copy unlocks), never hang in open()", async () => {
+    const volume = sb.path("v2c");
+    await runOk("cp", ["-a", fixturePath(2), volume]);
+    await rm(join(volume, "cryptmount.conf"));
+    await mkfifo(join(volume, "cryptmount.conf"));
+    const info = await cli(sb, ["info", volume], { timeoutMs: DEADLINE_MS });
+    expect(info.code, info.stderr).toBe(0);
+    const check = await run(2, ["fsck", volume]);
+    expect(check.stderr).toMatch(/using the backup|backup/i);
+    await rm(join(volume, "cryptmount.conf.bak"));
+    await mkfifo(join(volume, "cryptmount.conf.bak"));
+    const refused = await cli(sb, ["info", volume], { timeoutMs: DEADLINE_MS });
+    expect(refused.code).toBe(8);
+    expect(refused.stderr).toMatch(/cannot read the volume config/);
+  });
+});
