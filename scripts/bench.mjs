@@ -51,9 +51,14 @@ if (LOWER_KIND === "tmpfs") sh(`mount -t tmpfs -o size=12g tmpfs ${scratch}`);
 const pass = join(scratch, "pass");
 writeFileSync(pass, "benchmark-passphrase\n", { mode: 0o600 });
 
-// A source tree to extract: this repository's node_modules, packed once.
+// A source tree to extract: this repository's node_modules, packed once (-h: a worktree's
+// node_modules may be a symlink; packing the link alone would time extracting one entry).
 const tarball = join(tmpdir(), "cryptmount-bench-tree.tar");
-if (ONLY.includes("tar") && !existsSync(tarball)) sh(`tar -C ${ROOT} -cf ${tarball} node_modules`);
+if (ONLY.includes("tar") && !existsSync(tarball)) sh(`tar -C ${ROOT} -chf ${tarball} node_modules`);
+if (ONLY.includes("tar") && Number(sh(`tar -tf ${tarball} | wc -l`).trim()) < 1000) {
+  console.error(`bench: ${tarball} holds almost nothing (an old cache?); delete it and rerun`);
+  process.exit(1);
+}
 const tarFiles = ONLY.includes("tar") ? Number(sh(`tar -tf ${tarball} | wc -l`).trim()) : 0;
 
 const smallFiles = join(scratch, "smallfiles.py");
