@@ -15,16 +15,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mountKeyFromAgent } from "../../src/agent/client.js";
 import { loadConfig, unlockWithSecret } from "../../src/volume/volume.js";
-import {
-  CLI,
-  EXIT,
-  Sandbox,
-  haveFuse,
-  isMounted,
-  readLog,
-  sh,
-  type RunResult,
-} from "../helpers/volume.js";
+import { CLI, EXIT, Sandbox, haveFuse, isMounted, sh, type RunResult } from "../helpers/volume.js";
 
 const NAME = "trustee-vol-photos-0001";
 const NAME2 = "trustee-vol-papers-0002";
@@ -390,6 +381,37 @@ describe.skipIf(!haveFuse)("trustee key slot: init, mount through the agent, ref
     await startServe();
   });
 
+  it("passwd --remove-slot drops the trustee slot; --add-trustee adds one (named by the volume ID)", async () => {
+    const key = ["--passfile", sb.passfile];
+    await cliOk(["passwd", ...key, "--remove-slot", "2", lower2]);
+    const before = JSON.parse(await cliOk(["info", "--json", lower2])) as {
+      volumeId: string;
+      slots: { kind: string }[];
+    };
+    expect(before.slots.map((s) => s.kind)).toEqual(["passphrase"]);
+    await cliOk(["trustee", "policy", before.volumeId, "--dir", tdir, "--member", deviceA]);
+    const added = await cliOk([
+      "passwd",
+      ...key,
+      "--add-trustee",
+      url,
+      "--device-dir",
+      agents.alpha!.dir,
+      lower2,
+    ]);
+    expect(added).toContain(`volume ${before.volumeId}`);
+    expect(added).toMatch(/Warning: slot\(s\) 1 still open the volume without the trustee/);
+    const after = JSON.parse(await cliOk(["info", "--json", lower2])) as {
+      slots: { kind: string; trustee?: { volume: string } }[];
+    };
+    expect(after.slots.map((s) => s.kind)).toEqual(["passphrase", "trustee"]);
+    expect(after.slots[1]!.trustee!.volume).toBe(before.volumeId);
+    const { r, mountpoint } = await mount(lower2, ["--trustee-socket", agents.alpha!.socket]);
+    expect(r.code, r.stderr).toBe(0);
+    await unmount(mountpoint);
+    await collectSecrets(lower2, before.volumeId, agents.alpha!.socket);
+  });
+
   it("no T, mount key or invitation token in any log at --debug, argv or environment", async () => {
     expect(secrets.length).toBeGreaterThanOrEqual(4);
     const needles = [...secrets.flatMap(encodings), ...tokens];
@@ -398,6 +420,8 @@ describe.skipIf(!haveFuse)("trustee key slot: init, mount through the agent, ref
     expect(await text(logs[0])).toContain('"path":"/v1/volumes/');
     expect(await text(logs.find((l) => l.includes("agent-alpha")))).toContain("mount key released");
     expect(await text(logs.find((l) => l.includes("mnt")))).toContain("server hardened");
+    // Nor in the volumes' own configs, which hold only the slot wrapped under T's KEK.
+    for (const volume of [lower, lower2]) logs.push(join(volume, "cryptmount.conf"));
     for (const log of logs) {
       const text = await readFile(log, "utf8").catch(() => "");
       for (const n of needles) expect(text.includes(n), `${log} holds a secret`).toBe(false);
