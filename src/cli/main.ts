@@ -281,25 +281,27 @@ Examples:
   ).action(act((lower: string, opts) => passwdCommand(lower, opts)));
 
   logOptions(
-    keyOptions(
-      program
-        .command("rekey")
-        .description(
-          "rotate the mount key: rewrap every file header, no data rewrite; safe to interrupt and rerun",
-        )
-        .argument("<lower>")
-        .option(
-          "--revoke-others",
-          "also replace the slot key: keep only the slot that unlocked and a new recovery key (cuts off every other secret, even from old config copies)",
-        )
-        .option(
-          "--recovery-key-file <file>",
-          "with --revoke-others: write the new recovery key to FILE (new, mode 0600) instead of the terminal",
-        )
-        .addHelpText(
-          "after",
-          "\nExample:\n  cryptmount rekey --passfile /etc/cryptmount/data.pass /data/lower",
-        ),
+    trusteeKeyOptions(
+      keyOptions(
+        program
+          .command("rekey")
+          .description(
+            "rotate the mount key: rewrap every file header, no data rewrite; safe to interrupt and rerun",
+          )
+          .argument("<lower>")
+          .option(
+            "--revoke-others",
+            "also replace the slot key: keep only the slot that unlocked and a new recovery key (cuts off every other secret, even from old config copies)",
+          )
+          .option(
+            "--recovery-key-file <file>",
+            "with --revoke-others: write the new recovery key to FILE (new, mode 0600) instead of the terminal",
+          )
+          .addHelpText(
+            "after",
+            "\nExample:\n  cryptmount rekey --passfile /etc/cryptmount/data.pass /data/lower",
+          ),
+      ),
     ),
   ).action(act((lower: string, opts) => rekeyCommand(lower, opts)));
 

@@ -211,7 +211,7 @@ async function updateTrustee(lower: string, opts: PasswdOptions): Promise<number
   }
 }
 
-export interface RekeyCommandOptions extends CommonOptions {
+export interface RekeyCommandOptions extends CommonOptions, TrusteeUnlockOptions {
   revokeOthers?: boolean;
   recoveryKeyFile?: string;
 }
@@ -234,17 +234,19 @@ async function rekeyVolume(
   opts: RekeyCommandOptions,
   output: RecoveryOutput | undefined,
 ): Promise<number> {
-  const secret = await readSecret(opts);
+  // A plain rekey may unlock through the trustee slot; --revoke-others rewraps the secret that
+  // unlocked into the one surviving slot, so it takes a key source (not the trustee's T).
+  const secret = output ? await readSecret(opts) : undefined;
   let result;
   let unlocked: UnlockedVolume | undefined;
   try {
-    unlocked = await unlockVolume(lower, secret);
+    unlocked = secret ? await unlockVolume(lower, secret) : await unlock(lower, opts);
     result = await rekey(
       unlocked,
       terminalProgress("rekey"),
       output
         ? {
-            revokeWith: secret,
+            revokeWith: secret!,
             onRecoveryKey: (key) =>
               output.deliver(
                 key,
@@ -255,7 +257,7 @@ async function rekeyVolume(
     );
   } finally {
     unlocked?.close();
-    secret.bytes.fill(0);
+    secret?.bytes.fill(0);
   }
   if (result.problems.length > 0) {
     for (const p of result.problems) process.stderr.write(`cryptmount: ${p.lower}: ${p.message}\n`);

@@ -332,6 +332,17 @@ describe.skipIf(!haveFuse)("trustee key slot: init, mount through the agent, ref
     expect(r.stderr).toContain("start one with: cryptmount agent");
   });
 
+  it("a trustee-only volume rekeys and fscks through the agent, and still mounts", async () => {
+    const socket = ["--trustee-socket", agents.alpha!.socket];
+    expect(await cliOk(["rekey", ...socket, lower])).toContain("epoch 1 -> 2");
+    expect(await cliOk(["fsck", ...socket, lower])).toContain("clean");
+    const { r, mountpoint } = await mount(lower, socket);
+    expect(r.code, r.stderr).toBe(0);
+    expect(await readFile(join(mountpoint, "note"), "utf8")).toBe("kept-by-the-trustee\n");
+    await unmount(mountpoint);
+    await collectSecrets(lower, NAME, agents.alpha!.socket); // the new epoch's mount key too
+  });
+
   it("--keep-passphrase: info warns; with the trustee stopped, exit 10, and the passphrase still mounts", async () => {
     lower2 = sb.path("lower");
     await cliOk([
