@@ -44,12 +44,17 @@ export async function initCommand(lower: string, opts: InitCommandOptions): Prom
   const recovery = opts.recovery !== false;
   if (!recovery && opts.recoveryKeyFile)
     throw new UserError("--recovery-key-file and --no-recovery contradict each other", EXIT.usage);
-  const trustee = opts.trustee ? await trusteeInitPlan(opts) : undefined;
+  if (!opts.trustee && (opts.trusteeVolume || opts.keepPassphrase || opts.trusteeOnly))
+    throw new UserError(
+      "--trustee-volume, --keep-passphrase and --trustee-only go with --trustee",
+      EXIT.usage,
+    );
   // Where the key will go is settled before a passphrase is asked for or anything is created.
   const output = recovery
     ? await recoveryOutput("init", opts.recoveryKeyFile, "--no-recovery")
     : undefined;
   try {
+    const trustee = opts.trustee ? await trusteeInitPlan(opts) : undefined;
     return await createVolume(lower, opts, kdf, recovery, output, trustee);
   } finally {
     await output?.abandon();

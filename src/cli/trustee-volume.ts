@@ -17,6 +17,7 @@ import {
   type Member,
 } from "../agent/trustee-client.js";
 import { randomPool } from "../crypto/random.js";
+import { hardenProcess } from "../mount/hardening.js";
 import type { KeySlot, TrusteeSlotInfo, VolumeConfig } from "../format/config.js";
 import { TRUSTEE_SECRET_BYTES, type Secret } from "../keys/kek.js";
 import { promptHidden, readSecret, type SecretSource } from "../keys/secret-input.js";
@@ -55,8 +56,13 @@ export function hasKeySource(opts: SecretSource): boolean {
   return Boolean(opts.passfile || opts.keyfile || opts.extpass || opts.recovery);
 }
 
-/** Loads this device's keys, asking for their passphrase only when they are sealed. */
+/**
+ * Loads this device's keys, asking for their passphrase only when they are
+ * sealed. The process holds device keys and T from here on: no core dumps,
+ * not dumpable (as mount and the agent).
+ */
 export async function loadThisDevice(opts: DeviceSource): Promise<DeviceKeys> {
+  hardenProcess();
   const dir = opts.deviceDir ?? defaultDeviceDir();
   if (!(await deviceExists(dir)))
     throw new UserError(

@@ -195,6 +195,9 @@ describe.skipIf(!haveFuse)("trustee key slot: init, mount through the agent, ref
     ]);
     expect(noChoice.code).toBe(EXIT.usage);
     expect(noChoice.stderr).toMatch(/--keep-passphrase .* or --trustee-only/);
+    const stray = await cli(["init", "--trustee-only", "--no-recovery", target]);
+    expect(stray.code).toBe(EXIT.usage);
+    expect(stray.stderr).toContain("go with --trustee");
     const notMember = await cli([
       "init",
       "--trustee",
