@@ -74,13 +74,13 @@ async function trusteeInitPlan(opts: InitCommandOptions): Promise<TrusteeInitPla
       "--trustee needs --trustee-volume NAME: the volume's name in the trustee's policy (cryptmount trustee policy NAME --member DEVICE_ID)",
       EXIT.usage,
     );
+  const device = await loadThisDevice(opts);
   const keepPassphrase = await keepPassphraseChoice(opts);
   if (!keepPassphrase && (opts.passfile || opts.extpass || opts.keyfile))
     throw new UserError(
       "--trustee-only makes no passphrase or key-file slot: drop --passfile, --extpass and --keyfile",
       EXIT.usage,
     );
-  const device = await loadThisDevice(opts);
   const info = await planTrusteeSlot(device, opts.trustee!, opts.trusteeVolume);
   return { keepPassphrase, device, info };
 }

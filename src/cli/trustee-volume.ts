@@ -1,4 +1,4 @@
-import { createInterface } from "node:readline/promises";
+import { createInterface } from "node:readline";
 import { rm, rmdir } from "node:fs/promises";
 import { join } from "node:path";
 import { AgentError, mountKeyFromAgent } from "../agent/client.js";
@@ -228,17 +228,21 @@ export async function keepPassphraseChoice(opts: {
       "--trustee: say whether a passphrase slot stays beside the trustee slot: --keep-passphrase (it opens the volume without the trustee, bypassing its policy) or --trustee-only",
       EXIT.usage,
     );
-  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  // Lines typed ahead are kept (an async iterator buffers them); the terminal echoes them itself.
+  const rl = createInterface({ input: process.stdin, terminal: false });
   try {
     process.stderr.write(
       "A passphrase slot beside the trustee slot opens the volume without the trustee,\n" +
-        "bypassing every trustee policy (revocation, time windows, address ranges).\n",
+        "bypassing every trustee policy (revocation, time windows, address ranges).\n" +
+        "Keep a passphrase slot? [yes/no] ",
     );
-    for (;;) {
-      const answer = (await rl.question("Keep a passphrase slot? [yes/no] ")).trim().toLowerCase();
+    for await (const line of rl) {
+      const answer = line.trim().toLowerCase();
       if (answer === "yes" || answer === "y") return true;
       if (answer === "no" || answer === "n") return false;
+      process.stderr.write("Please answer yes or no: ");
     }
+    throw new UserError("no answer: give --keep-passphrase or --trustee-only", EXIT.usage);
   } finally {
     rl.close();
   }

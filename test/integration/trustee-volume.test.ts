@@ -9,16 +9,28 @@
 // the invitation tokens.
 
 import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
 import { readFile, readdir } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mountKeyFromAgent } from "../../src/agent/client.js";
 import { loadConfig, unlockWithSecret } from "../../src/volume/volume.js";
-import { CLI, EXIT, Sandbox, haveFuse, isMounted, sh, type RunResult } from "../helpers/volume.js";
+import {
+  CLI,
+  EXIT,
+  Sandbox,
+  haveFuse,
+  isMounted,
+  q,
+  run,
+  sh,
+  type RunResult,
+} from "../helpers/volume.js";
 
 const NAME = "trustee-vol-photos-0001";
 const NAME2 = "trustee-vol-papers-0002";
+const NAME3 = "trustee-vol-asked-00003";
 
 async function freePort(): Promise<number> {
   return new Promise((ok) => {
@@ -172,6 +184,7 @@ describe.skipIf(!haveFuse)("trustee key slot: init, mount through the agent, ref
     deviceA = await enrollDevice("alpha");
     await cliOk(["trustee", "policy", NAME, "--dir", tdir, "--member", deviceA]);
     await cliOk(["trustee", "policy", NAME2, "--dir", tdir, "--member", deviceA]);
+    await cliOk(["trustee", "policy", NAME3, "--dir", tdir, "--member", deviceA]);
   }, 60_000);
 
   afterAll(async () => {
@@ -217,6 +230,29 @@ describe.skipIf(!haveFuse)("trustee key slot: init, mount through the agent, ref
     );
     await expect(readdir(target)).rejects.toThrow(); // nothing was created
   });
+
+  it.skipIf(!existsSync("/usr/bin/script"))(
+    "init --trustee on a terminal asks whether to keep a passphrase, until answered",
+    async () => {
+      const target = sb.path("lower");
+      const command = [process.execPath, CLI, "init", "--trustee", url, "--trustee-volume", NAME3]
+        .concat(["--device-dir", agents.alpha!.dir, "--no-recovery", target])
+        .map(q)
+        .join(" ");
+      // script(1) gives the command a terminal; the answers are typed ahead.
+      const r = await run("script", ["-qec", command, "/dev/null"], {
+        env: sb.env,
+        input: "maybe\nno\n",
+        timeoutMs: 60_000,
+      });
+      expect(r.code, r.stdout).toBe(0);
+      expect(r.stdout).toContain("Keep a passphrase slot? [yes/no] Please answer yes or no:");
+      const info = JSON.parse(await cliOk(["info", "--json", target])) as {
+        slots: { kind: string }[];
+      };
+      expect(info.slots.map((s) => s.kind)).toEqual(["trustee"]);
+    },
+  );
 
   it("init --trustee-only → info shows the slot and no passphrase → mount through the agent → write, read, unmount", async () => {
     lower = sb.path("lower");
