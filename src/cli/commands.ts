@@ -1,11 +1,23 @@
 import { execFile } from "node:child_process";
-import { readFile, realpath } from "node:fs/promises";
+import { readFile, realpath, stat } from "node:fs/promises";
 import { promisify } from "node:util";
 import { readNewPassphrase, readSecret } from "../keys/secret-input.js";
 import { listRecords } from "../mount/runtime.js";
 import { currentMounts } from "../mount/mountinfo.js";
 import { CONFIG_VERSION } from "../format/config.js";
 import { initVolume, loadConfig, type SlotRequest } from "../volume/volume.js";
+import { trusteeSlotOf } from "../volume/slots.js";
+import type { TrusteeSlotInfo, VolumeConfig } from "../format/config.js";
+import type { DeviceKeys } from "../agent/device.js";
+import {
+  abandonNewVolume,
+  depositTrusteeSecret,
+  keepPassphraseChoice,
+  loadThisDevice,
+  newTrusteeSecret,
+  planTrusteeSlot,
+  type DeviceSource,
+} from "./trustee-volume.js";
 import { EXIT, UserError } from "../errors.js";
 import type { Argon2Params } from "../format/config.js";
 import { argon2FromOptions, type CommonOptions } from "./options.js";
@@ -13,7 +25,12 @@ import { recoveryOutput, type RecoveryOutput } from "./recovery-output.js";
 
 const run = promisify(execFile);
 
-export interface InitCommandOptions extends CommonOptions {
+export interface InitCommandOptions extends CommonOptions, DeviceSource {
+  /** --trustee URL: add a trustee slot whose secret is deposited there. */
+  trustee?: string;
+  trusteeVolume?: string;
+  keepPassphrase?: boolean;
+  trusteeOnly?: boolean;
   blockSize?: number;
   kdfMemory?: number;
   kdfIterations?: number;
@@ -27,15 +44,45 @@ export async function initCommand(lower: string, opts: InitCommandOptions): Prom
   const recovery = opts.recovery !== false;
   if (!recovery && opts.recoveryKeyFile)
     throw new UserError("--recovery-key-file and --no-recovery contradict each other", EXIT.usage);
+  if (!opts.trustee && (opts.trusteeVolume || opts.keepPassphrase || opts.trusteeOnly))
+    throw new UserError(
+      "--trustee-volume, --keep-passphrase and --trustee-only go with --trustee",
+      EXIT.usage,
+    );
   // Where the key will go is settled before a passphrase is asked for or anything is created.
   const output = recovery
     ? await recoveryOutput("init", opts.recoveryKeyFile, "--no-recovery")
     : undefined;
   try {
-    return await createVolume(lower, opts, kdf, recovery, output);
+    const trustee = opts.trustee ? await trusteeInitPlan(opts) : undefined;
+    return await createVolume(lower, opts, kdf, recovery, output, trustee);
   } finally {
     await output?.abandon();
   }
+}
+
+interface TrusteeInitPlan {
+  readonly keepPassphrase: boolean;
+  readonly device: DeviceKeys;
+  readonly info: TrusteeSlotInfo;
+}
+
+/** init --trustee: every question asked and every trustee check made before anything is created. */
+async function trusteeInitPlan(opts: InitCommandOptions): Promise<TrusteeInitPlan> {
+  if (!opts.trusteeVolume)
+    throw new UserError(
+      "--trustee needs --trustee-volume NAME: the volume's name in the trustee's policy (cryptmount trustee policy NAME --member DEVICE_ID)",
+      EXIT.usage,
+    );
+  const device = await loadThisDevice(opts);
+  const keepPassphrase = await keepPassphraseChoice(opts);
+  if (!keepPassphrase && (opts.passfile || opts.extpass || opts.keyfile))
+    throw new UserError(
+      "--trustee-only makes no passphrase or key-file slot: drop --passfile, --extpass and --keyfile",
+      EXIT.usage,
+    );
+  const info = await planTrusteeSlot(device, opts.trustee!, opts.trusteeVolume);
+  return { keepPassphrase, device, info };
 }
 
 async function createVolume(
@@ -44,29 +91,60 @@ async function createVolume(
   kdf: Argon2Params,
   recovery: boolean,
   output: RecoveryOutput | undefined,
+  trustee: TrusteeInitPlan | undefined,
 ): Promise<number> {
   const slots: SlotRequest[] = [];
+  const trusteeSecret = trustee ? newTrusteeSecret() : undefined;
+  const createdDir = !(await stat(lower).catch(() => undefined));
   let created;
   try {
-    if (opts.keyfile)
+    if (opts.keyfile && trustee?.keepPassphrase !== false)
       slots.push({ secret: await readSecret({ keyfile: opts.keyfile }), label: "key file" });
-    if (!opts.keyfile || opts.passfile || opts.extpass) {
-      const passphrase = await readNewPassphrase({
+    const passphrase = trustee ? trustee.keepPassphrase : true;
+    if (passphrase && (!opts.keyfile || opts.passfile || opts.extpass)) {
+      const newPassphrase = await readNewPassphrase({
         ...(opts.passfile ? { passfile: opts.passfile } : {}),
         ...(opts.extpass ? { extpass: opts.extpass } : {}),
       });
-      slots.unshift({ secret: passphrase, label: "passphrase", kdf });
+      slots.unshift({ secret: newPassphrase, label: "passphrase", kdf });
     }
+    if (trustee && trusteeSecret)
+      slots.push({ secret: trusteeSecret, label: "trustee", trustee: trustee.info });
     created = await initVolume(lower, {
       slots,
       ...(opts.blockSize ? { blockSize: opts.blockSize } : {}),
       recovery,
     });
+    if (trustee && trusteeSecret) {
+      try {
+        await depositTrusteeSecret(
+          trustee.device,
+          trustee.info,
+          trusteeSecret,
+          (trustee.info.members ?? []).map((m) => m.id),
+        );
+      } catch (err) {
+        // A trustee slot without a deposit opens nothing: take the new volume back.
+        await abandonNewVolume(lower, createdDir);
+        throw err;
+      }
+    }
   } finally {
     for (const s of slots) s.secret.bytes.fill(0);
+    trusteeSecret?.bytes.fill(0);
   }
   const { config, recoveryKey } = created;
   process.stdout.write(`Created cryptmount volume ${config.volumeId} in ${lower}\n`);
+  if (trustee) {
+    const members = trustee.info.members ?? [];
+    process.stdout.write(
+      `Trustee slot: ${trustee.info.url} (trustee ${trustee.info.tid}), volume ${trustee.info.volume}, deposited for ${members.length} device(s)\n`,
+    );
+    if (trustee.keepPassphrase)
+      process.stdout.write(
+        "Warning: the passphrase slot opens the volume without the trustee and bypasses its policy\n",
+      );
+  }
   if (recoveryKey && output) {
     await output.deliver(
       recoveryKey,
@@ -132,8 +210,15 @@ export async function infoCommand(lower: string, opts: { json?: boolean }): Prom
     blockSize: config.blockSize,
     keyEpoch: config.epoch,
     rekeyInProgress: config.rekey ? { from: config.rekey.from, to: config.rekey.to } : undefined,
-    slots: config.slots.map((s) => ({ id: s.id, kind: s.kind, label: s.label, kdf: s.kdf })),
+    slots: config.slots.map((s) => ({
+      id: s.id,
+      kind: s.kind,
+      label: s.label,
+      kdf: s.kdf,
+      ...(s.kind === "trustee" && s.trustee ? { trustee: s.trustee } : {}),
+    })),
     configSource: usedBackup ? "backup (primary unreadable)" : "primary",
+    trustee: trusteeSummary(config),
   };
   if (opts.json) {
     process.stdout.write(JSON.stringify(summary, null, 2) + "\n");
@@ -152,11 +237,45 @@ export async function infoCommand(lower: string, opts: { json?: boolean }): Prom
       const kdf = s.kdf
         ? ` argon2id m=${s.kdf.memoryKiB}KiB t=${s.kdf.iterations} p=${s.kdf.parallelism}`
         : "";
-      return `  ${String(s.id).padStart(2)}  ${s.kind.padEnd(10)} ${s.label ?? ""}${kdf}`;
+      const line = `  ${String(s.id).padStart(2)}  ${s.kind.padEnd(10)} ${s.label ?? ""}${kdf}`;
+      if (!s.trustee) return line;
+      const t = s.trustee;
+      const members = (t.members ?? []).map((m) => `${m.name} ${m.id}`);
+      return [
+        line,
+        `        url ${t.url}`,
+        `        trustee ${t.tid}`,
+        `        volume ${t.volume}, key version ${t.key_version}`,
+        `        members (last deposit): ${members.length === 0 ? "unknown" : members.join(", ")}`,
+      ].join("\n");
     }),
   ];
+  if (summary.trustee) {
+    lines.push(
+      summary.trustee.bypassSlots.length === 0
+        ? "trustee only:  no passphrase, key-file or recovery slot opens the volume without the trustee"
+        : `warning:       slot(s) ${summary.trustee.bypassSlots.join(", ")} open the volume without the trustee, bypassing its policy` +
+            (summary.trustee.passphraseSlot
+              ? " (a passphrase slot sits beside the trustee slot)"
+              : ""),
+    );
+  }
   process.stdout.write(lines.join("\n") + "\n");
   return EXIT.ok;
+}
+
+/** Whether slots other than the trustee slot open the volume without it (they bypass its policy). */
+function trusteeSummary(
+  config: VolumeConfig,
+): { slot: number; passphraseSlot: boolean; bypassSlots: number[] } | undefined {
+  const slot = trusteeSlotOf(config);
+  if (!slot) return undefined;
+  const others = config.slots.filter((s) => s.kind !== "trustee");
+  return {
+    slot: slot.id,
+    passphraseSlot: others.some((s) => s.kind === "passphrase"),
+    bypassSlots: others.map((s) => s.id),
+  };
 }
 
 export async function statusCommand(opts: { json?: boolean }): Promise<number> {

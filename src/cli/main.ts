@@ -32,6 +32,23 @@ function keyOptions(command: Command): Command {
     .option("--recovery", "unlock with the recovery key instead of a passphrase");
 }
 
+/** Keyed commands that can unlock a volume's trustee slot through the key agent. */
+function trusteeKeyOptions(command: Command): Command {
+  return command
+    .option(
+      "--trustee",
+      "use the trustee slot through the key agent even when a key source is given (which is then the fallback)",
+    )
+    .option("--trustee-socket <path>", "the key agent's socket (default: its default path)");
+}
+
+/** Commands that talk to the trustee as this device themselves. */
+function deviceOptions(command: Command): Command {
+  return command
+    .option("--device-dir <dir>", "this device's directory (default: as for cryptmount device)")
+    .option("--device-passfile <file>", "the passphrase of the device keys, if they are sealed");
+}
+
 function logOptions(command: Command): Command {
   return command
     .option("-v, --verbose", "log what happens")
@@ -77,74 +94,93 @@ Examples:
     );
 
   logOptions(
-    program
-      .command("init")
-      .description("create a new volume in LOWER (an empty or missing directory)")
-      .argument("<lower>", "directory that will hold the encrypted files")
-      .option("--passfile <file>", "read the new passphrase from FILE instead of asking twice")
-      .option("--extpass <command>", "read the new passphrase from COMMAND's output")
-      .option(
-        "--keyfile <file>",
-        "add a key-file slot (with no passphrase unless --passfile/--extpass is given too)",
-      )
-      .option("--no-recovery", "do not create a recovery key")
-      .option(
-        "--recovery-key-file <file>",
-        "write the recovery key to FILE (new, mode 0600) instead of the terminal; needed when standard output is not a terminal",
-      )
-      .option(
-        "--block-size <bytes>",
-        "content block size, a power of two from 4096 to 1048576",
-        positiveInt("--block-size"),
-      )
-      .option(
-        "--kdf-memory <KiB>",
-        "Argon2id memory in KiB (default 262144)",
-        positiveInt("--kdf-memory"),
-      )
-      .option(
-        "--kdf-iterations <n>",
-        "Argon2id passes (default 3)",
-        positiveInt("--kdf-iterations"),
-      )
-      .option(
-        "--kdf-parallelism <n>",
-        "Argon2id lanes (default 1)",
-        positiveInt("--kdf-parallelism"),
-      )
-      .addHelpText(
-        "after",
-        "\nExample:\n  cryptmount init /data/lower\n  cryptmount init --passfile /etc/cryptmount/data.pass /data/lower",
-      ),
-  ).action(act((lower: string, opts) => initCommand(lower, opts)));
-
-  logOptions(
-    keyOptions(
+    deviceOptions(
       program
-        .command("mount")
-        .description("unlock LOWER and mount its cleartext view at MOUNTPOINT")
-        .argument("<lower>", "the volume's directory")
-        .argument("<mountpoint>", "an empty directory")
-        .option("-f, --foreground", "stay in the foreground until unmounted")
+        .command("init")
+        .description("create a new volume in LOWER (an empty or missing directory)")
+        .argument("<lower>", "directory that will hold the encrypted files")
+        .option("--passfile <file>", "read the new passphrase from FILE instead of asking twice")
+        .option("--extpass <command>", "read the new passphrase from COMMAND's output")
         .option(
-          "-o, --options <opts>",
-          "mount options: ro, allow_other, passfile=F, keyfile=F, nonempty, dev, suid (repeatable)",
-          collect,
+          "--keyfile <file>",
+          "add a key-file slot (with no passphrase unless --passfile/--extpass is given too)",
         )
-        .option("--ro, --read-only", "mount read-only")
+        .option("--no-recovery", "do not create a recovery key")
         .option(
-          "--allow-other",
-          "let other users access the mount (needs user_allow_other or root)",
+          "--trustee <url>",
+          "add a trustee key slot: its secret is deposited at this trustee, sealed to the volume's member devices",
         )
-        .option("--nonempty", "allow a non-empty mount point")
         .option(
-          "--async-metadata",
-          "make lower calls (metadata, reads, writes) through the threadpool even on a local disk (default only for network filesystems)",
+          "--trustee-volume <name>",
+          "with --trustee: the volume's name in the trustee's policy (16 to 64 of A-Z a-z 0-9 _ -)",
+        )
+        .option(
+          "--keep-passphrase",
+          "with --trustee: keep a passphrase slot beside it (opens the volume without the trustee, bypassing its policy)",
+        )
+        .option("--trustee-only", "with --trustee: no passphrase or key-file slot")
+        .option(
+          "--recovery-key-file <file>",
+          "write the recovery key to FILE (new, mode 0600) instead of the terminal; needed when standard output is not a terminal",
+        )
+        .option(
+          "--block-size <bytes>",
+          "content block size, a power of two from 4096 to 1048576",
+          positiveInt("--block-size"),
+        )
+        .option(
+          "--kdf-memory <KiB>",
+          "Argon2id memory in KiB (default 262144)",
+          positiveInt("--kdf-memory"),
+        )
+        .option(
+          "--kdf-iterations <n>",
+          "Argon2id passes (default 3)",
+          positiveInt("--kdf-iterations"),
+        )
+        .option(
+          "--kdf-parallelism <n>",
+          "Argon2id lanes (default 1)",
+          positiveInt("--kdf-parallelism"),
         )
         .addHelpText(
           "after",
-          "\nExample:\n  cryptmount mount --passfile /etc/cryptmount/data.pass /data/lower /data/clear",
+          "\nExample:\n  cryptmount init /data/lower\n  cryptmount init --passfile /etc/cryptmount/data.pass /data/lower\n" +
+            "  cryptmount init --trustee https://trustee.example:8443 --trustee-volume laptop-data-0001 --trustee-only /data/lower",
         ),
+    ),
+  ).action(act((lower: string, opts) => initCommand(lower, opts)));
+
+  logOptions(
+    trusteeKeyOptions(
+      keyOptions(
+        program
+          .command("mount")
+          .description("unlock LOWER and mount its cleartext view at MOUNTPOINT")
+          .argument("<lower>", "the volume's directory")
+          .argument("<mountpoint>", "an empty directory")
+          .option("-f, --foreground", "stay in the foreground until unmounted")
+          .option(
+            "-o, --options <opts>",
+            "mount options: ro, allow_other, passfile=F, keyfile=F, trustee, trustee_socket=P, nonempty, dev, suid (repeatable)",
+            collect,
+          )
+          .option("--ro, --read-only", "mount read-only")
+          .option(
+            "--allow-other",
+            "let other users access the mount (needs user_allow_other or root)",
+          )
+          .option("--nonempty", "allow a non-empty mount point")
+          .option(
+            "--async-metadata",
+            "make lower calls (metadata, reads, writes) through the threadpool even on a local disk (default only for network filesystems)",
+          )
+          .addHelpText(
+            "after",
+            "\nExample:\n  cryptmount mount --passfile /etc/cryptmount/data.pass /data/lower /data/clear\n" +
+              "  cryptmount /data/lower /data/clear              (a trustee slot: the key agent asks the trustee)",
+          ),
+      ),
     ),
   ).action(act((lower: string, mountpoint: string, opts) => mountCommand(lower, mountpoint, opts)));
 
@@ -173,116 +209,140 @@ Examples:
     .action(act((opts) => statusCommand(opts)));
 
   logOptions(
-    keyOptions(
-      program
-        .command("passwd")
-        .description(
-          "change, add or remove key slots (passphrase, key file, recovery key); data is not touched",
-        )
-        .argument("<lower>")
-        .option("--new-passfile <file>", "read the new passphrase from FILE")
-        .option("--new-extpass <command>", "read the new passphrase from COMMAND's output")
-        .option("--slot <id>", "the passphrase slot to change", positiveInt("--slot"))
-        .option("--add-passphrase", "add a passphrase slot instead of changing one")
-        .option("--add-keyfile <file>", "add a key-file slot")
-        .option(
-          "--new-recovery-key",
-          "replace the recovery key (shows the new one once, on the terminal or in --recovery-key-file)",
-        )
-        .option(
-          "--recovery-key-file <file>",
-          "with --new-recovery-key: write the new key to FILE (new, mode 0600) instead of the terminal",
-        )
-        .option(
-          "--remove-slot <id>",
-          "remove a key slot (never the last one)",
-          positiveInt("--remove-slot"),
-        )
-        .option(
-          "--kdf-memory <KiB>",
-          "Argon2id memory for the new passphrase",
-          positiveInt("--kdf-memory"),
-        )
-        .option(
-          "--kdf-iterations <n>",
-          "Argon2id passes for the new passphrase",
-          positiveInt("--kdf-iterations"),
-        )
-        .option(
-          "--kdf-parallelism <n>",
-          "Argon2id lanes for the new passphrase",
-          positiveInt("--kdf-parallelism"),
-        )
-        .addHelpText(
-          "after",
-          `
+    deviceOptions(
+      trusteeKeyOptions(
+        keyOptions(
+          program
+            .command("passwd")
+            .description(
+              "change, add or remove key slots (passphrase, key file, recovery key); data is not touched",
+            )
+            .argument("<lower>")
+            .option("--new-passfile <file>", "read the new passphrase from FILE")
+            .option("--new-extpass <command>", "read the new passphrase from COMMAND's output")
+            .option("--slot <id>", "the passphrase slot to change", positiveInt("--slot"))
+            .option("--add-passphrase", "add a passphrase slot instead of changing one")
+            .option("--add-keyfile <file>", "add a key-file slot")
+            .option(
+              "--add-trustee <url>",
+              "add a trustee slot (this device enrolled there and a member of the volume's policy)",
+            )
+            .option(
+              "--trustee-volume <name>",
+              "with --add-trustee: the volume's name in the trustee's policy (default: the volume ID)",
+            )
+            .option(
+              "--update-trustee",
+              "deposit the trustee slot's key again, for the policy's current members (after the admin added a device)",
+            )
+            .option(
+              "--new-recovery-key",
+              "replace the recovery key (shows the new one once, on the terminal or in --recovery-key-file)",
+            )
+            .option(
+              "--recovery-key-file <file>",
+              "with --new-recovery-key: write the new key to FILE (new, mode 0600) instead of the terminal",
+            )
+            .option(
+              "--remove-slot <id>",
+              "remove a key slot (never the last one)",
+              positiveInt("--remove-slot"),
+            )
+            .option(
+              "--kdf-memory <KiB>",
+              "Argon2id memory for the new passphrase",
+              positiveInt("--kdf-memory"),
+            )
+            .option(
+              "--kdf-iterations <n>",
+              "Argon2id passes for the new passphrase",
+              positiveInt("--kdf-iterations"),
+            )
+            .option(
+              "--kdf-parallelism <n>",
+              "Argon2id lanes for the new passphrase",
+              positiveInt("--kdf-parallelism"),
+            )
+            .addHelpText(
+              "after",
+              `
 Examples:
   cryptmount passwd /data/lower                                  change the passphrase (asks old, then new twice)
   cryptmount passwd --recovery /data/lower                       forgot it: unlock with the recovery key, set a new one
   cryptmount passwd --passfile old --new-passfile new /data/lower
   cryptmount passwd --add-keyfile /root/data.key /data/lower
-  cryptmount passwd --remove-slot 3 /data/lower`,
+  cryptmount passwd --remove-slot 3 /data/lower
+  cryptmount passwd --add-trustee https://trustee.example:8443 /data/lower
+  cryptmount passwd --update-trustee /data/lower`,
+            ),
         ),
+      ),
     ),
   ).action(act((lower: string, opts) => passwdCommand(lower, opts)));
 
   logOptions(
-    keyOptions(
-      program
-        .command("rekey")
-        .description(
-          "rotate the mount key: rewrap every file header, no data rewrite; safe to interrupt and rerun",
-        )
-        .argument("<lower>")
-        .option(
-          "--revoke-others",
-          "also replace the slot key: keep only the slot that unlocked and a new recovery key (cuts off every other secret, even from old config copies)",
-        )
-        .option(
-          "--recovery-key-file <file>",
-          "with --revoke-others: write the new recovery key to FILE (new, mode 0600) instead of the terminal",
-        )
-        .addHelpText(
-          "after",
-          "\nExample:\n  cryptmount rekey --passfile /etc/cryptmount/data.pass /data/lower",
-        ),
+    trusteeKeyOptions(
+      keyOptions(
+        program
+          .command("rekey")
+          .description(
+            "rotate the mount key: rewrap every file header, no data rewrite; safe to interrupt and rerun",
+          )
+          .argument("<lower>")
+          .option(
+            "--revoke-others",
+            "also replace the slot key: keep only the slot that unlocked and a new recovery key (cuts off every other secret, even from old config copies)",
+          )
+          .option(
+            "--recovery-key-file <file>",
+            "with --revoke-others: write the new recovery key to FILE (new, mode 0600) instead of the terminal",
+          )
+          .addHelpText(
+            "after",
+            "\nExample:\n  cryptmount rekey --passfile /etc/cryptmount/data.pass /data/lower",
+          ),
+      ),
     ),
   ).action(act((lower: string, opts) => rekeyCommand(lower, opts)));
 
   logOptions(
-    keyOptions(
-      program
-        .command("fsck")
-        .description(
-          "verify every header, block, name, directory ID and symlink; exit 7 when problems are found",
-        )
-        .argument("<lower>")
-        .option(
-          "--repair",
-          "fix what is safe to fix (orphan sidecars, leftover temp files, forged directory IDs); never deletes user data",
-        )
-        .option("--json", "print a JSON report")
-        .addHelpText(
-          "after",
-          "\nExample:\n  cryptmount fsck --passfile /etc/cryptmount/data.pass --json /data/lower",
-        ),
+    trusteeKeyOptions(
+      keyOptions(
+        program
+          .command("fsck")
+          .description(
+            "verify every header, block, name, directory ID and symlink; exit 7 when problems are found",
+          )
+          .argument("<lower>")
+          .option(
+            "--repair",
+            "fix what is safe to fix (orphan sidecars, leftover temp files, forged directory IDs); never deletes user data",
+          )
+          .option("--json", "print a JSON report")
+          .addHelpText(
+            "after",
+            "\nExample:\n  cryptmount fsck --passfile /etc/cryptmount/data.pass --json /data/lower",
+          ),
+      ),
     ),
   ).action(act((lower: string, opts) => fsckCommand(lower, opts)));
 
   logOptions(
-    keyOptions(
-      program
-        .command("upgrade")
-        .description(
-          "upgrade a volume of format version 1 or 2 to version 3 (authenticated directory IDs; symlinks and special files as objects; holes), in place; safe to interrupt and rerun",
-        )
-        .argument("<lower>")
-        .addHelpText(
-          "after",
-          "\nUnmount the volume everywhere and update cryptmount on every machine that uses it first:\n" +
-            "older versions cannot open a version-2 volume.\n\n" +
-            "Example:\n  cryptmount upgrade --passfile /etc/cryptmount/data.pass /data/lower",
-        ),
+    trusteeKeyOptions(
+      keyOptions(
+        program
+          .command("upgrade")
+          .description(
+            "upgrade a volume of format version 1 or 2 to version 3 (authenticated directory IDs; symlinks and special files as objects; holes), in place; safe to interrupt and rerun",
+          )
+          .argument("<lower>")
+          .addHelpText(
+            "after",
+            "\nUnmount the volume everywhere and update cryptmount on every machine that uses it first:\n" +
+              "older versions cannot open a version-3 volume.\n\n" +
+              "Example:\n  cryptmount upgrade --passfile /etc/cryptmount/data.pass /data/lower",
+          ),
+      ),
     ),
   ).action(act((lower: string, opts) => upgradeCommand(lower, opts)));
 

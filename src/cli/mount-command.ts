@@ -1,16 +1,16 @@
 import { spawn } from "node:child_process";
 import { openSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { readSecret } from "../keys/secret-input.js";
 import { serve, preflight, type MountSettings } from "../mount/serve.js";
 import { ensureRuntimeDir } from "../mount/runtime.js";
 import { hardenProcess, lockSecrets } from "../mount/hardening.js";
-import { OpenVolume, loadConfig, unlockVolume } from "../volume/volume.js";
+import { OpenVolume, loadConfig } from "../volume/volume.js";
 import { EXIT, UserError } from "../errors.js";
 import { CONFIG_VERSION } from "../format/config.js";
 import { loggerFor, parseMountOptions, type CommonOptions } from "./options.js";
+import { unlockForCommand, type TrusteeUnlockOptions } from "./trustee-volume.js";
 
-export interface MountCommandOptions extends CommonOptions {
+export interface MountCommandOptions extends CommonOptions, TrusteeUnlockOptions {
   foreground?: boolean;
   options?: string[];
   readOnly?: boolean;
@@ -52,12 +52,15 @@ function foldMountOptions(opts: MountCommandOptions): MountCommandOptions {
   const keyfile = opts.keyfile ?? str("keyfile");
   const extpass = opts.extpass ?? str("extpass");
   const logFile = opts.logFile ?? str("log_file");
+  const trusteeSocket = opts.trusteeSocket ?? str("trustee_socket");
   return {
     ...opts,
     ...(passfile ? { passfile } : {}),
     ...(keyfile ? { keyfile } : {}),
     ...(extpass ? { extpass } : {}),
     ...(logFile ? { logFile } : {}),
+    ...(trusteeSocket ? { trusteeSocket } : {}),
+    trustee: Boolean(opts.trustee || o.has("trustee") || trusteeSocket),
     readOnly: Boolean(opts.readOnly || o.has("ro")),
     allowOther: Boolean(opts.allowOther || o.has("allow_other")),
     nonempty: Boolean(opts.nonempty || o.has("nonempty")),
@@ -78,15 +81,11 @@ export async function mountCommand(
   hardenProcess();
   const { lower, mountpoint } = await preflight(lowerArg, mountpointArg, Boolean(opts.nonempty));
   await ensureRuntimeDir(); // refused here, before a mount exists, rather than by the server once mounted
-  const secret = await readSecret(opts);
-  let unlocked;
+  const log = loggerFor(opts);
+  const unlocked = await unlockForCommand(lower, opts, (message) =>
+    process.stderr.write(`cryptmount: ${message}\n`),
+  );
   try {
-    unlocked = await unlockVolume(lower, secret);
-  } finally {
-    secret.bytes.fill(0);
-  }
-  try {
-    const log = loggerFor(opts);
     if (unlocked.usedBackup)
       log.warn({ lower }, "primary volume config unreadable; using the backup copy");
     const readOnly = Boolean(opts.readOnly) || unlocked.config.version < CONFIG_VERSION;

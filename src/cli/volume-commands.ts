@@ -3,27 +3,55 @@ import { readNewPassphrase, readSecret } from "../keys/secret-input.js";
 import { Fsck } from "../volume/fsck.js";
 import { rekey } from "../volume/rekey.js";
 import { upgrade } from "../volume/upgrade.js";
-import { addSlot, changePassphrase, newRecoveryKey, removeSlot } from "../volume/slots.js";
-import { unlockVolume, type UnlockedVolume } from "../volume/volume.js";
+import {
+  addSlot,
+  changePassphrase,
+  newRecoveryKey,
+  removeSlot,
+  setTrusteeMembers,
+  trusteeSlotOf,
+} from "../volume/slots.js";
+import {
+  loadConfig,
+  saveConfig,
+  unlockVolume,
+  unlockWithSecret,
+  type UnlockedVolume,
+} from "../volume/volume.js";
+import {
+  depositTrusteeSecret,
+  loadThisDevice,
+  newTrusteeSecret,
+  planTrusteeSlot,
+  releaseTrusteeSecret,
+  unlockForCommand,
+  type DeviceSource,
+  type TrusteeUnlockOptions,
+} from "./trustee-volume.js";
 import { mountOf, refuseIfMounted } from "../mount/in-use.js";
 import { argon2FromOptions, loggerFor, type CommonOptions } from "./options.js";
 import { terminalProgress } from "./progress.js";
 import { recoveryOutput, type RecoveryOutput } from "./recovery-output.js";
 import { EXIT, UserError } from "../errors.js";
 
-async function unlock(lower: string, opts: CommonOptions): Promise<UnlockedVolume> {
-  const secret = await readSecret(opts);
-  try {
-    const unlocked = await unlockVolume(lower, secret);
-    if (unlocked.usedBackup)
-      loggerFor(opts).warn({ lower }, "primary volume config unreadable; using the backup copy");
-    return unlocked;
-  } finally {
-    secret.bytes.fill(0);
-  }
+async function unlock(
+  lower: string,
+  opts: CommonOptions & TrusteeUnlockOptions,
+): Promise<UnlockedVolume> {
+  const unlocked = await unlockForCommand(lower, opts, (message) =>
+    process.stderr.write(`cryptmount: ${message}\n`),
+  );
+  if (unlocked.usedBackup)
+    loggerFor(opts).warn({ lower }, "primary volume config unreadable; using the backup copy");
+  return unlocked;
 }
 
-export interface PasswdOptions extends CommonOptions {
+export interface PasswdOptions extends CommonOptions, TrusteeUnlockOptions, DeviceSource {
+  /** --add-trustee URL: add a trustee slot, its secret deposited there. */
+  addTrustee?: string;
+  trusteeVolume?: string;
+  /** --update-trustee: deposit the trustee slot's secret again, for the current members. */
+  updateTrustee?: boolean;
   newPassfile?: string;
   newExtpass?: string;
   slot?: number;
@@ -50,6 +78,9 @@ function recoveryKeyFileOnlyWith(
 export async function passwdCommand(lower: string, opts: PasswdOptions): Promise<number> {
   const kdf = argon2FromOptions(opts);
   recoveryKeyFileOnlyWith(opts, Boolean(opts.newRecoveryKey), "--new-recovery-key");
+  if (opts.trusteeVolume && !opts.addTrustee)
+    throw new UserError("--trustee-volume goes with --add-trustee", EXIT.usage);
+  if (opts.updateTrustee) return updateTrustee(lower, opts);
   const output = opts.newRecoveryKey
     ? await recoveryOutput("passwd --new-recovery-key", opts.recoveryKeyFile)
     : undefined;
@@ -73,6 +104,7 @@ async function passwd(
       process.stdout.write(`Removed key slot ${opts.removeSlot}\n`);
       return EXIT.ok;
     }
+    if (opts.addTrustee) return await addTrustee(unlocked, opts.addTrustee, opts);
     if (opts.addKeyfile) {
       const secret = await readSecret({ keyfile: opts.addKeyfile });
       try {
@@ -109,7 +141,77 @@ async function passwd(
   }
 }
 
-export interface RekeyCommandOptions extends CommonOptions {
+/** passwd --add-trustee: checks with the trustee, adds the slot, deposits its secret (or takes the slot back). */
+async function addTrustee(
+  unlocked: UnlockedVolume,
+  url: string,
+  opts: PasswdOptions,
+): Promise<number> {
+  const existing = trusteeSlotOf(unlocked.config);
+  if (existing)
+    throw new UserError(
+      `the volume already has a trustee slot (${existing.id}); remove it first (passwd --remove-slot ${existing.id})`,
+      EXIT.usage,
+    );
+  const device = await loadThisDevice(opts);
+  const info = await planTrusteeSlot(device, url, opts.trusteeVolume ?? unlocked.config.volumeId);
+  const secret = newTrusteeSecret();
+  try {
+    const slot = await addSlot(unlocked, { secret, label: "trustee", trustee: info });
+    try {
+      await depositTrusteeSecret(
+        device,
+        info,
+        secret,
+        (info.members ?? []).map((m) => m.id),
+      );
+    } catch (err) {
+      await saveConfig(unlocked.lower, unlocked.config); // the config as it was: no undeposited slot
+      throw err;
+    }
+    process.stdout.write(
+      `Added trustee slot ${slot.id}: ${info.url}, volume ${info.volume}, deposited for ${info.members?.length ?? 0} device(s)\n`,
+    );
+    const bypass = unlocked.config.slots.filter((s) => s.kind !== "trustee").map((s) => s.id);
+    if (bypass.length > 0)
+      process.stdout.write(
+        `Warning: slot(s) ${bypass.join(", ")} still open the volume without the trustee, bypassing its policy; passwd --remove-slot ID removes one\n`,
+      );
+    return EXIT.ok;
+  } finally {
+    secret.bytes.fill(0);
+  }
+}
+
+/**
+ * passwd --update-trustee: after the admin changed the volume's members, an
+ * existing member gets T released, checks that it opens the slot, seals it to
+ * every current member and records them in the slot.
+ */
+async function updateTrustee(lower: string, opts: PasswdOptions): Promise<number> {
+  const { config, usedBackup } = await loadConfig(lower);
+  const slot = trusteeSlotOf(config);
+  if (!slot) throw new UserError(`${lower}: the volume has no trustee slot`, EXIT.usage);
+  const device = await loadThisDevice(opts);
+  const secret = await releaseTrusteeSecret(device, slot.trustee);
+  try {
+    const unlocked = await unlockWithSecret(lower, config, secret, usedBackup);
+    try {
+      const members = await depositTrusteeSecret(device, slot.trustee, secret);
+      await setTrusteeMembers(unlocked, slot.id, members);
+      process.stdout.write(
+        `Deposited the trustee slot's key for ${members.length} device(s): ${members.map((m) => m.name).join(", ")}\n`,
+      );
+      return EXIT.ok;
+    } finally {
+      unlocked.close();
+    }
+  } finally {
+    secret.bytes.fill(0);
+  }
+}
+
+export interface RekeyCommandOptions extends CommonOptions, TrusteeUnlockOptions {
   revokeOthers?: boolean;
   recoveryKeyFile?: string;
 }
@@ -132,17 +234,19 @@ async function rekeyVolume(
   opts: RekeyCommandOptions,
   output: RecoveryOutput | undefined,
 ): Promise<number> {
-  const secret = await readSecret(opts);
+  // A plain rekey may unlock through the trustee slot; --revoke-others rewraps the secret that
+  // unlocked into the one surviving slot, so it takes a key source (not the trustee's T).
+  const secret = output ? await readSecret(opts) : undefined;
   let result;
   let unlocked: UnlockedVolume | undefined;
   try {
-    unlocked = await unlockVolume(lower, secret);
+    unlocked = secret ? await unlockVolume(lower, secret) : await unlock(lower, opts);
     result = await rekey(
       unlocked,
       terminalProgress("rekey"),
       output
         ? {
-            revokeWith: secret,
+            revokeWith: secret!,
             onRecoveryKey: (key) =>
               output.deliver(
                 key,
@@ -153,7 +257,7 @@ async function rekeyVolume(
     );
   } finally {
     unlocked?.close();
-    secret.bytes.fill(0);
+    secret?.bytes.fill(0);
   }
   if (result.problems.length > 0) {
     for (const p of result.problems) process.stderr.write(`cryptmount: ${p.lower}: ${p.message}\n`);

@@ -85,6 +85,27 @@ export const ARGON2_DEFAULT: Argon2Params = {
   parallelism: 1,
 };
 
+/**
+ * Where a trustee slot's secret is kept (§5.1, docs/trustee.md §12): public
+ * facts, stored in the clear, covered by the config MAC (not by the slot's
+ * AAD, §4.3).
+ */
+export interface TrusteeSlotInfo {
+  /** The trustee's https URL (informational: the agent uses its device's pinned enrollment). */
+  readonly url: string;
+  /** The trustee ID (RFC 7638 thumbprint of its key): the agent refuses a slot of another trustee. */
+  readonly tid: string;
+  /** The trustee's TLS pin and admin ID, as pinned by the depositing device. */
+  readonly pin: string;
+  readonly aid: string;
+  /** The volume's name at the trustee (its policy's volume ID). */
+  readonly volume: string;
+  /** The deposit's key version. */
+  readonly key_version: number;
+  /** The devices the secret was last deposited to (informational; the trustee's policy decides). */
+  readonly members?: readonly { readonly id: string; readonly name: string }[];
+}
+
 export interface KeySlot {
   readonly id: number;
   readonly kind: SlotKind;
@@ -92,6 +113,8 @@ export interface KeySlot {
   readonly salt: string;
   readonly kdf?: Argon2Params;
   readonly wrapped: string;
+  /** Present on, and only meaningful for, a `trustee` slot. */
+  readonly trustee?: TrusteeSlotInfo;
 }
 
 export interface VolumeConfig {
@@ -189,6 +212,7 @@ export function parseConfig(text: string): VolumeConfig {
     b64(slot.salt, "key slot salt", 16);
     b64(slot.wrapped, "key slot");
     if (slot.kind === "passphrase") checkArgon2(slot.kdf);
+    if (slot.kind === "trustee") checkTrusteeInfo(slot.trustee);
   }
   if (c.rekey !== undefined) {
     const r = c.rekey as Record<string, unknown>;
@@ -215,6 +239,45 @@ export function argon2BoundsProblem(k: Partial<Argon2Params> | undefined): strin
   if (k.memoryKiB * k.iterations > ARGON2_MAX_COST_KIB)
     return `memory x passes must be at most ${ARGON2_MAX_COST_KIB} KiB`;
   return undefined;
+}
+
+/** A thumbprint or pin: base64url of 32 bytes (43 characters). */
+const B64U_32 = /^[A-Za-z0-9_-]{43}$/;
+/** docs/trustee.md §2: a volume ID at the trustee. */
+const TRUSTEE_VOLUME = /^[A-Za-z0-9_-]{16,64}$/;
+
+/** §5.1: the `trustee` member of a trustee slot. */
+function checkTrusteeInfo(info: unknown): asserts info is TrusteeSlotInfo {
+  const t = info as Record<string, unknown> | undefined;
+  if (typeof t !== "object" || t === null || Array.isArray(t))
+    invalid("trustee slot without trustee");
+  let url: URL | undefined;
+  try {
+    url = typeof t.url === "string" && t.url.length <= 2048 ? new URL(t.url) : undefined;
+  } catch {
+    url = undefined;
+  }
+  if (url?.protocol !== "https:") invalid("bad trustee URL");
+  for (const member of ["tid", "pin", "aid"] as const)
+    if (typeof t[member] !== "string" || !B64U_32.test(t[member])) invalid(`bad trustee ${member}`);
+  if (typeof t.volume !== "string" || !TRUSTEE_VOLUME.test(t.volume)) invalid("bad trustee volume");
+  if (!isInt(t.key_version, 1, Number.MAX_SAFE_INTEGER)) invalid("bad trustee key version");
+  if (t.members !== undefined) {
+    const members = t.members as unknown;
+    if (!Array.isArray(members) || members.length > 256) invalid("bad trustee members");
+    for (const m of members as unknown[]) {
+      const e = m as Record<string, unknown> | null;
+      if (
+        typeof e !== "object" ||
+        e === null ||
+        typeof e.id !== "string" ||
+        !B64U_32.test(e.id) ||
+        typeof e.name !== "string" ||
+        e.name.length > 64
+      )
+        invalid("bad trustee member");
+    }
+  }
 }
 
 function checkArgon2(kdf: unknown): asserts kdf is Argon2Params {

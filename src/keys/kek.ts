@@ -12,9 +12,15 @@ import type { Argon2Params, KeySlot, SlotKind } from "../format/config.js";
 export type Secret =
   | { readonly kind: "passphrase"; readonly bytes: Buffer }
   | { readonly kind: "keyfile"; readonly bytes: Buffer }
-  | { readonly kind: "recovery"; readonly bytes: Buffer };
+  | { readonly kind: "recovery"; readonly bytes: Buffer }
+  /** The 32-byte trustee slot secret T, released by the trustee (docs/trustee.md §12). */
+  | { readonly kind: "trustee"; readonly bytes: Buffer };
 
 export const MIN_KEYFILE_BYTES = 32;
+/** A trustee slot secret is exactly this long (the size of a deposit). */
+export const TRUSTEE_SECRET_BYTES = 32;
+/** docs/format.md §4.3. */
+export const TRUSTEE_SLOT_INFO = "cryptmount v1 trustee slot";
 
 export async function argon2Kek(
   passphrase: Buffer,
@@ -46,5 +52,10 @@ export async function deriveKek(
       return hkdf(secret.bytes, salt, "cryptmount v1 keyfile slot", KEY_SIZE);
     case "recovery":
       return hkdf(secret.bytes, salt, "cryptmount v1 recovery slot", KEY_SIZE);
+    case "trustee":
+      // Anything but 32 bytes is not a trustee secret: it opens nothing.
+      return secret.bytes.length === TRUSTEE_SECRET_BYTES
+        ? hkdf(secret.bytes, salt, TRUSTEE_SLOT_INFO, KEY_SIZE)
+        : undefined;
   }
 }

@@ -1,4 +1,9 @@
-import { MAX_KEY_SLOTS, type KeySlot, type VolumeConfig } from "../format/config.js";
+import {
+  MAX_KEY_SLOTS,
+  type KeySlot,
+  type TrusteeSlotInfo,
+  type VolumeConfig,
+} from "../format/config.js";
 import { RECOVERY_KEY_SIZE, formatRecoveryKey } from "../format/recovery.js";
 import { randomPool } from "../crypto/random.js";
 import { EXIT, UserError } from "../errors.js";
@@ -66,6 +71,12 @@ export async function changePassphrase(
 export async function addSlot(unlocked: UnlockedVolume, request: SlotRequest): Promise<KeySlot> {
   const slots = [...unlocked.config.slots];
   requireFreeSlot(slots);
+  const existing = trusteeSlotOf(unlocked.config);
+  if (request.secret.kind === "trustee" && existing)
+    throw new UserError(
+      `the volume already has a trustee slot (${existing.id}); remove it first (passwd --remove-slot ${existing.id})`,
+      EXIT.usage,
+    );
   const slot = await makeSlot(
     unlocked.config.volumeId,
     nextSlotId(slots),
@@ -103,4 +114,31 @@ export async function newRecoveryKey(unlocked: UnlockedVolume): Promise<string> 
   const text = formatRecoveryKey(key);
   key.fill(0);
   return text;
+}
+
+/** The volume's trustee slot (a volume has at most one), or undefined. */
+export function trusteeSlotOf(
+  config: Pick<VolumeConfig, "slots">,
+): (KeySlot & { trustee: TrusteeSlotInfo }) | undefined {
+  return config.slots.find(
+    (s): s is KeySlot & { trustee: TrusteeSlotInfo } => s.kind === "trustee" && !!s.trustee,
+  );
+}
+
+/**
+ * Records to whom the trustee slot's secret was (re)deposited. Only the
+ * config changes (the members are not part of the slot's AAD, docs/format.md
+ * §4.3), re-signed under the current mount key.
+ */
+export async function setTrusteeMembers(
+  unlocked: UnlockedVolume,
+  slotId: number,
+  members: NonNullable<TrusteeSlotInfo["members"]>,
+): Promise<VolumeConfig> {
+  const slots = unlocked.config.slots.map((s) =>
+    s.id === slotId && s.kind === "trustee" && s.trustee
+      ? { ...s, trustee: { ...s.trustee, members } }
+      : s,
+  );
+  return commit(unlocked, slots);
 }

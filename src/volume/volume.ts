@@ -22,6 +22,7 @@ import {
   type KeySlot,
   type MountKeys,
   type SlotKind,
+  type TrusteeSlotInfo,
   type UnsignedConfig,
   type VolumeConfig,
 } from "../format/config.js";
@@ -277,6 +278,7 @@ export async function unlockWithSecret(
     passphrase: "wrong passphrase",
     keyfile: "wrong key file",
     recovery: "wrong recovery key",
+    trustee: "the key the trustee released does not open the trustee slot (another volume's?)",
   }[secret.kind];
   throw new UserError(`${lower}: ${what}`, EXIT.wrongKey);
 }
@@ -311,10 +313,17 @@ export interface SlotRequest {
   readonly secret: Secret;
   readonly label?: string;
   readonly kdf?: Argon2Params;
+  /** Required for a trustee secret: where the secret is deposited. */
+  readonly trustee?: TrusteeSlotInfo;
 }
 
 export function nextSlotId(slots: readonly KeySlot[]): number {
   return slots.reduce((max, s) => Math.max(max, s.id), 0) + 1;
+}
+
+function requireTrusteeInfo(request: SlotRequest): TrusteeSlotInfo {
+  if (!request.trustee) throw new Error("a trustee slot needs its trustee");
+  return request.trustee;
 }
 
 export async function makeSlot(
@@ -330,6 +339,7 @@ export async function makeSlot(
     salt: toBase64Url(randomPool.bytes(16)),
     ...(request.label ? { label: request.label } : {}),
     ...(kind === "passphrase" ? { kdf: request.kdf ?? ARGON2_DEFAULT } : {}),
+    ...(kind === "trustee" ? { trustee: requireTrusteeInfo(request) } : {}),
   };
   const kek = await deriveKek(base, request.secret);
   if (!kek) throw new Error("slot kind mismatch");
