@@ -2,7 +2,7 @@ import type { Command } from "commander";
 import { homeConfirm, homeRecover, homeRemove, homeSetup, homeStatus } from "../home/admin.js";
 import { pamHelper } from "../home/pam-helper.js";
 import { argon2FromOptions, positiveInt } from "./options.js";
-import { recoveryOutput } from "./recovery-output.js";
+import { recoveryOutput, type RecoveryOutput } from "./recovery-output.js";
 
 type Act = <A extends unknown[]>(
   command: (...args: A) => Promise<number>,
@@ -21,7 +21,7 @@ interface SetupFlags {
 
 async function setupCommand(user: string, flags: SetupFlags): Promise<number> {
   const kdf = argon2FromOptions(flags);
-  const output = await recoveryOutput("home setup", flags.recoveryKeyFile);
+  let output: RecoveryOutput | undefined;
   try {
     return await homeSetup(
       user,
@@ -32,10 +32,11 @@ async function setupCommand(user: string, flags: SetupFlags): Promise<number> {
         ...(flags.pam === false ? { pam: false } : {}),
         ...(flags.passfile ? { passfile: flags.passfile } : {}),
       },
-      output,
+      // Settled before the password is asked for; not needed when the home exists already.
+      async () => (output = await recoveryOutput("home setup", flags.recoveryKeyFile)),
     );
   } finally {
-    await output.abandon();
+    await output?.abandon();
   }
 }
 

@@ -105,7 +105,7 @@ export interface SetupOptions {
 export async function homeSetup(
   user: string,
   opts: SetupOptions,
-  output: RecoveryOutput,
+  recoveryOutput: () => Promise<RecoveryOutput>,
 ): Promise<number> {
   requireRoot("setup");
   const account = await requireAccount(user);
@@ -134,6 +134,7 @@ export async function homeSetup(
   if (existsSync(volumeDir))
     throw new UserError(`${volumeDir} exists already; remove it first`, EXIT.failure);
 
+  const output = await recoveryOutput();
   const secret = await readSecret(
     opts.passfile ? { passfile: opts.passfile } : {},
     `${user}'s login password: `,

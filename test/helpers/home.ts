@@ -150,6 +150,8 @@ export class SystemGuard {
         await rm(`/home/${user}${suffix}`, { recursive: true, force: true });
       await rm(`/run/cryptmount-home/${user}.lock`, { force: true });
       await rm(`/run/cryptmount-home/${user}.sessions`, { force: true });
+      const uid = (await run("id", ["-u", user])).stdout.trim();
+      if (/^\d+$/.test(uid)) await rm(`/tmp/cryptmount-${uid}`, { recursive: true, force: true });
       const r = await run("userdel", ["-r", "-f", user]);
       if (r.code !== 0 && r.code !== 12 && existsSync(`/home/${user}`)) errors.push(r.stderr);
       await rm(`/home/${user}`, { recursive: true, force: true });
