@@ -166,6 +166,7 @@ export async function homeSetup(
               EXIT.failure,
             );
         });
+        await chmod(lower, 0o700); // cp gave the volume root the old home's mode
         movedTo = backupFor(mountpoint);
         if (existsSync(movedTo)) throw new UserError(`${movedTo} exists already`, EXIT.failure);
         await rename(mountpoint, movedTo);
