@@ -12,13 +12,14 @@ import {
   SystemGuard,
   asUser,
   cli,
+  cryptmountMounts,
   homeUnavailable,
   mountedAt,
   onPty,
   pamtester,
   serviceText,
 } from "../helpers/home.js";
-import { requireBuild, run, sleep } from "../helpers/volume.js";
+import { alive, requireBuild, run, sleep, start, waitForExit } from "../helpers/volume.js";
 
 const unavailable = homeUnavailable();
 const PAM_FILES = ["common-auth", "common-session", "common-password"].map(
@@ -172,16 +173,48 @@ describe.skipIf(unavailable !== undefined)(
     });
 
     test("two sessions share one mount: the first logout leaves it, the last unmounts", async () => {
-      // Session 1 is the one opened above (pamtester exits without closing it).
-      const second = await pamtester(service, alice, ["authenticate", "open_session"], PASSWORD);
+      // Session 1 is the one opened above (pamtester exits without closing it); 2 and 3 log in at once.
+      const [second, third] = await Promise.all([
+        pamtester(service, alice, ["authenticate", "open_session"], PASSWORD),
+        pamtester(service, alice, ["authenticate", "open_session"], PASSWORD),
+      ]);
       expect(second.code).toBe(0);
-      expect(JSON.parse((await cli(["home", "status", "--json", alice])).stdout).sessions).toBe(2);
+      expect(third.code).toBe(0);
+      expect(cryptmountMounts().filter((m) => m.mountpoint === home)).toHaveLength(1);
+      expect(JSON.parse((await cli(["home", "status", "--json", alice])).stdout).sessions).toBe(3);
+      await pamtester(service, alice, ["close_session"]);
       await pamtester(service, alice, ["close_session"]);
       expect(mountedAt(home)).toBe(true);
       expect((await asUser(alice, `cat ~/${SECRET_NAME}`)).stdout).toBe(SECRET_TEXT);
       await pamtester(service, alice, ["close_session"]);
       expect(mountedAt(home)).toBe(false);
       expect(readdirSync(home)).toEqual([]);
+    });
+
+    test("the last logout with files still open detaches lazily, says so, and the server exits", async () => {
+      await pamtester(service, alice, ["authenticate", "open_session"], PASSWORD);
+      const server = (await run("pgrep", ["-u", alice, "-f", "main.js __serve"])).stdout.trim();
+      expect(server).toMatch(/^\d+$/);
+      // setpriv execs (no child left behind), and so does the shell: SIGKILL ends the holder itself.
+      const holder = start("setpriv", [
+        `--reuid=${alice}`,
+        `--regid=${alice}`,
+        "--clear-groups",
+        "sh",
+        "-c",
+        `exec 3<${home}/${SECRET_NAME}; cd ${home}; exec sleep 30`,
+      ]);
+      try {
+        await sleep(300);
+        const r = await pamtester(service, alice, ["close_session"]);
+        expect(r.stdout + r.stderr).toMatch(/still in use; the encrypted home was detached lazily/);
+        expect(mountedAt(home)).toBe(false);
+        expect(alive(Number(server))).toBe(true); // still serving the open file
+      } finally {
+        holder.proc.kill("SIGKILL");
+        await holder.done;
+      }
+      expect(await waitForExit(Number(server))).toBe(true);
     });
 
     test("a wrong password mounts nothing; a user without an encrypted home logs in normally", async () => {
