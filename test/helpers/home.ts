@@ -110,6 +110,11 @@ export class SystemGuard {
     if (!existsSync(path)) this.paths.push(path);
   }
 
+  /** Made by the suite: removed at the end. */
+  own(path: string): void {
+    this.paths.push(path);
+  }
+
   async setMode(path: string, mode: number): Promise<void> {
     if (!this.modes.has(path)) this.modes.set(path, statSync(path).mode & 0o7777);
     await chmod(path, mode);

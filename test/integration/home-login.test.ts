@@ -65,7 +65,7 @@ describe.skipIf(unavailable !== undefined)(
       home = `/home/${alice}`;
       lower = `/home/.cryptmount/${alice}/lower`;
       work = (await run("mktemp", ["-d", "/tmp/cryptmount-home-XXXXXX"])).stdout.trim();
-      guard.removeLater(work);
+      guard.own(work);
       await run("sh", ["-c", `rm -rf ${home}/.[!.]* ${home}/*`]); // an empty home: no --migrate here
       await writeFile(`${work}/pw`, `${PASSWORD}\n`, { mode: 0o600 });
     });

@@ -73,7 +73,7 @@ describe.skipIf(unavailable !== undefined)(
       home = `/home/${carol}`;
       backup = `${home}.cryptmount-backup`;
       work = (await run("mktemp", ["-d", "/tmp/cryptmount-home-XXXXXX"])).stdout.trim();
-      guard.removeLater(work);
+      guard.own(work);
       await writeFile(`${work}/pw`, `${PASSWORD}\n`, { mode: 0o600 });
       const made = await asUser(carol, POPULATE);
       expect(made.stderr).toBe("");
@@ -158,6 +158,36 @@ describe.skipIf(unavailable !== undefined)(
       );
       expect(plain.code).toBe(0);
       expect(mountedAt(home)).toBe(false);
+    });
+
+    test("--private encrypts ~/Private only; the rest of the home stays as it is", async () => {
+      const dave = await guard.createUser("cmhp", PASSWORD);
+      const r = await cli([
+        "home",
+        "setup",
+        ...KDF,
+        "--no-pam",
+        "--private",
+        "--passfile",
+        `${work}/pw`,
+        "--recovery-key-file",
+        `${work}/rk-p`,
+        dave,
+      ]);
+      expect(r.stderr).toBe("");
+      expect(r.code).toBe(0);
+      const login = await pamtester(service, dave, ["authenticate", "open_session"], PASSWORD);
+      expect(login.code).toBe(0);
+      expect(mountedAt(`/home/${dave}/Private`)).toBe(true);
+      expect(mountedAt(`/home/${dave}`)).toBe(false);
+      const w = await asUser(
+        dave,
+        "echo private > ~/Private/p.txt && cat ~/Private/p.txt && ls -a ~ | grep -c profile",
+      );
+      expect(w.stdout).toBe("private\n1\n");
+      await pamtester(service, dave, ["close_session"]);
+      expect(mountedAt(`/home/${dave}/Private`)).toBe(false);
+      expect(readdirSync(`/home/${dave}/Private`)).toEqual([]);
     });
   },
 );
