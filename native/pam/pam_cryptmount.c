@@ -198,13 +198,17 @@ static int run_helper(pam_handle_t *pamh, const struct options *o, int silent, c
     close(in[1]);
     return -1;
   }
-  struct sigaction ignore = {0}, old_pipe;
+  struct sigaction ignore = {0}, deflt = {0}, old_pipe, old_chld;
   ignore.sa_handler = SIG_IGN;
+  deflt.sa_handler = SIG_DFL;
   sigaction(SIGPIPE, &ignore, &old_pipe); /* a helper that died early must not kill the app */
+  /* An application ignoring SIGCHLD would have the helper reaped before we see its status. */
+  sigaction(SIGCHLD, &deflt, &old_chld);
   pid_t pid = fork();
   if (pid < 0) {
     pam_syslog(pamh, LOG_ERR, "fork: %m");
     sigaction(SIGPIPE, &old_pipe, NULL);
+    sigaction(SIGCHLD, &old_chld, NULL);
     close(in[0]);
     close(in[1]);
     close(out[0]);
@@ -239,6 +243,7 @@ static int run_helper(pam_handle_t *pamh, const struct options *o, int silent, c
   pid_t r;
   do r = waitpid(pid, &status, 0);
   while (r < 0 && errno == EINTR);
+  sigaction(SIGCHLD, &old_chld, NULL);
   if (r < 0) {
     pam_syslog(pamh, LOG_ERR, "waiting for the helper: %m");
     return -1;

@@ -21,7 +21,14 @@ import {
   removePamLines,
   uninstallModule,
 } from "./pam-install.js";
-import { LOGIN_SLOT_LABEL, REGISTRY_DIR, backupFor, mountpointFor, volumeDirFor } from "./paths.js";
+import {
+  CLI_PATH,
+  LOGIN_SLOT_LABEL,
+  REGISTRY_DIR,
+  backupFor,
+  mountpointFor,
+  volumeDirFor,
+} from "./paths.js";
 import {
   listRecordUsers,
   readRecord,
@@ -129,6 +136,14 @@ export async function homeSetup(
     throw new UserError(
       `${mountpoint} is not empty: use --migrate to move its files into the encrypted home${opts.private ? "" : " (or --private for ~/Private)"}`,
       EXIT.usage,
+    );
+  // The helper runs this node and this build as the user: they must be reachable for them.
+  const probe = await cryptmountAsUser(account, ["--version"]);
+  if (probe.code !== 0)
+    throw new UserError(
+      `${user} cannot run ${process.execPath} ${CLI_PATH} (${lastLine(probe) || `exit ${probe.code}`}); ` +
+        "install node and cryptmount where every user can read and run them (e.g. /usr/local, /opt)",
+      EXIT.failure,
     );
   const volumeDir = volumeDirFor(user, account.home);
   if (existsSync(volumeDir))

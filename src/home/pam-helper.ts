@@ -186,6 +186,8 @@ export async function pamHelper(
     }
     const ctx = await context(user, opts);
     if (!ctx) return HELPER_EXIT.noHome;
+    if (ctx.debug)
+      say.log(`${action} ${user}: volume ${ctx.record.lower}, mount point ${ctx.mountpoint}`);
     switch (action) {
       case "open":
         return await open(ctx, secrets[0]);

@@ -1,4 +1,4 @@
-import { mkdir, readFile, unlink, readdir } from "node:fs/promises";
+import { lstat, mkdir, readFile, unlink, readdir } from "node:fs/promises";
 import { writeFileAtomic } from "../atomic.js";
 import { EXIT, UserError } from "../errors.js";
 import { REGISTRY_DIR, recordFile } from "./paths.js";
@@ -43,8 +43,16 @@ function isRecord(value: unknown): value is HomeRecord {
 export async function readRecord(user: string): Promise<HomeRecord | undefined> {
   let text: string;
   try {
+    // Trusted only as root wrote it (the PAM module checks the same).
+    const st = await lstat(recordFile(user));
+    if (!st.isFile() || st.uid !== 0 || (st.mode & 0o022) !== 0)
+      throw new UserError(
+        `${recordFile(user)}: not a regular file owned by root and writable only by root; refusing it`,
+        EXIT.failure,
+      );
     text = await readFile(recordFile(user), "utf8");
   } catch (err) {
+    if (err instanceof UserError) throw err;
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw new UserError(
       `${recordFile(user)}: cannot read (${(err as NodeJS.ErrnoException).code})`,
