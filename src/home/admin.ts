@@ -69,6 +69,16 @@ async function ownedDir(path: string, account: Account, mode = 0o700): Promise<v
   await chmod(path, mode);
 }
 
+/** The user's live processes (zombies do not count), as "PID NAME". */
+async function userProcesses(account: Account): Promise<string[]> {
+  const r = await runProgram("ps", ["-o", "pid=,stat=,comm=", "-u", String(account.uid)]);
+  return r.stdout
+    .split("\n")
+    .map((l) => l.trim().split(/\s+/))
+    .filter((f) => f.length >= 3 && !f[1]!.startsWith("Z"))
+    .map((f) => `${f[0]} ${f[2]}`);
+}
+
 async function isEmptyDir(path: string): Promise<boolean> {
   return (await readdir(path).catch(() => [])).length === 0;
 }
@@ -94,7 +104,7 @@ async function withScratchMount<T>(
     try {
       return await work(at);
     } finally {
-      await unmount(at);
+      await unmount(at, account);
     }
   } finally {
     await rmdir(at).catch(() => undefined);
@@ -137,6 +147,15 @@ export async function homeSetup(
       `${mountpoint} is not empty: use --migrate to move its files into the encrypted home${opts.private ? "" : " (or --private for ~/Private)"}`,
       EXIT.usage,
     );
+  // Moving a home away under running programs would leave them in the backup.
+  if (hasFiles) {
+    const running = await userProcesses(account);
+    if (running.length > 0)
+      throw new UserError(
+        `${user} has running processes (${running.slice(0, 3).join(", ")}): log ${user} out before --migrate`,
+        EXIT.alreadyMounted,
+      );
+  }
   // The helper runs this node and this build as the user: they must be reachable for them.
   const probe = await cryptmountAsUser(account, ["--version"]);
   if (probe.code !== 0)
@@ -218,10 +237,12 @@ export async function homeSetup(
         );
       return EXIT.ok;
     } catch (err) {
+      // Back as it was: the original in place (only our empty mount point goes), no volume, no record.
       if (movedTo && existsSync(movedTo)) {
-        await rm(mountpoint, { recursive: true, force: true }).catch(() => undefined);
+        await rmdir(mountpoint).catch(() => undefined);
         await rename(movedTo, mountpoint).catch(() => undefined);
       }
+      await removeRecord(user);
       await rm(volumeDir, { recursive: true, force: true }).catch(() => undefined);
       throw err;
     }

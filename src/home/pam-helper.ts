@@ -105,7 +105,7 @@ async function close(ctx: Context): Promise<number> {
       say.log(`${account.name}: session closed, ${count.value} left; the home stays mounted`);
       return HELPER_EXIT.ok;
     }
-    const result = await unmount(mountpoint);
+    const result = await unmount(mountpoint, account);
     if (result === "lazy")
       say.info(
         `${mountpoint}: files are still in use; the encrypted home was detached lazily and locks once they are closed`,

@@ -5,7 +5,7 @@
 // suite's; here a PAM service file of our own serves pamtester.
 
 import { existsSync, readdirSync, statSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { rm, writeFile } from "node:fs/promises";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import {
   KDF,
@@ -99,6 +99,33 @@ describe.skipIf(unavailable !== undefined)(
       expect(r.stderr).toMatch(/--migrate/);
       expect(existsSync(`/home/.cryptmount/${carol}`)).toBe(false);
       expect(existsSync(`${work}/rk0`)).toBe(false);
+    });
+
+    test("--migrate with a file the user cannot read fails and changes nothing", async () => {
+      await writeFile(`${home}/root-only`, "x", { mode: 0o600 });
+      try {
+        const r = await cli([
+          "home",
+          "setup",
+          ...KDF,
+          "--no-pam",
+          "--migrate",
+          "--passfile",
+          `${work}/pw`,
+          "--recovery-key-file",
+          `${work}/rk1`,
+          carol,
+        ]);
+        expect(r.code).toBe(1);
+        expect(r.stderr).toMatch(/copying .* failed/);
+        expect(existsSync(`/home/.cryptmount/${carol}`)).toBe(false);
+        expect(existsSync(`/etc/cryptmount/home/${carol}.json`)).toBe(false);
+        expect(existsSync(backup)).toBe(false);
+        expect(existsSync(`${home}/docs/notes.txt`)).toBe(true);
+        expect(existsSync(`${work}/rk1`)).toBe(false);
+      } finally {
+        await rm(`${home}/root-only`, { force: true });
+      }
     });
 
     test("--migrate keeps every byte and mode; the backup stays until confirmed", async () => {
