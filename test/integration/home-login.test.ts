@@ -19,7 +19,16 @@ import {
   pamtester,
   serviceText,
 } from "../helpers/home.js";
-import { alive, requireBuild, run, sleep, start, waitForExit } from "../helpers/volume.js";
+import {
+  HELPERS,
+  alive,
+  requireBuild,
+  run,
+  sleep,
+  start,
+  waitFor,
+  waitForExit,
+} from "../helpers/volume.js";
 
 const unavailable = homeUnavailable();
 const PAM_FILES = ["common-auth", "common-session", "common-password"].map(
@@ -243,7 +252,16 @@ describe.skipIf(unavailable !== undefined)(
       expect(mountedAt(home)).toBe(false);
     });
 
-    test("the password never appears in a process listing or environment", async () => {
+    test("the password never appears in a process listing, environment or log; the module logs what it did", async () => {
+      // No syslog daemon here: a stand-in on /dev/log for the test's duration.
+      const sinkLog = `${work}/syslog`;
+      const sink = existsSync("/dev/log")
+        ? undefined
+        : start("python3", [join(HELPERS, "syslog_sink.py"), "/dev/log", sinkLog]);
+      if (sink) {
+        guard.removeLater("/dev/log");
+        await waitFor("the syslog stand-in", () => existsSync("/dev/log"));
+      }
       const login = pamtester(service, alice, ["authenticate", "open_session"], PASSWORD);
       let seen = "";
       let samples = 0;
@@ -272,6 +290,15 @@ describe.skipIf(unavailable !== undefined)(
         expect(readFileSync(join(runtime, f), "utf8")).not.toContain(PASSWORD);
       await pamtester(service, alice, ["close_session"]);
       expect(mountedAt(home)).toBe(false);
+      if (sink) {
+        await sleep(200);
+        sink.proc.kill("SIGTERM");
+        await sink.done;
+        const logged = readFileSync(sinkLog, "utf8");
+        expect(logged).toMatch(/pam_cryptmount.*encrypted home .* mounted at/);
+        expect(logged).toMatch(/last session closed/);
+        expect(logged).not.toContain(PASSWORD);
+      }
     });
 
     test("su from another user unlocks, runs, and the logout unmounts", async () => {
