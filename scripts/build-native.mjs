@@ -5,13 +5,19 @@
 //   lower   native/lower/lower.c     descriptor-relative I/O on the lower directory
 //   secure  native/secure/secure.c   process hardening (core dumps, mlock, RLIMIT_NOFILE)
 //
+// and the PAM module for encrypted homes (not a Node addon; docs/home.md):
+//
+//   pam     native/pam/pam_cryptmount.c   build/pam_cryptmount.so (`pkg-config pam`)
+//
 // A Node-API addon needs no link step against Node, so each addon is one
 // compiler call: cc -shared with Node's headers (and `pkg-config fuse3` for
 // fuse3). No node-gyp, no network. Runs from "postinstall"; safe to run again
 // at any time.
 //
 // Needs: a C compiler (cc); for fuse3 also pkg-config and libfuse3-dev
-// (apt-get install -y gcc pkg-config libfuse3-dev).
+// (apt-get install -y gcc pkg-config libfuse3-dev); for the PAM module
+// libpam0g-dev (without it the module is skipped with a warning: everything
+// but `cryptmount home` works).
 // CRYPTMOUNT_SKIP_NATIVE_BUILD=1 skips the build (exit 0).
 // CRYPTMOUNT_NATIVE_FAULTS=1 builds only the test variant of the FUSE binding,
 // build/cryptmount_fuse3_faults.node, whose mount() fails at the step named by
@@ -40,11 +46,24 @@ const ADDONS = FAULTS
       { name: "fuse3", source: "native/fuse3/binding.c", pkg: "fuse3" },
       { name: "lower", source: "native/lower/lower.c" },
       { name: "secure", source: "native/secure/secure.c" },
+      {
+        name: "pam",
+        source: "native/pam/pam_cryptmount.c",
+        pkg: "pam",
+        file: "pam_cryptmount.so",
+        softPkg: true,
+        libs: ["-lpam"],
+      },
     ];
 
 function fail(message) {
   console.error(`build-native: error: ${message}`);
   process.exit(1);
+}
+
+function hasPkg(pkg) {
+  const r = spawnSync("pkg-config", ["--exists", pkg]);
+  return !r.error && r.status === 0;
 }
 
 function pkgConfig(flag, pkg) {
@@ -87,9 +106,19 @@ fs.mkdirSync(path.join(root, "build"), { recursive: true });
 
 for (const addon of ADDONS) {
   const source = path.join(root, addon.source);
-  const output = path.join(root, "build", `cryptmount_${addon.output ?? addon.name}.node`);
+  const output = path.join(
+    root,
+    "build",
+    addon.file ?? `cryptmount_${addon.output ?? addon.name}.node`,
+  );
   if (addon.optional && !fs.existsSync(source)) {
     console.log(`build-native: skipped ${addon.name} (${addon.source} does not exist)`);
+    continue;
+  }
+  if (addon.softPkg && !hasPkg(addon.pkg)) {
+    console.warn(
+      `build-native: warning: skipped ${addon.name}: pkg-config ${addon.pkg} not found (apt-get install -y libpam0g-dev); \`cryptmount home\` needs it`,
+    );
     continue;
   }
   const args = [
@@ -108,6 +137,7 @@ for (const addon of ADDONS) {
     "-o",
     output + ".tmp",
     ...(addon.pkg ? pkgConfig("--libs", addon.pkg) : []),
+    ...(addon.libs ?? []),
   ];
   const r = spawnSync(cc, args, { stdio: "inherit" });
   if (r.error) fail(`${cc} not found; install a C compiler: apt-get install -y gcc`);

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(fuse3 libfuse3-dev libfuse2 libfuse-dev pkg-config patch make g++ python3 sqlite3 rsync git attr gocryptfs util-linux)
+PACKAGES=(fuse3 libfuse3-dev libfuse2 libfuse-dev pkg-config patch make g++ python3 sqlite3 rsync git attr gocryptfs util-linux libpam0g-dev pamtester)
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
@@ -25,6 +25,8 @@ fi
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --no-audit --no-fund
 fi
+# node_modules may be current while the PAM module (added later) was never built.
+[ -f build/pam_cryptmount.so ] || node scripts/build-native.mjs
 npm run --silent build
 
 # mount.fuse runs "cryptmount" from PATH for type fuse.cryptmount; boot-time PATHs

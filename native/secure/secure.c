@@ -22,6 +22,10 @@
  *                             socket: who is on the other end (the key agent
  *                             refuses other users). Throws on failure. Added
  *                             without a version change: callers test for it.
+ *   lockExclusive(fd)         flock(fd, LOCK_EX), waiting (EINTR retried): the
+ *                             per-user session counter of `cryptmount home`.
+ *                             Throws on failure. Added without a version
+ *                             change, like peerCredentials.
  */
 #define _GNU_SOURCE /* struct ucred */
 #include <errno.h>
@@ -29,6 +33,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -164,6 +169,22 @@ static napi_value peer_credentials(napi_env env, napi_callback_info info) {
   return out;
 }
 
+static napi_value lock_exclusive(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  int32_t fd = -1;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
+    napi_throw_type_error(env, NULL, "lockExclusive(fd): a file descriptor is required");
+    return NULL;
+  }
+  int r;
+  do r = flock(fd, LOCK_EX);
+  while (r != 0 && errno == EINTR);
+  if (r != 0) return throw_errno(env, "flock", errno);
+  return NULL;
+}
+
 static napi_value init_module(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
       {"disableCoreDumps", NULL, disable_core_dumps, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -172,11 +193,12 @@ static napi_value init_module(napi_env env, napi_value exports) {
       {"lockMemory", NULL, lock_memory, NULL, NULL, NULL, napi_enumerable, NULL},
       {"raiseOpenFileLimit", NULL, raise_open_file_limit, NULL, NULL, NULL, napi_enumerable, NULL},
       {"peerCredentials", NULL, peer_credentials, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"lockExclusive", NULL, lock_exclusive, NULL, NULL, NULL, napi_enumerable, NULL},
       {"version", NULL, NULL, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_value version;
   napi_create_uint32(env, SECURE_VERSION, &version);
-  properties[6].value = version;
+  properties[7].value = version;
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
   return exports;
 }

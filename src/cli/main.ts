@@ -5,6 +5,7 @@ import { mountCommand, serveCommand } from "./mount-command.js";
 import { fsckCommand, passwdCommand, rekeyCommand, upgradeCommand } from "./volume-commands.js";
 import { collect, positiveInt } from "./options.js";
 import { registerTrusteeCommands } from "./trustee-commands.js";
+import { registerHomeCommands } from "./home-commands.js";
 
 const COMMANDS = new Set([
   "init",
@@ -20,6 +21,7 @@ const COMMANDS = new Set([
   "trustee",
   "device",
   "agent",
+  "home",
   "help",
   "__serve",
 ]);
@@ -347,6 +349,7 @@ Examples:
   ).action(act((lower: string, opts) => upgradeCommand(lower, opts)));
 
   registerTrusteeCommands(program, act, logOptions);
+  registerHomeCommands(program, act);
   program.command("__serve", { hidden: true }).action(act(() => serveCommand()));
   return program;
 }

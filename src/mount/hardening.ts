@@ -19,6 +19,8 @@ export interface SecureNative {
   raiseOpenFileLimit(): number;
   /** getsockopt(SO_PEERCRED) of a connected Unix socket; absent in older builds of the addon. */
   peerCredentials?(fd: number): { pid: number; uid: number; gid: number };
+  /** flock(fd, LOCK_EX), waiting; absent in older builds of the addon. */
+  lockExclusive?(fd: number): void;
 }
 
 export const SECURE_VERSION = 1;

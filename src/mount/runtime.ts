@@ -59,11 +59,9 @@ export async function ensureRuntimeDir(
   return dir;
 }
 
-function recordPath(mountpoint: string): string {
-  return join(
-    runtimeDir(),
-    createHash("sha256").update(mountpoint).digest("hex").slice(0, 16) + ".json",
-  );
+/** The record of the mount at `mountpoint` in `dir` (another user's runtime directory, for root). */
+export function recordPath(mountpoint: string, dir = runtimeDir()): string {
+  return join(dir, createHash("sha256").update(mountpoint).digest("hex").slice(0, 16) + ".json");
 }
 
 export async function writeRecord(record: MountRecord): Promise<void> {
