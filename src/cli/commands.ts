@@ -7,6 +7,7 @@ import { currentMounts } from "../mount/mountinfo.js";
 import { CONFIG_VERSION } from "../format/config.js";
 import { initVolume, loadConfig, type SlotRequest } from "../volume/volume.js";
 import { EXIT, UserError } from "../errors.js";
+import { requireFitLower } from "../volume/lower-probe.js";
 import type { Argon2Params } from "../format/config.js";
 import { argon2FromOptions, type CommonOptions } from "./options.js";
 import { recoveryOutput, type RecoveryOutput } from "./recovery-output.js";
@@ -20,6 +21,7 @@ export interface InitCommandOptions extends CommonOptions {
   kdfParallelism?: number;
   recovery?: boolean;
   recoveryKeyFile?: string;
+  probe?: boolean;
 }
 
 export async function initCommand(lower: string, opts: InitCommandOptions): Promise<number> {
@@ -27,6 +29,7 @@ export async function initCommand(lower: string, opts: InitCommandOptions): Prom
   const recovery = opts.recovery !== false;
   if (!recovery && opts.recoveryKeyFile)
     throw new UserError("--recovery-key-file and --no-recovery contradict each other", EXIT.usage);
+  await requireFitLower("init", lower, opts); // before a passphrase is asked for or anything written
   // Where the key will go is settled before a passphrase is asked for or anything is created.
   const output = recovery
     ? await recoveryOutput("init", opts.recoveryKeyFile, "--no-recovery")

@@ -8,7 +8,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
-import { ROOT, run, sleep, type RunOptions, type RunResult } from "./volume.js";
+import { ROOT, isMounted, run, sleep, waitFor, type RunOptions, type RunResult } from "./volume.js";
 
 const S3RVER = join(ROOT, "node_modules", "s3rver", "bin", "s3rver.js");
 
@@ -106,4 +106,59 @@ export async function rcloneOk(
   const r = await rclone(s3, args, options);
   if (r.code !== 0) throw new Error(`rclone ${args.join(" ")} failed (${r.code}): ${r.stderr}`);
   return r.stdout.trim();
+}
+
+export interface RcloneMount {
+  readonly mountpoint: string;
+  /** rclone's own log (stderr), for assertions on what it refused. */
+  log(): string;
+  /** fusermount -u (lazy when busy), then waits for rclone to exit (SIGKILL after 15 s). */
+  stop(): Promise<void>;
+}
+
+/**
+ * `rclone mount REMOTE:PATH MOUNTPOINT ARGS...` in the foreground as a child
+ * process, its cache in `cacheDir` (never the user's); resolves once the
+ * mount is live. The caller must stop() it, also on failure.
+ */
+export async function rcloneMount(
+  s3: S3Server,
+  remotePath: string,
+  mountpoint: string,
+  cacheDir: string,
+  args: readonly string[] = [],
+): Promise<RcloneMount> {
+  await mkdir(mountpoint, { recursive: true });
+  const proc = spawn(
+    "rclone",
+    ["mount", remotePath, mountpoint, "--cache-dir", cacheDir, ...args],
+    { env: { ...process.env, ...rcloneEnvironment(s3) }, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let log = "";
+  proc.stdout.on("data", (c: Buffer) => (log += c.toString("utf8")));
+  proc.stderr.on("data", (c: Buffer) => (log += c.toString("utf8")));
+  const exited = new Promise<void>((r) => proc.once("exit", () => r()));
+  const stop = async () => {
+    if (isMounted(mountpoint)) {
+      const r = await run("fusermount", ["-u", mountpoint], { timeoutMs: 15_000 });
+      if (r.code !== 0) await run("fusermount", ["-uz", mountpoint], { timeoutMs: 15_000 });
+    }
+    if (proc.exitCode === null && proc.signalCode === null) {
+      await Promise.race([exited, sleep(15_000)]);
+      if (proc.exitCode === null && proc.signalCode === null) {
+        proc.kill("SIGKILL");
+        await exited;
+      }
+    }
+  };
+  try {
+    await waitFor(`rclone mount at ${mountpoint}`, () => {
+      if (proc.exitCode !== null) throw new Error(`rclone mount exited: ${log}`);
+      return isMounted(mountpoint);
+    });
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { mountpoint, log: () => log, stop };
 }
