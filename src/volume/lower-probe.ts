@@ -4,7 +4,7 @@
  * filesystems (an `rclone mount` without a write cache, a FUSE bridge to a
  * bucket) can look like directories and still drop empty files (directory
  * IDs, format.md §12.1), refuse long names (§10: lower names up to 171
- * characters, and room for a sync client's conflict suffix up to 255 bytes),
+ * characters),
  * refuse to open a file for reading and writing or to write into its middle
  * (content blocks are rewritten in place, §7), lose a file written and
  * closed, or fail to rename over an existing file (config updates, §5.5).
@@ -69,8 +69,6 @@ async function sameContent(path: string, expected: Buffer): Promise<string | tru
     : `read back ${got.length} bytes that differ from what was written`;
 }
 
-const ascii = (n: number, c: string) => c.repeat(n);
-
 /** The checks themselves, in `dir` (which exists and is empty). */
 async function runChecks(dir: string): Promise<void> {
   const empty = join(dir, "empty");
@@ -101,15 +99,15 @@ async function runChecks(dir: string): Promise<void> {
     return sameContent(file, data);
   });
 
-  // Lower names are at most 171 characters; a sync client's conflict copy
-  // of one needs up to 255 bytes.
-  for (const length of [171, 255]) {
-    await check(`a name of ${length} characters`, async () => {
-      const name = ascii(length, length === 171 ? "n" : "m");
-      await writeSynced(join(dir, name), Buffer.from("x"));
-      return (await readdir(dir)).includes(name) ? true : "it is not listed";
-    });
-  }
+  // Lower names are at most 171 characters (format.md §10). Not 255: the
+  // format never writes longer names, and some object-store gateways refuse
+  // them (s3rver, which stores a key as a file name plus a 15-byte suffix,
+  // crashes on one); only a sync client's conflict copy could be longer.
+  await check("a name of 171 characters", async () => {
+    const name = "n".repeat(171);
+    await writeSynced(join(dir, name), Buffer.from("x"));
+    return (await readdir(dir)).includes(name) ? true : "it is not listed";
+  });
 
   await check("rename over an existing file replaces it", async () => {
     const next = Buffer.from("new content");

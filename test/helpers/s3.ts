@@ -7,6 +7,7 @@
 
 import { spawn, type ChildProcess } from "node:child_process";
 import { mkdir } from "node:fs/promises";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { ROOT, isMounted, run, sleep, waitFor, type RunOptions, type RunResult } from "./volume.js";
 
@@ -86,7 +87,14 @@ export function rcloneEnvironment(s3: S3Server): Record<string, string | undefin
   const env: Record<string, string | undefined> = {};
   for (const key of Object.keys(process.env))
     if (key.startsWith("AWS_") || key.startsWith("RCLONE_")) env[key] = undefined;
-  return { ...env, RCLONE_CONFIG: "/dev/null", ...s3.rcloneEnv };
+  // Fail fast when the server is gone, rather than retrying for minutes.
+  return {
+    ...env,
+    RCLONE_CONFIG: "/dev/null",
+    RCLONE_RETRIES: "1",
+    RCLONE_LOW_LEVEL_RETRIES: "2",
+    ...s3.rcloneEnv,
+  };
 }
 
 /** Runs rclone against the server (arguments name only paths and the remote). */
@@ -108,8 +116,30 @@ export async function rcloneOk(
   return r.stdout.trim();
 }
 
+/** A port that was free a moment ago on 127.0.0.1. */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === "object" && address
+          ? resolve(address.port)
+          : reject(new Error("no port")),
+      );
+    });
+  });
+}
+
 export interface RcloneMount {
   readonly mountpoint: string;
+  /**
+   * Resolves once rclone's write cache has uploaded everything (rc vfs/stats:
+   * nothing queued or in progress). rclone does not wait for that when it is
+   * unmounted: what it had not uploaded stays in its cache directory only.
+   */
+  uploaded(): Promise<void>;
   /** rclone's own log (stderr), for assertions on what it refused. */
   log(): string;
   /** fusermount -u (lazy when busy), then waits for rclone to exit (SIGKILL after 15 s). */
@@ -129,9 +159,20 @@ export async function rcloneMount(
   args: readonly string[] = [],
 ): Promise<RcloneMount> {
   await mkdir(mountpoint, { recursive: true });
+  const rcAddr = `127.0.0.1:${await freePort()}`;
   const proc = spawn(
     "rclone",
-    ["mount", remotePath, mountpoint, "--cache-dir", cacheDir, ...args],
+    [
+      "mount",
+      remotePath,
+      mountpoint,
+      "--cache-dir",
+      cacheDir,
+      "--rc",
+      "--rc-addr",
+      rcAddr,
+      ...args,
+    ],
     { env: { ...process.env, ...rcloneEnvironment(s3) }, stdio: ["ignore", "pipe", "pipe"] },
   );
   let log = "";
@@ -160,5 +201,21 @@ export async function rcloneMount(
     await stop();
     throw err;
   }
-  return { mountpoint, log: () => log, stop };
+  const uploaded = () =>
+    waitFor(
+      "rclone to upload its write cache",
+      async () => {
+        const r = await run("rclone", ["rc", "--url", `http://${rcAddr}/`, "vfs/stats"], {
+          env: rcloneEnvironment(s3),
+        });
+        if (r.code !== 0) return false;
+        const stats = JSON.parse(r.stdout) as {
+          diskCache?: { uploadsInProgress?: number; uploadsQueued?: number };
+        };
+        const cache = stats.diskCache;
+        return cache !== undefined && cache.uploadsInProgress === 0 && cache.uploadsQueued === 0;
+      },
+      30_000,
+    ).then(() => undefined);
+  return { mountpoint, log: () => log, stop, uploaded };
 }
