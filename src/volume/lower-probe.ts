@@ -129,36 +129,42 @@ async function runChecks(dir: string): Promise<void> {
   });
 }
 
-/** The directory the checks run in: `lower`, or where it will be created. */
-async function probeBase(lower: string, mayNotExist: boolean): Promise<string> {
+/**
+ * The directory the checks run in: `lower`, or where it will be created;
+ * undefined when there is none (init and mount then say what is wrong).
+ */
+async function probeBase(lower: string, mayNotExist: boolean): Promise<string | undefined> {
   let at = lower;
   for (;;) {
     try {
-      if ((await stat(at)).isDirectory()) return at;
-      return lower; // not a directory: init/mount say so themselves
+      return (await stat(at)).isDirectory() ? at : undefined;
     } catch (err) {
       const parent = dirname(at);
-      if (!mayNotExist || errnoOf(err) !== "ENOENT" || parent === at) return lower;
+      if (!mayNotExist || errnoOf(err) !== "ENOENT" || parent === at) return undefined;
       at = parent;
     }
   }
 }
 
 /**
- * Runs the checks; the failed one, or undefined when the lower is fit. Throws
- * only when the probe's own directory cannot be made (the caller's own checks
- * then report the lower as missing or unwritable).
+ * Runs the checks; the failed one, or undefined when the lower is fit or
+ * when there is no directory to probe, or it is not writable for a reason
+ * other than a read-only filesystem (the command reports those itself).
  */
 export async function probeLower(
   lower: string,
   options: { mayNotExist?: boolean } = {},
 ): Promise<ProbeFailure | undefined> {
   const base = await probeBase(lower, Boolean(options.mayNotExist));
+  if (base === undefined) return undefined;
   const dir = join(base, PROBE_PREFIX + randomBytes(6).toString("hex"));
   try {
-    await check("a directory can be created", () => mkdir(dir, { mode: 0o700 }).then(() => true));
+    await mkdir(dir, { mode: 0o700 });
   } catch (err) {
-    return (err as CheckFailed).failure;
+    // A read-only filesystem cannot hold a volume; permissions and the like
+    // are the command's own errors, reported as they always were.
+    if (errnoOf(err) !== "EROFS") return undefined;
+    return { check: "a directory can be created", detail: "EROFS" };
   }
   try {
     await runChecks(dir);
@@ -194,6 +200,8 @@ export async function requireFitLower(
   opts: ProbeOptions,
 ): Promise<void> {
   if (probeDisabled(opts)) return;
+  // init refuses a non-empty directory anyway; never write into one.
+  if (command === "init" && (await readdir(lower).catch(() => [])).length > 0) return;
   if (command === "mount" && (opts.readOnly || (opts.options ?? []).some(isReadOnlyOption))) return;
   const failure = await probeLower(lower, { mayNotExist: command === "init" });
   if (!failure) return;
