@@ -20,6 +20,8 @@ export const EXIT = {
   trusteeRefused: 9,
   /** The trustee could not be reached, or is not the pinned one. */
   trusteeUnreachable: 10,
+  /** The lower directory cannot hold what the format needs (src/volume/lower-probe.ts). */
+  lowerUnsuitable: 11,
   interrupted: 130,
 } as const;
 

@@ -19,6 +19,7 @@ import {
   type DeviceSource,
 } from "./trustee-volume.js";
 import { EXIT, UserError } from "../errors.js";
+import { requireFitLower } from "../volume/lower-probe.js";
 import type { Argon2Params } from "../format/config.js";
 import { argon2FromOptions, type CommonOptions } from "./options.js";
 import { recoveryOutput, type RecoveryOutput } from "./recovery-output.js";
@@ -37,6 +38,7 @@ export interface InitCommandOptions extends CommonOptions, DeviceSource {
   kdfParallelism?: number;
   recovery?: boolean;
   recoveryKeyFile?: string;
+  probe?: boolean;
 }
 
 export async function initCommand(lower: string, opts: InitCommandOptions): Promise<number> {
@@ -49,6 +51,7 @@ export async function initCommand(lower: string, opts: InitCommandOptions): Prom
       "--trustee-volume, --keep-passphrase and --trustee-only go with --trustee",
       EXIT.usage,
     );
+  await requireFitLower("init", lower, opts); // before a passphrase is asked for or anything written
   // Where the key will go is settled before a passphrase is asked for or anything is created.
   const output = recovery
     ? await recoveryOutput("init", opts.recoveryKeyFile, "--no-recovery")

@@ -108,6 +108,7 @@ Examples:
           "add a key-file slot (with no passphrase unless --passfile/--extpass is given too)",
         )
         .option("--no-recovery", "do not create a recovery key")
+        .option("--no-probe", "do not check first that LOWER can hold a volume (docs/lower-s3.md)")
         .option(
           "--trustee <url>",
           "add a trustee key slot: its secret is deposited at this trustee, sealed to the volume's member devices",
@@ -173,6 +174,10 @@ Examples:
             "let other users access the mount (needs user_allow_other or root)",
           )
           .option("--nonempty", "allow a non-empty mount point")
+          .option(
+            "--no-probe",
+            "do not check first that LOWER can hold a volume (also -o no_probe)",
+          )
           .option(
             "--async-metadata",
             "make lower calls (metadata, reads, writes) through the threadpool even on a local disk (default only for network filesystems)",

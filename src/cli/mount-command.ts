@@ -6,6 +6,7 @@ import { ensureRuntimeDir } from "../mount/runtime.js";
 import { hardenProcess, lockSecrets } from "../mount/hardening.js";
 import { OpenVolume, loadConfig } from "../volume/volume.js";
 import { EXIT, UserError } from "../errors.js";
+import { requireFitLower } from "../volume/lower-probe.js";
 import { CONFIG_VERSION } from "../format/config.js";
 import { loggerFor, parseMountOptions, type CommonOptions } from "./options.js";
 import { unlockForCommand, type TrusteeUnlockOptions } from "./trustee-volume.js";
@@ -80,6 +81,7 @@ export async function mountCommand(
   // This process reads the secret and unlocks: no core dumps from here on.
   hardenProcess();
   const { lower, mountpoint } = await preflight(lowerArg, mountpointArg, Boolean(opts.nonempty));
+  await requireFitLower("mount", lower, raw); // src/volume/lower-probe.ts; before anything is written
   await ensureRuntimeDir(); // refused here, before a mount exists, rather than by the server once mounted
   const log = loggerFor(opts);
   const unlocked = await unlockForCommand(lower, opts, (message) =>
