@@ -50,6 +50,8 @@ interface Entry {
   readonly key: Buffer;
   readonly keyVersion: number;
   readonly fetchedAt: number;
+  /** Dropped at this instant whatever the use: maxTtl, or the policy's agent TTL if shorter. */
+  readonly expiresAt: number;
   lastUsed: number;
 }
 
@@ -100,43 +102,63 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   function sweep(): void {
     const now = Date.now();
     for (const [k, e] of cache) {
-      if (now - e.fetchedAt >= maxMs) drop(k, "max_ttl");
+      if (now >= e.expiresAt) drop(k, "max_ttl");
       else if (now - e.lastUsed >= idleMs) drop(k, "idle_ttl");
     }
   }
   const sweeper = setInterval(sweep, Math.min(1000, Math.max(50, Math.floor(idleMs / 4))));
   sweeper.unref();
 
-  async function get(volume: string, version?: number): Promise<{ entry: Entry; cached: boolean }> {
+  /**
+   * The key for `volume`, from the cache or a release. A key whose policy
+   * sets agent TTL 0 is handed out once and not kept (`keep` false): the
+   * caller wipes it after answering.
+   */
+  async function get(
+    volume: string,
+    version?: number,
+  ): Promise<{ entry: Entry; cached: boolean; keep: boolean }> {
     sweep();
     const k = cacheKey(volume, version);
     const hit = cache.get(k);
     if (hit) {
       hit.lastUsed = Date.now();
-      return { entry: hit, cached: true };
+      return { entry: hit, cached: true, keep: true };
     }
-    let pending = inflight.get(k);
-    if (!pending) {
-      pending = (async () => {
-        const r = await release(device, volume, version ? { keyVersion: version } : {});
-        const now = Date.now();
-        const entry: Entry = {
-          key: r.mountKey,
-          keyVersion: r.keyVersion,
-          fetchedAt: now,
-          lastUsed: now,
-        };
-        if (locked) {
-          r.mountKey.fill(0);
-          throw new UserError("the agent was locked while the key was fetched", EXIT.failure);
-        }
-        cache.set(k, entry);
-        log.info({ volume, key_version: r.keyVersion, request: r.requestId }, "mount key released");
-        return entry;
-      })().finally(() => inflight.delete(k));
-      inflight.set(k, pending);
+    // Concurrent asks for one volume share one release; an uncached key
+    // (agent TTL 0) is never shared, so each asker gets (and wipes) its own.
+    const shared = inflight.get(k);
+    if (shared) {
+      const entry = await shared;
+      if (cache.get(k) === entry) return { entry, cached: false, keep: true };
     }
-    return { entry: await pending, cached: false };
+    const pending = (async () => {
+      const r = await release(device, volume, version ? { keyVersion: version } : {});
+      const now = Date.now();
+      const ttlMs = r.agentTtl === undefined ? maxMs : Math.min(maxMs, r.agentTtl * 1000);
+      const entry: Entry = {
+        key: r.mountKey,
+        keyVersion: r.keyVersion,
+        fetchedAt: now,
+        expiresAt: now + ttlMs,
+        lastUsed: now,
+      };
+      if (locked) {
+        r.mountKey.fill(0);
+        throw new UserError("the agent was locked while the key was fetched", EXIT.failure);
+      }
+      if (ttlMs > 0) cache.set(k, entry);
+      log.info(
+        { volume, key_version: r.keyVersion, request: r.requestId, kept_s: ttlMs / 1000 },
+        "mount key released",
+      );
+      return entry;
+    })().finally(() => {
+      if (inflight.get(k) === pending) inflight.delete(k);
+    });
+    inflight.set(k, pending);
+    const entry = await pending;
+    return { entry, cached: false, keep: cache.get(k) === entry };
   }
 
   async function handle(req: AgentRequest): Promise<AgentResponse> {
@@ -159,13 +181,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         const version = req.key_version;
         if (version !== undefined && (!Number.isSafeInteger(version) || version < 1))
           return { ok: false, error: "key_version must be a positive integer", exit: EXIT.usage };
-        const { entry, cached } = await get(req.volume, version);
-        return {
-          ok: true,
-          key: entry.key.toString("base64url"),
-          key_version: entry.keyVersion,
-          cached,
-        };
+        const { entry, cached, keep } = await get(req.volume, version);
+        const key = entry.key.toString("base64url");
+        if (!keep) entry.key.fill(0);
+        return { ok: true, key, key_version: entry.keyVersion, cached };
       }
       case "lock":
         locked = true;

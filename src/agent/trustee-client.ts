@@ -356,6 +356,22 @@ export async function selfRevoke(device: DeviceKeys): Promise<void> {
   }
 }
 
+/**
+ * §8.4: registers `volumeId` under this device's volume-creation grant; the
+ * trustee makes its policy (this device its only member). Refusals:
+ * `no_grant`, `grant_exhausted`, `volume_exists`.
+ */
+export async function registerVolume(device: DeviceKeys, volumeId: string): Promise<number> {
+  if (!VOLUME_ID.test(volumeId)) throw new UserError(`not a volume ID: ${volumeId}`, EXIT.usage);
+  const conn = connectionFor(device);
+  try {
+    const r = await conn.request<{ policy_version: number }>(PATHS.register(volumeId), {});
+    return r.policy_version;
+  } finally {
+    conn.close();
+  }
+}
+
 export interface Member {
   readonly deviceId: string;
   readonly name: string;
@@ -519,6 +535,8 @@ export async function release(
   keyVersion: number;
   requestId: string;
   audit: { seq: number; hash: string };
+  /** Seconds an agent may keep the key (the volume's policy, §8.2); undefined: no limit set. */
+  agentTtl: number | undefined;
 }> {
   if (!VOLUME_ID.test(volumeId)) throw new UserError(`not a volume ID: ${volumeId}`, EXIT.usage);
   const conn = options.conn ?? connectionFor(device);
@@ -540,9 +558,12 @@ export async function release(
       key_version: number;
       release: { enc: string; ct: string };
       audit: { seq: number; hash: string };
+      agent_ttl?: number;
     }>(PATHS.release(volumeId), body);
     if (r.volume_id !== volumeId || (options.keyVersion && r.key_version !== options.keyVersion))
       throw new TrusteeUnavailable("bad_response", "the release names another volume or version");
+    if (r.agent_ttl !== undefined && !(Number.isSafeInteger(r.agent_ttl) && r.agent_ttl >= 0))
+      throw new TrusteeUnavailable("bad_response", "agent_ttl is not a number of seconds");
     const aad = releaseAad(volumeId, r.key_version, device.profile.deviceId, nonce, r.request_id);
     const inner = await hpkeOpen(
       eph.privateRaw,
@@ -564,7 +585,13 @@ export async function release(
         "bad_response",
         "the deposit does not open with this device's key (moved or altered)",
       );
-    return { mountKey, keyVersion: r.key_version, requestId: r.request_id, audit: r.audit };
+    return {
+      mountKey,
+      keyVersion: r.key_version,
+      requestId: r.request_id,
+      audit: r.audit,
+      agentTtl: r.agent_ttl,
+    };
   } finally {
     eph.privateRaw.fill(0);
     conn.onSent = previous;

@@ -5,7 +5,7 @@ import { readNewPassphrase, readSecret } from "../keys/secret-input.js";
 import { listRecords } from "../mount/runtime.js";
 import { currentMounts } from "../mount/mountinfo.js";
 import { CONFIG_VERSION } from "../format/config.js";
-import { initVolume, loadConfig, type SlotRequest } from "../volume/volume.js";
+import { initVolume, loadConfig, newVolumeId, type SlotRequest } from "../volume/volume.js";
 import { trusteeSlotOf } from "../volume/slots.js";
 import type { TrusteeSlotInfo, VolumeConfig } from "../format/config.js";
 import type { DeviceKeys } from "../agent/device.js";
@@ -68,15 +68,12 @@ interface TrusteeInitPlan {
   readonly keepPassphrase: boolean;
   readonly device: DeviceKeys;
   readonly info: TrusteeSlotInfo;
+  /** The new volume's ID when it is also its trustee name (registered before the volume exists). */
+  readonly volumeId?: string;
 }
 
 /** init --trustee: every question asked and every trustee check made before anything is created. */
 async function trusteeInitPlan(opts: InitCommandOptions): Promise<TrusteeInitPlan> {
-  if (!opts.trusteeVolume)
-    throw new UserError(
-      "--trustee needs --trustee-volume NAME: the volume's name in the trustee's policy (cryptmount trustee policy NAME --member DEVICE_ID)",
-      EXIT.usage,
-    );
   const device = await loadThisDevice(opts);
   const keepPassphrase = await keepPassphraseChoice(opts);
   if (!keepPassphrase && (opts.passfile || opts.extpass || opts.keyfile))
@@ -84,8 +81,13 @@ async function trusteeInitPlan(opts: InitCommandOptions): Promise<TrusteeInitPla
       "--trustee-only makes no passphrase or key-file slot: drop --passfile, --extpass and --keyfile",
       EXIT.usage,
     );
-  const info = await planTrusteeSlot(device, opts.trustee!, opts.trusteeVolume);
-  return { keepPassphrase, device, info };
+  // Without --trustee-volume the trustee knows the volume by its own ID,
+  // registered under this device's grant; so the ID is chosen now.
+  const volumeId = opts.trusteeVolume ? undefined : newVolumeId();
+  const info = await planTrusteeSlot(device, opts.trustee!, opts.trusteeVolume ?? volumeId!, {
+    register: volumeId !== undefined,
+  });
+  return { keepPassphrase, device, info, ...(volumeId ? { volumeId } : {}) };
 }
 
 async function createVolume(
@@ -116,6 +118,7 @@ async function createVolume(
     created = await initVolume(lower, {
       slots,
       ...(opts.blockSize ? { blockSize: opts.blockSize } : {}),
+      ...(trustee?.volumeId ? { volumeId: trustee.volumeId } : {}),
       recovery,
     });
     if (trustee && trusteeSecret) {

@@ -115,7 +115,7 @@ Examples:
         )
         .option(
           "--trustee-volume <name>",
-          "with --trustee: the volume's name in the trustee's policy (16 to 64 of A-Z a-z 0-9 _ -)",
+          "with --trustee: the volume's name in a policy the admin made (16 to 64 of A-Z a-z 0-9 _ -); default: the new volume ID, registered under this device's grant",
         )
         .option(
           "--keep-passphrase",
@@ -149,7 +149,7 @@ Examples:
         .addHelpText(
           "after",
           "\nExample:\n  cryptmount init /data/lower\n  cryptmount init --passfile /etc/cryptmount/data.pass /data/lower\n" +
-            "  cryptmount init --trustee https://trustee.example:8443 --trustee-volume laptop-data-0001 --trustee-only /data/lower",
+            "  cryptmount init --trustee https://trustee.example:8443 --trustee-only /data/lower",
         ),
     ),
   ).action(act((lower: string, opts) => initCommand(lower, opts)));
@@ -236,7 +236,7 @@ Examples:
             )
             .option(
               "--trustee-volume <name>",
-              "with --add-trustee: the volume's name in the trustee's policy (default: the volume ID)",
+              "with --add-trustee: the volume's name in a policy the admin made (default: the volume ID, registered under this device's grant if there is no such policy)",
             )
             .option(
               "--update-trustee",

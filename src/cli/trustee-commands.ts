@@ -19,10 +19,14 @@ import {
   approveDevice,
   createInvitation,
   deviceSas,
+  removeGrant,
+  removePolicy,
   revokeDevice,
+  setGrant,
   setPolicy,
   verifyAudit,
 } from "../trustee/admin.js";
+import { DEFAULT_MAX_VOLUMES, type PolicyRules } from "../trustee/grants.js";
 import { initTrusteeDir, openTrusteeHome, readAdminKey } from "../trustee/home.js";
 import { parseCidr, parseRate, parseWindow, type TimeWindow } from "../trustee/policy.js";
 import { startTrusteeServer } from "../trustee/server.js";
@@ -58,6 +62,66 @@ function parseDuration(text: string): number {
 }
 
 const out = (line: string) => process.stdout.write(line + "\n");
+
+/** The release rules `trustee policy` and `trustee grant` share (docs/trustee.md §8.2). */
+interface RuleOptions {
+  dir: string;
+  window: string[];
+  cidr: string[];
+  rate?: string;
+  notBefore?: string;
+  notAfter?: string;
+  agentTtl?: string;
+}
+
+function ruleOptions(c: Command): Command {
+  return c
+    .option(
+      "--window <spec>",
+      'time window, e.g. "mon-fri 07:00-20:00 Europe/Berlin" (repeatable)',
+      collect,
+      [],
+    )
+    .option(
+      "--cidr <range>",
+      "allowed source address range, IPv4 or IPv6 (repeatable)",
+      collect,
+      [],
+    )
+    .option("--rate <n/seconds>", "at most N releases per device in SECONDS, e.g. 10/3600")
+    .option("--not-before <date>", "no release before this date")
+    .option("--not-after <date>", "no release from this date on")
+    .option(
+      "--agent-ttl <duration>",
+      "how long a key agent may keep a released key (0: not at all, so a revocation stops the next mount)",
+    );
+}
+
+function rulesFrom(opts: RuleOptions): PolicyRules {
+  const windows: TimeWindow[] = opts.window.map((w) => {
+    const parsed = parseWindow(w);
+    if (!parsed) throw new UserError(`--window: cannot parse "${w}"`, EXIT.usage);
+    return parsed;
+  });
+  for (const c of opts.cidr)
+    if (!parseCidr(c)) throw new UserError(`--cidr: not an address range: ${c}`, EXIT.usage);
+  const rate = opts.rate === undefined ? undefined : parseRate(opts.rate);
+  if (opts.rate !== undefined && !rate)
+    throw new UserError(`--rate: N/SECONDS expected, got ${opts.rate}`, EXIT.usage);
+  const date = (flag: string, text: string) => {
+    const t = Date.parse(text);
+    if (Number.isNaN(t)) throw new UserError(`${flag}: not a date: ${text}`, EXIT.usage);
+    return new Date(t).toISOString();
+  };
+  return {
+    ...(windows.length ? { windows } : {}),
+    ...(opts.cidr.length ? { sourceCidrs: opts.cidr } : {}),
+    ...(rate ? { rate } : {}),
+    ...(opts.notBefore ? { notBefore: date("--not-before", opts.notBefore) } : {}),
+    ...(opts.notAfter ? { notAfter: date("--not-after", opts.notAfter) } : {}),
+    ...(opts.agentTtl !== undefined ? { agentTtl: parseDuration(opts.agentTtl) } : {}),
+  };
+}
 
 async function withHome<T>(
   dir: string,
@@ -206,12 +270,22 @@ export function registerTrusteeCommands(program: Command, act: Act, logOptions: 
       .argument("<device-id>")
       .requiredOption("--code <code>", "the verification code the device showed")
       .option("--not-after <date>", "refuse the device after this date (RFC 3339)")
+      .option(
+        "--create-volumes",
+        `also let it create volumes itself (trustee grant with no extra rules, up to ${DEFAULT_MAX_VOLUMES})`,
+      )
       .option("--admin-key <file>", "the admin key, if kept outside the trustee directory"),
   ).action(
     act(
       async (
         id: string,
-        opts: { dir: string; code: string; notAfter?: string; adminKey?: string },
+        opts: {
+          dir: string;
+          code: string;
+          notAfter?: string;
+          adminKey?: string;
+          createVolumes?: boolean;
+        },
       ) =>
         withHome(opts.dir, async (home) => {
           const d = await approveDevice(home, await readAdminKey(opts.dir, opts.adminKey), id, {
@@ -219,6 +293,10 @@ export function registerTrusteeCommands(program: Command, act: Act, logOptions: 
             ...(opts.notAfter ? { notAfter: opts.notAfter } : {}),
           });
           out(`Approved ${d.id} (${d.name})`);
+          if (opts.createVolumes) {
+            await setGrant(home, { deviceId: d.id, maxVolumes: DEFAULT_MAX_VOLUMES, rules: {} });
+            out(`It may create up to ${DEFAULT_MAX_VOLUMES} volume(s)`);
+          }
           return EXIT.ok;
         }),
     ),
@@ -242,77 +320,97 @@ export function registerTrusteeCommands(program: Command, act: Act, logOptions: 
   );
 
   dirOption(
-    trustee
-      .command("policy")
-      .description("set a volume's release policy (replaces the previous one; default deny)")
-      .argument("<volume-id>")
-      .option(
-        "--member <device-id>",
-        "a device allowed to hold and fetch the key (repeatable)",
-        collect,
-        [],
-      )
-      .option(
-        "--window <spec>",
-        'time window, e.g. "mon-fri 07:00-20:00 Europe/Berlin" (repeatable)',
-        collect,
-        [],
-      )
-      .option(
-        "--cidr <range>",
-        "allowed source address range, IPv4 or IPv6 (repeatable)",
-        collect,
-        [],
-      )
-      .option("--rate <n/seconds>", "at most N releases per device in SECONDS, e.g. 10/3600")
-      .option("--not-before <date>", "no release before this date")
-      .option("--not-after <date>", "no release from this date on")
-      .option("--show", "print the current policy instead"),
+    ruleOptions(
+      trustee
+        .command("policy")
+        .description("set a volume's release policy (replaces the previous one; default deny)")
+        .argument("<volume-id>")
+        .option(
+          "--member <device-id>",
+          "a device allowed to hold and fetch the key (repeatable)",
+          collect,
+          [],
+        ),
+    )
+      .option("--show", "print the current policy instead")
+      .option("--remove", "delete the policy: every release of the volume is refused"),
   ).action(
     act(
       async (
         volumeId: string,
-        opts: {
-          dir: string;
-          member: string[];
-          window: string[];
-          cidr: string[];
-          rate?: string;
-          notBefore?: string;
-          notAfter?: string;
-          show?: boolean;
-        },
+        opts: RuleOptions & { member: string[]; show?: boolean; remove?: boolean },
       ) =>
         withHome(opts.dir, async (home) => {
           if (opts.show) {
             out(JSON.stringify((await home.store.getPolicy(volumeId)) ?? null, null, 2));
             return EXIT.ok;
           }
-          const windows: TimeWindow[] = opts.window.map(
-            (w) =>
-              parseWindow(w) ??
-              (() => {
-                throw new UserError(`--window: cannot parse "${w}"`, EXIT.usage);
-              })(),
-          );
-          for (const c of opts.cidr)
-            if (!parseCidr(c))
-              throw new UserError(`--cidr: not an address range: ${c}`, EXIT.usage);
-          const rate = opts.rate === undefined ? undefined : parseRate(opts.rate);
-          if (opts.rate !== undefined && !rate)
-            throw new UserError(`--rate: N/SECONDS expected, got ${opts.rate}`, EXIT.usage);
+          if (opts.remove) {
+            if (!(await removePolicy(home, volumeId)))
+              throw new UserError(`no policy for ${volumeId}`, EXIT.usage);
+            out(`Removed the policy for ${volumeId}`);
+            return EXIT.ok;
+          }
           if (opts.member.length === 0)
             throw new UserError("--member: at least one device", EXIT.usage);
           const p = await setPolicy(home, {
             volumeId,
             members: opts.member,
-            ...(windows.length ? { windows } : {}),
-            ...(opts.cidr.length ? { sourceCidrs: opts.cidr } : {}),
-            ...(rate ? { rate } : {}),
-            ...(opts.notBefore ? { notBefore: new Date(opts.notBefore).toISOString() } : {}),
-            ...(opts.notAfter ? { notAfter: new Date(opts.notAfter).toISOString() } : {}),
+            ...rulesFrom(opts),
           });
           out(`Policy version ${p.version} for ${volumeId}: ${p.members.length} member(s)`);
+          return EXIT.ok;
+        }),
+    ),
+  );
+
+  dirOption(
+    ruleOptions(
+      trustee
+        .command("grant")
+        .description(
+          "let a device create volumes itself (init --trustee without --trustee-volume); each gets a policy with the device as its member and these rules",
+        )
+        .argument("<device-id>")
+        .option("--create-volumes", "grant (or replace the grant)")
+        .option(
+          "--max-volumes <n>",
+          `at most N volumes from this device (default ${DEFAULT_MAX_VOLUMES})`,
+          positiveInt("--max-volumes"),
+        ),
+    )
+      .option("--show", "print the device's grant")
+      .option("--remove", "withdraw the grant (volumes made under it keep their policies)"),
+  ).action(
+    act(
+      async (
+        deviceId: string,
+        opts: RuleOptions & {
+          createVolumes?: boolean;
+          maxVolumes?: number;
+          show?: boolean;
+          remove?: boolean;
+        },
+      ) =>
+        withHome(opts.dir, async (home) => {
+          if (opts.show) {
+            out(JSON.stringify((await home.store.getGrant(deviceId)) ?? null, null, 2));
+            return EXIT.ok;
+          }
+          if (opts.remove) {
+            if (!(await removeGrant(home, deviceId)))
+              throw new UserError(`device ${deviceId} has no grant`, EXIT.usage);
+            out(`Withdrew the grant of ${deviceId}`);
+            return EXIT.ok;
+          }
+          if (!opts.createVolumes)
+            throw new UserError("say what to do: --create-volumes, --show or --remove", EXIT.usage);
+          const g = await setGrant(home, {
+            deviceId,
+            maxVolumes: opts.maxVolumes ?? DEFAULT_MAX_VOLUMES,
+            rules: rulesFrom(opts),
+          });
+          out(`Device ${deviceId} may create up to ${g.maxVolumes} volume(s)`);
           return EXIT.ok;
         }),
     ),

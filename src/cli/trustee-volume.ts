@@ -11,6 +11,7 @@ import {
 } from "../agent/device.js";
 import {
   deposit,
+  registerVolume,
   release,
   TrusteeRefusal,
   verifiedMembers,
@@ -117,6 +118,7 @@ export async function planTrusteeSlot(
   device: DeviceKeys,
   url: string,
   trusteeVolume: string,
+  options: { register?: boolean } = {},
 ): Promise<TrusteeSlotInfo> {
   const trustee = device.profile.trustee!;
   if (!sameOrigin(url, trustee.url))
@@ -125,13 +127,27 @@ export async function planTrusteeSlot(
       EXIT.usage,
     );
   const id = device.profile.deviceId;
+  // No name given: the volume registers itself under this device's grant
+  // (docs/trustee.md §8.4); without a grant the admin's policy must exist.
+  let grantRefusal: TrusteeRefusal | undefined;
+  if (options.register) {
+    try {
+      await registerVolume(device, trusteeVolume);
+    } catch (err) {
+      if (!(err instanceof TrusteeRefusal) || err.rule === "grant_exhausted") throw err;
+      if (err.rule !== "volume_exists") grantRefusal = err;
+    }
+  }
   let members: Member[];
   try {
     members = await verifiedMembers(device, trusteeVolume);
   } catch (err) {
     if (err instanceof TrusteeRefusal && (err.rule === "no_policy" || err.rule === "not_member"))
       throw new UserError(
-        `${err.message}; the trustee admin runs: cryptmount trustee policy ${trusteeVolume} --member ${id}`,
+        `${err.message}; the trustee admin runs: cryptmount trustee policy ${trusteeVolume} --member ${id}` +
+          (grantRefusal
+            ? ` (or lets this device create volumes: cryptmount trustee grant ${id} --create-volumes)`
+            : ""),
         err.exitCode,
       );
     throw err;

@@ -154,7 +154,9 @@ async function addTrustee(
       EXIT.usage,
     );
   const device = await loadThisDevice(opts);
-  const info = await planTrusteeSlot(device, url, opts.trusteeVolume ?? unlocked.config.volumeId);
+  const info = await planTrusteeSlot(device, url, opts.trusteeVolume ?? unlocked.config.volumeId, {
+    register: opts.trusteeVolume === undefined,
+  });
   const secret = newTrusteeSecret();
   try {
     const slot = await addSlot(unlocked, { secret, label: "trustee", trustee: info });

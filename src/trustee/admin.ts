@@ -10,6 +10,7 @@ import {
 import { signApproval } from "./approval.js";
 import type { OkpJwk } from "./identity.js";
 import type { TrusteeHome } from "./home.js";
+import { grantProblem, type VolumeGrant } from "./grants.js";
 import { policyProblem, type VolumePolicy } from "./policy.js";
 import { encodeInvitation, shortAuthString, VOLUME_ID } from "./protocol.js";
 import type { DeviceRecord } from "./store.js";
@@ -149,7 +150,12 @@ export async function setPolicy(
   if (!VOLUME_ID.test(policy.volumeId))
     throw new UserError(`not a volume ID: ${policy.volumeId}`, EXIT.usage);
   const old = await home.store.getPolicy(policy.volumeId);
-  const full: VolumePolicy = { ...policy, version: (old?.version ?? 0) + 1 };
+  const full: VolumePolicy = {
+    ...policy,
+    version: (old?.version ?? 0) + 1,
+    // Who registered the volume stays on record (it counts against their grant).
+    ...(old?.createdBy ? { createdBy: old.createdBy } : {}),
+  };
   const problem = policyProblem(full);
   if (problem) throw new UserError(problem, EXIT.usage);
   for (const m of full.members)
@@ -166,6 +172,52 @@ export async function setPolicy(
     now,
   );
   return full;
+}
+
+/** `trustee grant DEVICE --create-volumes`: the device may register volumes itself (§8.4). */
+export async function setGrant(
+  home: TrusteeHome,
+  grant: VolumeGrant,
+  now = new Date(),
+): Promise<VolumeGrant> {
+  const problem = grantProblem(grant);
+  if (problem) throw new UserError(problem, EXIT.usage);
+  const d = await home.store.getDevice(grant.deviceId);
+  if (!d) throw new UserError(`no device ${grant.deviceId}`, EXIT.usage);
+  if (d.state === "revoked") throw new UserError(`device ${d.id} is revoked`, EXIT.usage);
+  await home.store.setGrant(grant, now);
+  await audit(
+    home,
+    {
+      event: "grant.set",
+      outcome: "info",
+      device: grant.deviceId,
+      detail: { max_volumes: grant.maxVolumes },
+    },
+    now,
+  );
+  return grant;
+}
+
+export async function removeGrant(
+  home: TrusteeHome,
+  deviceId: string,
+  now = new Date(),
+): Promise<boolean> {
+  const removed = await home.store.removeGrant(deviceId);
+  if (removed) await audit(home, { event: "grant.remove", outcome: "info", device: deviceId }, now);
+  return removed;
+}
+
+export async function removePolicy(
+  home: TrusteeHome,
+  volumeId: string,
+  now = new Date(),
+): Promise<boolean> {
+  const removed = await home.store.removePolicy(volumeId);
+  if (removed)
+    await audit(home, { event: "policy.remove", outcome: "info", volume: volumeId }, now);
+  return removed;
 }
 
 export async function verifyAudit(home: TrusteeHome): Promise<VerifyResult> {

@@ -49,6 +49,14 @@ export interface VolumePolicy {
   /** When present and non-empty, the peer address must be inside one. */
   readonly sourceCidrs?: readonly string[] | undefined;
   readonly rate?: RateLimit | undefined;
+  /**
+   * Seconds a key agent may keep a key released under this policy (§8.2,
+   * §11); 0: not at all, so every mount asks and a revocation takes effect
+   * at the next mount. Absent: the agent's own TTLs.
+   */
+  readonly agentTtl?: number | undefined;
+  /** The device that registered the volume under a grant (§8.4); absent when the admin made it. */
+  readonly createdBy?: string | undefined;
   // Reserved, not implemented (docs/trustee.md §8.3): approvals {k, of, ttl}
   // and lease_ttl. A policy that sets them is refused at load time, so nobody
   // believes a rule is enforced when it is not.
@@ -247,6 +255,8 @@ const POLICY_MEMBERS = new Set([
   "windows",
   "sourceCidrs",
   "rate",
+  "agentTtl",
+  "createdBy",
 ]);
 
 export function policyProblem(p: VolumePolicy): string | undefined {
@@ -258,6 +268,8 @@ export function policyProblem(p: VolumePolicy): string | undefined {
     if (w.days.length === 0 || w.days.some((d) => !DAYS.includes(d))) return "bad window days";
   }
   for (const c of p.sourceCidrs ?? []) if (!parseCidr(c)) return `bad address range ${c}`;
+  if (p.agentTtl !== undefined && (!Number.isSafeInteger(p.agentTtl) || p.agentTtl < 0))
+    return `bad agent TTL ${p.agentTtl}`;
   for (const t of [p.notBefore, p.notAfter])
     if (t !== undefined && Number.isNaN(Date.parse(t))) return `bad time ${t}`;
   return undefined;

@@ -48,6 +48,7 @@ export const PATHS = {
   members: (volumeId: string) => `/v1/volumes/${volumeId}/members`,
   deposits: (volumeId: string) => `/v1/volumes/${volumeId}/deposits`,
   release: (volumeId: string) => `/v1/volumes/${volumeId}/release`,
+  register: (volumeId: string) => `/v1/volumes/${volumeId}/register`,
 } as const;
 
 /**
@@ -88,6 +89,10 @@ export const REFUSALS = {
   rate_limited: 429,
   no_deposit: 404,
   deposit_invalid: 400,
+  // volume registration under a grant (§8.4)
+  no_grant: 403,
+  grant_exhausted: 403,
+  volume_exists: 409,
   // server side
   audit_unavailable: 503,
   internal: 500,

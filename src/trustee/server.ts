@@ -8,6 +8,7 @@ import { hpkeSeal } from "../crypto/hpke.js";
 import { audit, revokeDevice, tokenHash } from "./admin.js";
 import type { AuditEvent } from "./audit.js";
 import { verifyApproval } from "./approval.js";
+import { evaluateRegistration, policyFromGrant } from "./grants.js";
 import type { TrusteeHome } from "./home.js";
 import { parseOkpJwk, publicKeyFromJwk, spkiPin, thumbprint } from "./identity.js";
 import { parseFlattenedJws, peekHeader, signJws, verifyJws, type FlattenedJws } from "./jws.js";
@@ -449,6 +450,45 @@ export async function startTrusteeServer(
     return [201, { volume_id: volumeId, key_version: keyVersion, stored: recordsOut.length }];
   }
 
+  /** §8.4: a device with a grant registers a new volume name; its policy comes from the grant. */
+  async function register(a: Authenticated, volumeId: string): Promise<[number, unknown]> {
+    const d = a.device!;
+    const deny = (rule: RefusalName, detail: string) =>
+      new Refusal(rule, detail, "volume.register.deny", d.id, volumeId);
+    if (!exactKeys(a.payload.body, [])) throw deny("bad_request", "the body is {}");
+    const grant = await store.getGrant(d.id);
+    const decision = evaluateRegistration(
+      await standingOf(d),
+      grant,
+      await store.countRegistered(d.id),
+      now(),
+    );
+    if (!decision.allow) throw deny(decision.rule, decision.detail);
+    const policy = policyFromGrant(grant!, volumeId);
+    // The insert decides races (name taken, budget used up); a policy whose
+    // creation cannot be audited is taken back (fail closed).
+    const outcome = await store.registerVolume(policy, grant!.maxVolumes, now());
+    if (outcome === "volume_exists")
+      throw deny("volume_exists", "a policy with this name exists already");
+    if (outcome === "grant_exhausted")
+      throw deny("grant_exhausted", `the device has registered ${grant!.maxVolumes} volumes`);
+    try {
+      await record({
+        event: "volume.register",
+        outcome: "allow",
+        device: d.id,
+        volume: volumeId,
+        ip: a.ip,
+        request: requestInfo(a),
+        detail: { policy_version: policy.version },
+      });
+    } catch (err) {
+      await store.removePolicy(volumeId);
+      throw err;
+    }
+    return [201, { volume_id: volumeId, policy_version: policy.version }];
+  }
+
   async function release(a: Authenticated, volumeId: string): Promise<[number, unknown]> {
     const d = a.device!;
     const b = a.payload.body;
@@ -524,6 +564,7 @@ export async function startTrusteeServer(
         key_version: deposit.keyVersion,
         release: { enc: sealed.enc.toString("base64url"), ct: sealed.ct.toString("base64url") },
         audit: { seq: entry.seq, hash: entry.hash },
+        ...(policy!.agentTtl !== undefined ? { agent_ttl: policy!.agentTtl } : {}),
       },
     ];
   }
@@ -537,9 +578,10 @@ export async function startTrusteeServer(
     if (path === PATHS.enroll) return { handler: enroll, volumeId: "", standing: "none" };
     if (path === PATHS.self) return { handler: self, volumeId: "", standing: "none" };
     if (path === PATHS.selfRevoke) return { handler: selfRevoke, volumeId: "", standing: "self" };
-    const m = /^\/v1\/volumes\/([^/]+)\/(members|deposits|release)$/.exec(path);
+    const m = /^\/v1\/volumes\/([^/]+)\/(members|deposits|release|register)$/.exec(path);
     if (!m || !VOLUME_ID.test(m[1]!)) return undefined;
-    const handler = { members, deposits, release }[m[2] as "members" | "deposits" | "release"];
+    const handlers = { members, deposits, release, register };
+    const handler = handlers[m[2] as keyof typeof handlers];
     return { handler, volumeId: m[1]!, standing: "policy" };
   }
 

@@ -2,6 +2,7 @@ import Database from "better-sqlite3";
 import { join } from "node:path";
 import type { AuditRecord, ChainHead } from "./audit.js";
 import { serializeRecord } from "./audit.js";
+import type { VolumeGrant } from "./grants.js";
 import type { VolumePolicy } from "./policy.js";
 import type {
   DepositRecord,
@@ -9,6 +10,7 @@ import type {
   EnrollOutcome,
   InvitationRecord,
   RecordBuilder,
+  RegisterOutcome,
   TrusteeStore,
 } from "./store.js";
 
@@ -75,6 +77,14 @@ const STATE_MIGRATIONS: readonly string[] = [
    );
    CREATE INDEX releases_by ON releases (device_id, volume_id, at);
    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);`,
+  // 2: volume-creation grants (docs/trustee.md §8.4)
+  `ALTER TABLE policies ADD COLUMN created_by TEXT;
+   CREATE INDEX policies_by ON policies (created_by);
+   CREATE TABLE grants (
+     device_id TEXT PRIMARY KEY,
+     grant_json TEXT NOT NULL,
+     updated_at TEXT NOT NULL
+   );`,
 ];
 
 const AUDIT_MIGRATIONS: readonly string[] = [
@@ -269,6 +279,70 @@ export class SqliteTrusteeStore implements TrusteeStore {
            policy = excluded.policy, updated_at = excluded.updated_at`,
       )
       .run(policy.volumeId, policy.version, JSON.stringify(policy), now.toISOString());
+  }
+
+  async removePolicy(volumeId: string): Promise<boolean> {
+    return this.state.prepare("DELETE FROM policies WHERE volume_id = ?").run(volumeId).changes > 0;
+  }
+
+  async registerVolume(
+    policy: VolumePolicy,
+    maxVolumes: number,
+    now: Date,
+  ): Promise<RegisterOutcome> {
+    return this.state
+      .transaction((): RegisterOutcome => {
+        const taken = this.state
+          .prepare("SELECT 1 FROM policies WHERE volume_id = ?")
+          .get(policy.volumeId);
+        if (taken) return "volume_exists";
+        const { n } = this.state
+          .prepare("SELECT count(*) AS n FROM policies WHERE created_by = ?")
+          .get(policy.createdBy ?? null) as { n: number };
+        if (n >= maxVolumes) return "grant_exhausted";
+        this.state
+          .prepare(
+            `INSERT INTO policies (volume_id, version, policy, updated_at, created_by)
+             VALUES (?, ?, ?, ?, ?)`,
+          )
+          .run(
+            policy.volumeId,
+            policy.version,
+            JSON.stringify(policy),
+            now.toISOString(),
+            policy.createdBy ?? null,
+          );
+        return "ok";
+      })
+      .immediate();
+  }
+
+  async countRegistered(deviceId: string): Promise<number> {
+    const { n } = this.state
+      .prepare("SELECT count(*) AS n FROM policies WHERE created_by = ?")
+      .get(deviceId) as { n: number };
+    return n;
+  }
+
+  async setGrant(grant: VolumeGrant, now: Date): Promise<void> {
+    this.state
+      .prepare(
+        `INSERT INTO grants (device_id, grant_json, updated_at) VALUES (?, ?, ?)
+         ON CONFLICT (device_id) DO UPDATE SET grant_json = excluded.grant_json,
+           updated_at = excluded.updated_at`,
+      )
+      .run(grant.deviceId, JSON.stringify(grant), now.toISOString());
+  }
+
+  async getGrant(deviceId: string): Promise<VolumeGrant | undefined> {
+    const r = this.state
+      .prepare("SELECT grant_json FROM grants WHERE device_id = ?")
+      .get(deviceId) as { grant_json: string } | undefined;
+    return r && (JSON.parse(r.grant_json) as VolumeGrant);
+  }
+
+  async removeGrant(deviceId: string): Promise<boolean> {
+    return this.state.prepare("DELETE FROM grants WHERE device_id = ?").run(deviceId).changes > 0;
   }
 
   async getPolicy(volumeId: string): Promise<VolumePolicy | undefined> {

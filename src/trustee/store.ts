@@ -1,4 +1,5 @@
 import type { AuditEvent, AuditRecord, ChainHead } from "./audit.js";
+import type { VolumeGrant } from "./grants.js";
 import type { DeviceState, VolumePolicy } from "./policy.js";
 
 /**
@@ -45,6 +46,8 @@ export interface DepositRecord {
   readonly createdAt: string;
 }
 
+export type RegisterOutcome = "ok" | "volume_exists" | "grant_exhausted";
+
 export type EnrollOutcome = "ok" | "invitation_invalid" | "already_enrolled";
 
 /** Builds the next audit record from the current head; called inside the append transaction. */
@@ -65,6 +68,23 @@ export interface TrusteeStore {
   // policies and deposits
   setPolicy(policy: VolumePolicy, now: Date): Promise<void>;
   getPolicy(volumeId: string): Promise<VolumePolicy | undefined>;
+  /** Deletes the policy (its deposits stay, released to nobody); false if there was none. */
+  removePolicy(volumeId: string): Promise<boolean>;
+  /**
+   * Creates `policy` for a volume registered under a grant (§8.4), atomically:
+   * only if no policy has that name and `policy.createdBy` has registered
+   * fewer than `maxVolumes` volumes.
+   */
+  registerVolume(policy: VolumePolicy, maxVolumes: number, now: Date): Promise<RegisterOutcome>;
+  /** How many volumes this device registered (policies whose createdBy it is). */
+  countRegistered(deviceId: string): Promise<number>;
+
+  // volume-creation grants (§8.4)
+  setGrant(grant: VolumeGrant, now: Date): Promise<void>;
+  getGrant(deviceId: string): Promise<VolumeGrant | undefined>;
+  /** False when the device had no grant. */
+  removeGrant(deviceId: string): Promise<boolean>;
+
   /** Replaces every deposit of (volume, key version) with `deposits`, atomically. */
   putDeposits(volumeId: string, keyVersion: number, deposits: DepositRecord[]): Promise<void>;
   /** The deposit for this device at `keyVersion`, or at the highest version when undefined. */

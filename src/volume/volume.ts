@@ -365,6 +365,13 @@ export interface InitOptions {
   readonly blockSize?: number;
   /** Add a recovery key slot and return the key to show once. Default true. */
   readonly recovery?: boolean;
+  /** The volume ID (base64url of 16 random bytes), when the caller needed it first (init --trustee); default a fresh one. */
+  readonly volumeId?: string;
+}
+
+/** A fresh volume ID (docs/format.md §5). */
+export function newVolumeId(): string {
+  return toBase64Url(randomPool.bytes(16));
 }
 
 export async function initVolume(
@@ -394,7 +401,7 @@ export async function initVolume(
   }
   if (existing.length > 0) throw new UserError(`${lower}: directory is not empty`, EXIT.failure);
 
-  const volumeId = toBase64Url(randomPool.bytes(16));
+  const volumeId = options.volumeId ?? newVolumeId();
   const epoch = 1;
   const mountKey = randomPool.bytes(MOUNT_KEY_SIZE);
   const volumeSecret = randomPool.bytes(VOLUME_SECRET_SIZE);

@@ -462,6 +462,56 @@ describe.skipIf(!haveFuse)("trustee key slot: init, mount through the agent, ref
     await collectSecrets(lower2, before.volumeId, agents.alpha!.socket);
   });
 
+  it("init --trustee without a name: refused without a grant; with one the volume registers itself, mounts, and (agent TTL 0) a revocation stops the next mount", async () => {
+    const deviceC = await enrollDevice("gamma");
+    const lower3 = sb.path("lower");
+    const initArgs = ["init", "--trustee", url, "--trustee-only", "--no-recovery"].concat([
+      "--device-dir",
+      agents.gamma!.dir,
+      lower3,
+    ]);
+    const refused = await cli(initArgs);
+    expect(refused.code, refused.stderr).toBe(EXIT.trusteeRefused);
+    expect(refused.stderr).toContain(`cryptmount trustee grant ${deviceC} --create-volumes`);
+    await expect(readdir(lower3)).rejects.toThrow(); // nothing was created
+    await cliOk([
+      "trustee",
+      "grant",
+      deviceC,
+      "--dir",
+      tdir,
+      "--create-volumes",
+      "--agent-ttl",
+      "0",
+    ]);
+    const out = await cliOk(initArgs);
+    const info = JSON.parse(await cliOk(["info", "--json", lower3])) as {
+      volumeId: string;
+      slots: { trustee?: { volume: string } }[];
+    };
+    expect(info.slots[0]!.trustee!.volume).toBe(info.volumeId);
+    expect(out).toContain(`volume ${info.volumeId}, deposited for 1 device(s)`);
+    const policy = JSON.parse(
+      await cliOk(["trustee", "policy", info.volumeId, "--dir", tdir, "--show"]),
+    ) as Record<string, unknown>;
+    expect(policy).toMatchObject({ members: [deviceC], createdBy: deviceC, agentTtl: 0 });
+
+    const { r, mountpoint } = await mount(lower3, ["--trustee-socket", agents.gamma!.socket]);
+    expect(r.code, r.stderr).toBe(0);
+    await sh(`echo registered > '${mountpoint}/n'`);
+    await unmount(mountpoint);
+    const status = JSON.parse(
+      await cliOk(["agent", "status", "--socket", agents.gamma!.socket]),
+    ) as { entries: unknown[] };
+    expect(status.entries).toEqual([]); // agent TTL 0: the agent kept nothing
+    await collectSecrets(lower3, info.volumeId, agents.gamma!.socket);
+    // No `agent forget` here: with nothing cached, the revocation counts at once.
+    await cliOk(["trustee", "revoke", deviceC, "--dir", tdir]);
+    const after = await mount(lower3, ["--trustee-socket", agents.gamma!.socket]);
+    expect(after.r.code).toBe(EXIT.trusteeRefused);
+    expect(after.r.stderr).toContain("device_revoked");
+  });
+
   it("no T, mount key or invitation token in any log at --debug, argv or environment", async () => {
     expect(secrets.length).toBeGreaterThanOrEqual(4);
     const needles = [...secrets.flatMap(encodings), ...tokens];

@@ -10,6 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { startAgent, type RunningAgent } from "../../src/agent/agent.js";
 import { agentStatus, mountKeyFromAgent } from "../../src/agent/client.js";
 import { deposit } from "../../src/agent/trustee-client.js";
+import { revokeDevice } from "../../src/trustee/admin.js";
 import { auditEvents, enrolled, policy, startFixture, VOLUME, type Fixture } from "./helpers.js";
 
 describe("key agent", () => {
@@ -18,9 +19,9 @@ describe("key agent", () => {
   const mk = randomBytes(32);
   const logs: string[] = [];
 
-  async function start(options: { idleTtl?: number; maxTtl?: number } = {}) {
+  async function start(options: { idleTtl?: number; maxTtl?: number; agentTtl?: number } = {}) {
     const { device } = await enrolled(f, "agent-host");
-    await policy(f, [device]);
+    await policy(f, [device], options.agentTtl !== undefined ? { agentTtl: options.agentTtl } : {});
     await deposit(device, VOLUME, mk);
     agent = await startAgent({
       socketPath: join(f.root, "run", "agent.sock"),
@@ -29,9 +30,10 @@ describe("key agent", () => {
         { level: "debug", base: undefined },
         { write: (l: string) => void logs.push(l) },
       ),
-      ...options,
+      ...(options.idleTtl !== undefined ? { idleTtl: options.idleTtl } : {}),
+      ...(options.maxTtl !== undefined ? { maxTtl: options.maxTtl } : {}),
     });
-    return agent.socketPath;
+    return { socket: agent.socketPath, device };
   }
 
   beforeEach(async () => {
@@ -44,7 +46,7 @@ describe("key agent", () => {
   });
 
   it("drops a key at the hard TTL even while it is being used", async () => {
-    const socket = await start({ idleTtl: 60, maxTtl: 1 });
+    const { socket } = await start({ idleTtl: 60, maxTtl: 1 });
     expect(
       (await mountKeyFromAgent({ volumeId: VOLUME, socketPath: socket })).mountKey.equals(mk),
     ).toBe(true);
@@ -57,8 +59,33 @@ describe("key agent", () => {
     expect(logs.some((l) => l.includes('"why":"max_ttl"'))).toBe(true);
   });
 
+  it("keeps a key no longer than the policy's agent TTL", async () => {
+    const { socket } = await start({ idleTtl: 60, maxTtl: 3600, agentTtl: 1 });
+    await mountKeyFromAgent({ volumeId: VOLUME, socketPath: socket });
+    expect((await agentStatus(socket)).entries).toHaveLength(1);
+    await new Promise((r) => setTimeout(r, 1300));
+    expect((await agentStatus(socket)).entries).toHaveLength(0);
+    const r = await mountKeyFromAgent({ volumeId: VOLUME, socketPath: socket });
+    expect(r.mountKey.equals(mk)).toBe(true);
+    expect((await auditEvents(f)).filter((e) => e.event === "release")).toHaveLength(2);
+  });
+
+  it("agent TTL 0: nothing kept, so a revocation stops the very next ask", async () => {
+    const { socket, device } = await start({ agentTtl: 0 });
+    const keys = await Promise.all(
+      Array.from({ length: 3 }, () => mountKeyFromAgent({ volumeId: VOLUME, socketPath: socket })),
+    );
+    for (const k of keys) expect(k.mountKey.equals(mk)).toBe(true);
+    expect((await agentStatus(socket)).entries).toHaveLength(0);
+    expect((await auditEvents(f)).filter((e) => e.event === "release")).toHaveLength(3);
+    await revokeDevice(f.home, device.profile.deviceId, "stolen", "admin");
+    await expect(mountKeyFromAgent({ volumeId: VOLUME, socketPath: socket })).rejects.toMatchObject(
+      { rule: "device_revoked" },
+    );
+  });
+
   it("concurrent requests for one volume share one release", async () => {
-    const socket = await start();
+    const { socket } = await start();
     const keys = await Promise.all(
       Array.from({ length: 6 }, () => mountKeyFromAgent({ volumeId: VOLUME, socketPath: socket })),
     );
@@ -69,7 +96,7 @@ describe("key agent", () => {
   it.runIf(process.getuid?.() === 0)(
     "refuses a peer of another user (SO_PEERCRED), even through open permissions",
     async () => {
-      const socket = await start();
+      const { socket } = await start();
       expect((await agentStatus(socket)).peerCheck).toBe(true);
       // Open the door on purpose: only the credential check is left.
       await chmod(f.root, 0o711);
