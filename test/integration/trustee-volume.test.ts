@@ -105,7 +105,7 @@ describe.skipIf(!haveFuse)("trustee key slot: init, mount through the agent, ref
   }
 
   /** invite → enroll (invitation on stdin) → approve with the code the device printed. */
-  async function enrollDevice(name: string): Promise<string> {
+  async function enrollDevice(name: string, approveArgs: string[] = []): Promise<string> {
     const dir = join(sb.dir, `device-${name}`);
     const invitation = (
       await cliOk(["trustee", "invite", "--dir", tdir, "--name", name, "--ttl", "10m"])
@@ -119,7 +119,7 @@ describe.skipIf(!haveFuse)("trustee key slot: init, mount through the agent, ref
     );
     const id = /Enrolled as (\S+)/.exec(out)![1]!;
     const code = /Verification code: (\S+)/.exec(out)![1]!;
-    await cliOk(["trustee", "approve", id, "--dir", tdir, "--code", code]);
+    await cliOk(["trustee", "approve", id, "--dir", tdir, "--code", code, ...approveArgs]);
     const log = join(sb.dir, `agent-${name}.log`);
     logs.push(log);
     const socket = join(sb.dir, `run-${name}`, "agent.sock");
@@ -510,6 +510,27 @@ describe.skipIf(!haveFuse)("trustee key slot: init, mount through the agent, ref
     const after = await mount(lower3, ["--trustee-socket", agents.gamma!.socket]);
     expect(after.r.code).toBe(EXIT.trusteeRefused);
     expect(after.r.stderr).toContain("device_revoked");
+  });
+
+  it("the walkthrough: approve --create-volumes, then init --trustee URL --trustee-only and mount", async () => {
+    await enrollDevice("delta", ["--create-volumes"]);
+    const lower4 = sb.path("lower");
+    await cliOk(
+      ["init", "--trustee", url, "--trustee-only", "--no-recovery"].concat([
+        "--device-dir",
+        agents.delta!.dir,
+        lower4,
+      ]),
+    );
+    const { r, mountpoint } = await mount(lower4, ["--trustee-socket", agents.delta!.socket]);
+    expect(r.code, r.stderr).toBe(0);
+    const rw = await sh(`echo five-steps > '${mountpoint}/f' && cat '${mountpoint}/f'`);
+    expect(rw.stdout).toBe("five-steps\n");
+    await unmount(mountpoint);
+    const { volumeId } = JSON.parse(await cliOk(["info", "--json", lower4])) as {
+      volumeId: string;
+    };
+    await collectSecrets(lower4, volumeId, agents.delta!.socket);
   });
 
   it("no T, mount key or invitation token in any log at --debug, argv or environment", async () => {
