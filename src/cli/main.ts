@@ -6,6 +6,7 @@ import { fsckCommand, passwdCommand, rekeyCommand, upgradeCommand } from "./volu
 import { collect, positiveInt } from "./options.js";
 import { registerTrusteeCommands } from "./trustee-commands.js";
 import { registerHomeCommands } from "./home-commands.js";
+import { hardenProcess } from "../mount/hardening.js";
 
 const COMMANDS = new Set([
   "init",
@@ -57,6 +58,18 @@ function logOptions(command: Command): Command {
     .option("--debug", "log in detail")
     .option("--log-file <file>", "append JSON logs to FILE");
 }
+
+const KEY_HOLDING_COMMANDS = new Set([
+  "init",
+  "passwd",
+  "rekey",
+  "fsck",
+  "upgrade",
+  "home setup",
+  "home recover",
+  "home remove",
+  "home pam-helper",
+]);
 
 /** Commands resolve with their exit code; commander wants void, so it is kept here. */
 let exitCode: number = EXIT.ok;
@@ -352,6 +365,13 @@ Examples:
       ),
     ),
   ).action(act((lower: string, opts) => upgradeCommand(lower, opts)));
+
+  // Every command that unlocks a volume holds its keys: no core dumps, not
+  // dumpable, before a passphrase is read (mount hardens in its own steps).
+  program.hook("preAction", (_program, command) => {
+    const name = command.parent?.name() === "home" ? `home ${command.name()}` : command.name();
+    if (KEY_HOLDING_COMMANDS.has(name)) hardenProcess();
+  });
 
   registerTrusteeCommands(program, act, logOptions);
   registerHomeCommands(program, act);

@@ -78,4 +78,37 @@ describe.skipIf(!haveFuse)("mount server hardening", () => {
       server.proc.kill("SIGKILL");
     }
   });
+
+  it("init, passwd, fsck, rekey and upgrade hold keys with core dumps off", async () => {
+    const lower = await sb.createVolume("cmds", ["--no-recovery"]);
+    // The passphrase command runs under the command it serves ($PPID): it
+    // records that process's core-file limit while the command waits for it.
+    const probe = (out: string) =>
+      `grep "Max core file size" /proc/$PPID/limits > ${out}; cat ${sb.passfile}`;
+    const runs: [string, string[]][] = [
+      [
+        "init",
+        [
+          "init",
+          "--no-recovery",
+          "--kdf-memory",
+          "65536",
+          "--extpass",
+          probe("OUT"),
+          sb.path("fresh"),
+        ],
+      ],
+      ["fsck", ["fsck", "--extpass", probe("OUT"), lower]],
+      ["passwd", ["passwd", "--extpass", probe("OUT"), "--new-passfile", sb.passfile, lower]],
+      ["rekey", ["rekey", "--extpass", probe("OUT"), lower]],
+      ["upgrade", ["upgrade", "--extpass", probe("OUT"), lower]],
+    ];
+    for (const [name, args] of runs) {
+      const out = sb.path(`${name}-limits`);
+      const r = await sb.cli(args.map((a) => a.replace("OUT", out)));
+      expect(r.code, `${name}: ${r.stderr}`).toBe(0);
+      const [soft, hard] = limit(await readFile(out, "utf8"), "Max core file size");
+      expect([name, soft, hard]).toEqual([name, "0", "0"]);
+    }
+  });
 });
