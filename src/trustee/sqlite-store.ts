@@ -23,7 +23,8 @@ import type {
  * in flight.
  */
 
-const STATE_MIGRATIONS: readonly string[] = [
+/** Exported for the upgrade test: a directory made by an older build migrates on open. */
+export const STATE_MIGRATIONS: readonly string[] = [
   `CREATE TABLE devices (
      id TEXT PRIMARY KEY,
      name TEXT NOT NULL,
