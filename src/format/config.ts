@@ -11,6 +11,7 @@ import {
 import { hkdf } from "../crypto/hkdf.js";
 import { randomPool } from "../crypto/random.js";
 import { FormatError } from "./errors.js";
+import { CURRENT_FORMAT_VERSION } from "./versions.js";
 
 /**
  * Volume config (docs/format.md, "Volume config"): `cryptmount.conf` in the
@@ -21,7 +22,7 @@ import { FormatError } from "./errors.js";
  * or feature list cannot be altered unnoticed.
  */
 /** The version writers write (§5.1). */
-export const CONFIG_VERSION = 3;
+export const CONFIG_VERSION = CURRENT_FORMAT_VERSION;
 /** Versions this build reads; 1 and 2 only read-only, until `cryptmount upgrade` (§5.1, §22, §23). */
 export const READABLE_VERSIONS: readonly number[] = [1, 2, 3];
 /** The features of version 1 (§5.2). */

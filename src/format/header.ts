@@ -3,6 +3,7 @@ import { constantTimeEqual, u32be } from "../crypto/bytes.js";
 import type { Keyring } from "../crypto/keys.js";
 import { randomPool } from "../crypto/random.js";
 import { FormatError } from "./errors.js";
+import { CURRENT_FORMAT_VERSION, OBJECTS_VERSION } from "./versions.js";
 
 /**
  * File header (docs/format.md, "File header"): 152 bytes at offset 0 of every
@@ -38,10 +39,6 @@ export enum FileKind {
   BlockDevice = 5,
 }
 const MAX_KIND = FileKind.BlockDevice;
-/** The first volume version whose headers may carry flags and kinds (§23). */
-const OBJECTS_VERSION = 3;
-/** The volume version readers assume unless told otherwise. */
-const CURRENT_VERSION = 3;
 
 export interface FileHeader {
   readonly fileId: Buffer;
@@ -166,7 +163,7 @@ export function openHeader(
   keyring: Keyring,
   bytes: Uint8Array,
   expectedBlockSize: number,
-  formatVersion = CURRENT_VERSION,
+  formatVersion = CURRENT_FORMAT_VERSION,
 ): FileHeader {
   parsePrefix(bytes, expectedBlockSize, formatVersion);
   const prefix = bytes.subarray(0, PREFIX_SIZE);

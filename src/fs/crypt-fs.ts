@@ -5,6 +5,7 @@ import { ContentGeometry } from "../format/content.js";
 import { isFormatError } from "../format/errors.js";
 import { MAX_NAME_BYTES } from "../format/names.js";
 import { FileKind } from "../format/header.js";
+import { CURRENT_FORMAT_VERSION, OBJECTS_VERSION } from "../format/versions.js";
 import { MAX_OBJECT_SYMLINK_TARGET, decodeRdev, type ObjectValue } from "../format/object.js";
 import { decryptSymlink } from "../format/symlink.js";
 import { Attributes } from "./attributes.js";
@@ -39,8 +40,6 @@ export interface CryptFsOptions {
 
 const S_ISGID = 0o2000;
 /** Objects of a version-3 volume (§13); earlier versions are served read-only. */
-const OBJECTS_VERSION = 3;
-const CURRENT_VERSION = 3;
 const CREATE_FLAGS = constants.O_CREAT | constants.O_EXCL | constants.O_RDWR | constants.O_NOATIME;
 const ACCESS_MODE = constants.O_RDONLY | constants.O_WRONLY | constants.O_RDWR;
 
@@ -88,13 +87,13 @@ export class CryptFs implements FileSystem {
     options: CryptFsOptions,
   ) {
     const geometry = new ContentGeometry(blockSize);
-    const version = options.formatVersion ?? CURRENT_VERSION;
+    const version = options.formatVersion ?? CURRENT_FORMAT_VERSION;
     this.names = new Namespace(keyring, log, io, version);
     this.files = new OpenFiles(keyring, geometry, log, io);
     this.attrs = new Attributes(geometry, log, (inode) => this.files.sizeOf(inode));
     this.xattrs = new Xattrs(keyring, log, io);
     this.objects = new Objects(keyring, geometry, log, io, version >= OBJECTS_VERSION);
-    this.readOnly = (options.readOnly ?? false) || version < CURRENT_VERSION;
+    this.readOnly = (options.readOnly ?? false) || version < CURRENT_FORMAT_VERSION;
   }
 
   /** Opens the lower root directory; everything below is reached from this handle. */

@@ -5,7 +5,14 @@ import type { ContentGeometry } from "../format/content.js";
 import { isFormatError } from "../format/errors.js";
 import { OBJECT_STORED_SIZE, openObject, sealObject, type ObjectValue } from "../format/object.js";
 import { FsError } from "./errors.js";
-import { inodeKey, isFile, type Fd, type LowerOps, type LowerStat } from "./lower/ops.js";
+import {
+  inodeKey,
+  isFile,
+  writeFully,
+  type Fd,
+  type LowerOps,
+  type LowerStat,
+} from "./lower/ops.js";
 
 /** A symlink's lower file is the owner's alone; it shows as 0777 like every symlink (§13). */
 export const SYMLINK_LOWER_MODE = 0o600;
@@ -109,10 +116,7 @@ export class Objects {
     header.fileKey.fill(0);
     const { fd } = await this.io.openFile(dir, entry, CREATE_FLAGS, mode);
     try {
-      let done = 0;
-      while (done < bytes.length) {
-        done += await this.io.pwrite(fd, bytes, done, bytes.length - done, done);
-      }
+      await writeFully(this.io, fd, bytes, 0);
       await this.io.ftruncate(fd, this.geometry.objectLowerSize);
       if (options.sync) await this.io.fsync(fd, false);
     } catch (err) {

@@ -19,6 +19,7 @@ import {
 import { FormatError, isFormatError } from "../format/errors.js";
 import { FsError } from "./errors.js";
 import type { Fd, LowerOps, LowerStat } from "./lower/ops.js";
+import { SEEK_DATA, SEEK_HOLE } from "./types.js";
 
 /** Zero bytes written per call where a lower file cannot punch holes. */
 const ZERO_CHUNK = 1 << 20;
@@ -27,8 +28,6 @@ const FALLOC_FL_KEEP_SIZE = 0x01;
 const FALLOC_FL_PUNCH_HOLE = 0x02;
 const FALLOC_FL_ZERO_RANGE = 0x10;
 /** lseek(2) whences. */
-const SEEK_DATA = 3;
-const SEEK_HOLE = 4;
 
 /** A lower file descriptor from LowerOps.openFile, with its stat taken through it. */
 export interface OpenedLower {

@@ -9,7 +9,9 @@ import { FileKind, HEADER_SIZE, openHeader } from "../format/header.js";
 import { OBJECT_STORED_SIZE, openObject } from "../format/object.js";
 import { SIDECAR_SUFFIX, decryptName } from "../format/names.js";
 import { decryptSymlink } from "../format/symlink.js";
+import { OBJECTS_VERSION } from "../format/versions.js";
 import { FsError } from "../fs/errors.js";
+import { SEEK_DATA } from "../fs/types.js";
 import {
   atLower,
   countFiles,
@@ -78,8 +80,6 @@ export interface FsckOptions {
 }
 
 /** The first format version with objects and holes (§13, §9). */
-const OBJECTS_VERSION = 3;
-const SEEK_DATA = 3;
 
 /** Blocks verified per read while scanning a file. */
 const SCAN_BLOCKS = 64;
