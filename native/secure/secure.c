@@ -148,15 +148,22 @@ static napi_value raise_open_file_limit(napi_env env, napi_callback_info info) {
   return number(env, limit.rlim_cur == RLIM_INFINITY ? -1 : (double)limit.rlim_cur);
 }
 
-static napi_value peer_credentials(napi_env env, napi_callback_info info) {
+/* The one argument of an fd-taking function; -1 with a TypeError pending when it is not one. */
+static int32_t fd_argument(napi_env env, napi_callback_info info, const char *usage) {
   size_t argc = 1;
   napi_value argv[1];
   int32_t fd = -1;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
       napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    napi_throw_type_error(env, NULL, "peerCredentials(fd): a file descriptor is required");
-    return NULL;
+    napi_throw_type_error(env, NULL, usage);
+    return -1;
   }
+  return fd;
+}
+
+static napi_value peer_credentials(napi_env env, napi_callback_info info) {
+  int32_t fd = fd_argument(env, info, "peerCredentials(fd): a file descriptor is required");
+  if (fd < 0) return NULL;
   struct ucred cred;
   socklen_t length = sizeof cred;
   if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0)
@@ -170,14 +177,8 @@ static napi_value peer_credentials(napi_env env, napi_callback_info info) {
 }
 
 static napi_value lock_exclusive(napi_env env, napi_callback_info info) {
-  size_t argc = 1;
-  napi_value argv[1];
-  int32_t fd = -1;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
-      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0) {
-    napi_throw_type_error(env, NULL, "lockExclusive(fd): a file descriptor is required");
-    return NULL;
-  }
+  int32_t fd = fd_argument(env, info, "lockExclusive(fd): a file descriptor is required");
+  if (fd < 0) return NULL;
   int r;
   do r = flock(fd, LOCK_EX);
   while (r != 0 && errno == EINTR);
