@@ -6,7 +6,7 @@ import type { Logger } from "../log.js";
 import { VOLUME_ID } from "../trustee/protocol.js";
 import type { DeviceKeys } from "./device.js";
 import { peerCheckAvailable, peerCredentials } from "./peer.js";
-import { release, TrusteeRefusal } from "./trustee-client.js";
+import { release, renewLease, TrusteeRefusal } from "./trustee-client.js";
 
 /**
  * `cryptmount agent` (docs/trustee.md §11): holds mount keys released by the
@@ -31,10 +31,19 @@ export type AgentRequest =
   | { op: "lock" }
   | { op: "unlock" }
   | { op: "forget"; volume?: string }
+  | { op: "renew"; volume: string; trustee?: string }
   | { op: "status" };
 
 export type AgentResponse =
-  | { ok: true; key?: string; key_version?: number; cached?: boolean; status?: AgentStatus }
+  | {
+      ok: true;
+      key?: string;
+      key_version?: number;
+      cached?: boolean;
+      /** The mount must renew before this instant (§8.6); absent: no lease. */
+      lease_expires_at?: string;
+      status?: AgentStatus;
+    }
   | { ok: false; error: string; rule?: string; exit: number };
 
 export interface AgentStatus {
@@ -50,8 +59,10 @@ interface Entry {
   readonly key: Buffer;
   readonly keyVersion: number;
   readonly fetchedAt: number;
-  /** Dropped at this instant whatever the use: maxTtl, or the policy's agent TTL if shorter. */
+  /** Dropped at this instant whatever the use: maxTtl, or the policy's agent TTL or lease if shorter. */
   readonly expiresAt: number;
+  /** The lease of the release (§8.6): a mount handed this key must renew before it. */
+  readonly leaseExpiresAt: string | undefined;
   lastUsed: number;
 }
 
@@ -135,12 +146,19 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     const pending = (async () => {
       const r = await release(device, volume, version ? { keyVersion: version } : {});
       const now = Date.now();
-      const ttlMs = r.agentTtl === undefined ? maxMs : Math.min(maxMs, r.agentTtl * 1000);
+      // A key is kept no longer than the agent's hard TTL, the policy's agent
+      // TTL, or its lease: past the lease, a mount given it would stop at once.
+      const leaseMs = r.leaseExpiresAt ? Date.parse(r.leaseExpiresAt) - now : Infinity;
+      const ttlMs = Math.max(
+        0,
+        Math.min(maxMs, r.agentTtl === undefined ? Infinity : r.agentTtl * 1000, leaseMs),
+      );
       const entry: Entry = {
         key: r.mountKey,
         keyVersion: r.keyVersion,
         fetchedAt: now,
         expiresAt: now + ttlMs,
+        leaseExpiresAt: r.leaseExpiresAt,
         lastUsed: now,
       };
       if (locked) {
@@ -161,6 +179,22 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     return { entry, cached: false, keep: cache.get(k) === entry };
   }
 
+  /** The checks `get` and `renew` share: a volume ID, and this agent's trustee. */
+  function checkVolumeRequest(req: {
+    volume: unknown;
+    trustee?: unknown;
+  }): AgentResponse | undefined {
+    if (typeof req.volume !== "string" || !VOLUME_ID.test(req.volume))
+      return { ok: false, error: "not a volume ID", exit: EXIT.usage };
+    if (req.trustee !== undefined && req.trustee !== trusteeId)
+      return {
+        ok: false,
+        error: `this agent's device is enrolled with trustee ${trusteeId ?? "(none)"}, not ${String(req.trustee)}`,
+        exit: EXIT.usage,
+      };
+    return undefined;
+  }
+
   async function handle(req: AgentRequest): Promise<AgentResponse> {
     switch (req.op) {
       case "get": {
@@ -170,21 +204,37 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
             error: "the agent is locked (cryptmount agent unlock)",
             exit: EXIT.failure,
           };
-        if (typeof req.volume !== "string" || !VOLUME_ID.test(req.volume))
-          return { ok: false, error: "not a volume ID", exit: EXIT.usage };
-        if (req.trustee !== undefined && req.trustee !== trusteeId)
-          return {
-            ok: false,
-            error: `this agent's device is enrolled with trustee ${trusteeId ?? "(none)"}, not ${req.trustee}`,
-            exit: EXIT.usage,
-          };
+        const refused = checkVolumeRequest(req);
+        if (refused) return refused;
         const version = req.key_version;
         if (version !== undefined && (!Number.isSafeInteger(version) || version < 1))
           return { ok: false, error: "key_version must be a positive integer", exit: EXIT.usage };
         const { entry, cached, keep } = await get(req.volume, version);
         const key = entry.key.toString("base64url");
         if (!keep) entry.key.fill(0);
-        return { ok: true, key, key_version: entry.keyVersion, cached };
+        return {
+          ok: true,
+          key,
+          key_version: entry.keyVersion,
+          cached,
+          ...(entry.leaseExpiresAt ? { lease_expires_at: entry.leaseExpiresAt } : {}),
+        };
+      }
+      case "renew": {
+        // A mount's lease (§8.6): no key moves. A refusal drops what is cached,
+        // so the next mount asks the trustee too.
+        const refused = checkVolumeRequest(req);
+        if (refused) return refused;
+        try {
+          const at = await renewLease(device, req.volume);
+          log.info({ volume: req.volume, lease_expires_at: at }, "lease renewed");
+          return { ok: true, lease_expires_at: at };
+        } catch (err) {
+          if (err instanceof TrusteeRefusal)
+            for (const k of [...cache.keys()])
+              if (k.startsWith(`${req.volume}#`)) drop(k, `renewal refused: ${err.rule}`);
+          throw err;
+        }
       }
       case "lock":
         locked = true;

@@ -63,7 +63,7 @@ export async function mountKeyFromAgent(options: {
   trusteeId?: string;
   keyVersion?: number;
   socketPath?: string;
-}): Promise<{ mountKey: Buffer; keyVersion: number }> {
+}): Promise<{ mountKey: Buffer; keyVersion: number; leaseExpiresAt?: string }> {
   const res = check(
     await agentRequest(
       {
@@ -75,7 +75,31 @@ export async function mountKeyFromAgent(options: {
       options.socketPath,
     ),
   );
-  return { mountKey: Buffer.from(res.key ?? "", "base64url"), keyVersion: res.key_version ?? 0 };
+  return {
+    mountKey: Buffer.from(res.key ?? "", "base64url"),
+    keyVersion: res.key_version ?? 0,
+    ...(res.lease_expires_at ? { leaseExpiresAt: res.lease_expires_at } : {}),
+  };
+}
+
+/** §8.6: the mount's lease on `volumeId` renewed through the agent; resolves with its new end. */
+export async function renewLeaseThroughAgent(options: {
+  volumeId: string;
+  trusteeId?: string;
+  socketPath?: string;
+}): Promise<string> {
+  const res = check(
+    await agentRequest(
+      {
+        op: "renew",
+        volume: options.volumeId,
+        ...(options.trusteeId ? { trustee: options.trusteeId } : {}),
+      },
+      options.socketPath,
+    ),
+  );
+  if (!res.lease_expires_at) throw new AgentError("the agent returned no lease", EXIT.failure);
+  return res.lease_expires_at;
 }
 
 export async function agentControl(

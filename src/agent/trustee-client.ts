@@ -372,6 +372,30 @@ export async function registerVolume(device: DeviceKeys, volumeId: string): Prom
   }
 }
 
+function leaseTime(lease: unknown): string {
+  const at =
+    typeof lease === "object" && lease !== null
+      ? (lease as { expires_at?: unknown }).expires_at
+      : undefined;
+  if (typeof at !== "string" || Number.isNaN(Date.parse(at)))
+    throw new TrusteeUnavailable("bad_response", "the lease has no valid expires_at");
+  return at;
+}
+
+/** §8.6: renews this device's lease on `volumeId`; resolves with its new end (RFC 3339). */
+export async function renewLease(device: DeviceKeys, volumeId: string): Promise<string> {
+  if (!VOLUME_ID.test(volumeId)) throw new UserError(`not a volume ID: ${volumeId}`, EXIT.usage);
+  const conn = connectionFor(device);
+  try {
+    const r = await conn.request<{ volume_id: string; lease: unknown }>(PATHS.renew(volumeId), {});
+    if (r.volume_id !== volumeId)
+      throw new TrusteeUnavailable("bad_response", "the renewal names another volume");
+    return leaseTime(r.lease);
+  } finally {
+    conn.close();
+  }
+}
+
 export interface Member {
   readonly deviceId: string;
   readonly name: string;
@@ -537,6 +561,8 @@ export async function release(
   audit: { seq: number; hash: string };
   /** Seconds an agent may keep the key (the volume's policy, §8.2); undefined: no limit set. */
   agentTtl: number | undefined;
+  /** When a mount on this key must have renewed its lease (§8.6); undefined: no lease. */
+  leaseExpiresAt: string | undefined;
 }> {
   if (!VOLUME_ID.test(volumeId)) throw new UserError(`not a volume ID: ${volumeId}`, EXIT.usage);
   const conn = options.conn ?? connectionFor(device);
@@ -559,11 +585,13 @@ export async function release(
       release: { enc: string; ct: string };
       audit: { seq: number; hash: string };
       agent_ttl?: number;
+      lease?: { expires_at: string };
     }>(PATHS.release(volumeId), body);
     if (r.volume_id !== volumeId || (options.keyVersion && r.key_version !== options.keyVersion))
       throw new TrusteeUnavailable("bad_response", "the release names another volume or version");
     if (r.agent_ttl !== undefined && !(Number.isSafeInteger(r.agent_ttl) && r.agent_ttl >= 0))
       throw new TrusteeUnavailable("bad_response", "agent_ttl is not a number of seconds");
+    const leaseExpiresAt = r.lease === undefined ? undefined : leaseTime(r.lease);
     const aad = releaseAad(volumeId, r.key_version, device.profile.deviceId, nonce, r.request_id);
     const inner = await hpkeOpen(
       eph.privateRaw,
@@ -591,6 +619,7 @@ export async function release(
       requestId: r.request_id,
       audit: r.audit,
       agentTtl: r.agent_ttl,
+      leaseExpiresAt,
     };
   } finally {
     eph.privateRaw.fill(0);

@@ -9,7 +9,11 @@ import { EXIT, UserError } from "../errors.js";
 import { requireFitLower } from "../volume/lower-probe.js";
 import { CONFIG_VERSION } from "../format/config.js";
 import { loggerFor, parseMountOptions, type CommonOptions } from "./options.js";
-import { unlockForCommand, type TrusteeUnlockOptions } from "./trustee-volume.js";
+import { unlockForCommand, type MountLease, type TrusteeUnlockOptions } from "./trustee-volume.js";
+import { AgentError, renewLeaseThroughAgent } from "../agent/client.js";
+import { LeaseKeeper } from "../mount/lease.js";
+import type { Logger } from "pino";
+import type { StopWatch } from "../mount/serve.js";
 
 export interface MountCommandOptions extends CommonOptions, TrusteeUnlockOptions {
   foreground?: boolean;
@@ -40,6 +44,8 @@ interface ServeMessage {
   logFile?: string;
   logLevel: { verbose: boolean; debug: boolean };
   mountKeys: [number, Uint8Array][];
+  /** The key came with a lease: the server renews it through the agent, and stops without it. */
+  lease?: MountLease;
 }
 
 /** -o options from mount(8)/fstab folded into the command's own options. */
@@ -84,8 +90,12 @@ export async function mountCommand(
   await requireFitLower("mount", lower, raw); // src/volume/lower-probe.ts; before anything is written
   await ensureRuntimeDir(); // refused here, before a mount exists, rather than by the server once mounted
   const log = loggerFor(opts);
-  const unlocked = await unlockForCommand(lower, opts, (message) =>
-    process.stderr.write(`cryptmount: ${message}\n`),
+  let lease: MountLease | undefined;
+  const unlocked = await unlockForCommand(
+    lower,
+    opts,
+    (message) => process.stderr.write(`cryptmount: ${message}\n`),
+    (l) => (lease = l),
   );
   try {
     if (unlocked.usedBackup)
@@ -114,7 +124,14 @@ export async function mountCommand(
       try {
         volume.keyringOnly();
         lockSecrets(volume.secretBuffers());
-        return await serve(volume, mountpoint, settings, log, () => undefined);
+        return await serve(
+          volume,
+          mountpoint,
+          settings,
+          log,
+          () => undefined,
+          leaseWatch(lease, log),
+        );
       } finally {
         volume.close(); // serve() closes it when the mount ends; this covers its early failures
       }
@@ -128,6 +145,7 @@ export async function mountCommand(
         ...(opts.logFile ? { logFile: opts.logFile } : {}),
         logLevel: { verbose: Boolean(opts.verbose), debug: Boolean(opts.debug) },
         mountKeys: [...owner.mountKeys],
+        ...(lease ? { lease } : {}),
       },
       () => owner.close(), // the keys are on their way: this process needs them no more
     );
@@ -211,10 +229,17 @@ export async function serveCommand(): Promise<number> {
       "server hardened",
     );
     // serve() closes the volume when the mount ends; the finally covers its early failures.
-    return await serve(volume, message.mountpoint, message.settings, log, () => {
-      reply({ ready: true });
-      process.disconnect?.();
-    });
+    return await serve(
+      volume,
+      message.mountpoint,
+      message.settings,
+      log,
+      () => {
+        reply({ ready: true });
+        process.disconnect?.();
+      },
+      leaseWatch(message.lease, log),
+    );
   } catch (err) {
     for (const [, key] of message.mountKeys) key.fill(0);
     const user =
@@ -225,4 +250,36 @@ export async function serveCommand(): Promise<number> {
   } finally {
     volume?.close();
   }
+}
+
+/**
+ * The lease watch of a trustee mount (docs/trustee.md §8.6): renewals through
+ * the agent; a refusal (exit 9) stops the mount at once, an unreachable agent
+ * or trustee only when the lease runs out.
+ */
+function leaseWatch(lease: MountLease | undefined, log: Logger): StopWatch | undefined {
+  if (!lease) return undefined;
+  return (stop) => {
+    const keeper = new LeaseKeeper({
+      initial: lease,
+      log,
+      stop,
+      renew: async () => {
+        try {
+          const expiresAt = await renewLeaseThroughAgent({
+            volumeId: lease.volume,
+            trusteeId: lease.trustee,
+            ...(lease.socket ? { socketPath: lease.socket } : {}),
+          });
+          return { ok: true, expiresAt };
+        } catch (err) {
+          const refused = err instanceof AgentError && err.exitCode === EXIT.trusteeRefused;
+          return { ok: false, refused, reason: (err as Error).message };
+        }
+      },
+    });
+    keeper.start();
+    log.info({ lease_expires_at: lease.expiresAt }, "mounted under a lease");
+    return () => keeper.dispose();
+  };
 }

@@ -72,6 +72,7 @@ interface RuleOptions {
   notBefore?: string;
   notAfter?: string;
   agentTtl?: string;
+  leaseTtl?: string;
 }
 
 function ruleOptions(c: Command): Command {
@@ -94,6 +95,10 @@ function ruleOptions(c: Command): Command {
     .option(
       "--agent-ttl <duration>",
       "how long a key agent may keep a released key (0: not at all, so a revocation stops the next mount)",
+    )
+    .option(
+      "--lease-ttl <duration>",
+      "mounts hold a lease this long and renew it; a refused renewal (revocation) or a lease run out unmounts",
     );
 }
 
@@ -120,6 +125,7 @@ function rulesFrom(opts: RuleOptions): PolicyRules {
     ...(opts.notBefore ? { notBefore: date("--not-before", opts.notBefore) } : {}),
     ...(opts.notAfter ? { notAfter: date("--not-after", opts.notAfter) } : {}),
     ...(opts.agentTtl !== undefined ? { agentTtl: parseDuration(opts.agentTtl) } : {}),
+    ...(opts.leaseTtl !== undefined ? { leaseTtl: parseDuration(opts.leaseTtl) } : {}),
   };
 }
 

@@ -294,6 +294,7 @@ export async function unlockForCommand(
   lower: string,
   opts: TrusteeUnlockOptions,
   warn: (message: string) => void,
+  onLease?: (lease: MountLease) => void,
 ): Promise<UnlockedVolume> {
   const { config, usedBackup } = await loadConfig(lower);
   const slot = trusteeSlotOf(config);
@@ -304,7 +305,9 @@ export async function unlockForCommand(
     return unlockWithSource(lower, config, opts, usedBackup);
   let secret: Secret;
   try {
-    secret = await secretFromAgent(slot, opts.trusteeSocket);
+    const fetched = await secretFromAgent(slot, opts.trusteeSocket);
+    secret = fetched.secret;
+    if (fetched.lease) onLease?.(fetched.lease);
   } catch (err) {
     if (!(err instanceof AgentError)) throw err;
     const passphraseSlot = config.slots.some((s) => s.kind === "passphrase");
@@ -329,12 +332,30 @@ export async function unlockForCommand(
 async function secretFromAgent(
   slot: KeySlot & { trustee: TrusteeSlotInfo },
   socketPath?: string,
-): Promise<Secret> {
-  const { mountKey } = await mountKeyFromAgent({
+): Promise<{ secret: Secret; lease?: MountLease }> {
+  const { mountKey, leaseExpiresAt } = await mountKeyFromAgent({
     volumeId: slot.trustee.volume,
     trusteeId: slot.trustee.tid,
     keyVersion: slot.trustee.key_version,
     ...(socketPath ? { socketPath } : {}),
   });
-  return { kind: "trustee", bytes: mountKey };
+  const secret: Secret = { kind: "trustee", bytes: mountKey };
+  if (!leaseExpiresAt) return { secret };
+  const lease: MountLease = {
+    volume: slot.trustee.volume,
+    trustee: slot.trustee.tid,
+    ...(socketPath ? { socket: socketPath } : {}),
+    expiresAt: leaseExpiresAt,
+  };
+  return { secret, lease };
+}
+
+/** A mount's lease (docs/trustee.md §8.6): what the server needs to renew it through the agent. */
+export interface MountLease {
+  /** The volume's name at the trustee. */
+  readonly volume: string;
+  readonly trustee: string;
+  /** The agent's socket; absent: its default path. */
+  readonly socket?: string;
+  readonly expiresAt: string;
 }

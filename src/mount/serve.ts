@@ -33,6 +33,13 @@ export interface ServedVolume {
   close(): void;
 }
 
+/**
+ * Something that may end the mount from inside (a trustee lease, §8.6 of
+ * docs/trustee.md): started once the mount is live, given the server's own
+ * stop (the server then exits 9), and disposed of when the mount ends for any reason.
+ */
+export type StopWatch = (stop: (why: string) => void) => () => void;
+
 /** Resolves and checks the two paths before anything is unlocked or mounted. */
 export async function preflight(
   lowerArg: string,
@@ -111,6 +118,7 @@ export async function serve(
   settings: MountSettings,
   log: Logger,
   onMounted: () => void,
+  watch?: StopWatch,
 ): Promise<number> {
   const { lower, config } = volume;
   // Modes arrive with the caller's umask applied by the kernel; ours must not apply twice.
@@ -128,7 +136,9 @@ export async function serve(
   let live = false;
   let pendingSignal: string | undefined;
 
+  let unwatch: (() => void) | undefined;
   const finish = async (code: number) => {
+    unwatch?.();
     await fs.destroy().catch(() => undefined);
     volume.close();
     await removeRecord(mountpoint);
@@ -177,7 +187,8 @@ export async function serve(
   await raiseReadahead(mountpoint, log);
   log.info({ lower, mountpoint }, "mounted");
 
-  function stop(signal: string): void {
+  /** Unmounts on a signal, or (with its exit code) when a watch ends the mount. */
+  function stop(signal: string, code: number = EXIT.ok): void {
     // A signal during mounting waits for the mount: unmounting a session not yet live does nothing.
     if (!live) {
       pendingSignal ??= signal;
@@ -187,7 +198,7 @@ export async function serve(
     stopping = true;
     log.info({ signal, mountpoint }, "unmounting");
     mount.unmount().then(
-      () => finish(EXIT.ok),
+      () => finish(code),
       (err: Error) => {
         log.error({ mountpoint, err: err.message }, "unmount failed");
         void finish(EXIT.failure);
@@ -196,6 +207,7 @@ export async function serve(
   }
   live = true;
   if (pendingSignal) stop(pendingSignal);
+  else unwatch = watch?.((why) => stop(why, EXIT.trusteeRefused));
   onMounted();
   return done;
 }

@@ -57,9 +57,15 @@ export interface VolumePolicy {
   readonly agentTtl?: number | undefined;
   /** The device that registered the volume under a grant (§8.4); absent when the admin made it. */
   readonly createdBy?: string | undefined;
-  // Reserved, not implemented (docs/trustee.md §8.3): approvals {k, of, ttl}
-  // and lease_ttl. A policy that sets them is refused at load time, so nobody
-  // believes a rule is enforced when it is not.
+  /**
+   * Seconds a mount may run on one release or renewal (§8.6): the mount
+   * renews before the lease ends and unmounts when a renewal is refused or
+   * the lease runs out. Absent: no lease, a mount runs until unmounted.
+   */
+  readonly leaseTtl?: number | undefined;
+  // Reserved, not implemented (docs/trustee.md §8.3): approvals {k, of, ttl}.
+  // A policy that sets them is refused at load time, so nobody believes a
+  // rule is enforced when it is not.
 }
 
 export type Decision =
@@ -128,9 +134,26 @@ export function evaluateRelease(input: ReleaseInput): Decision {
     if (used >= policy.rate.n)
       return deny("rate_limited", `${used} releases in the last ${policy.rate.per} s`);
   }
-  // Later (§8.3): k-of-n approvals would answer "pending" here, and a lease
-  // would be attached to the allow decision.
+  // Later (§8.3): k-of-n approvals would answer "pending" here. The lease
+  // of an allowed release is leaseEnd() below.
   return ALLOW;
+}
+
+/**
+ * §8.6: when the lease of an allowed release or renewal ends: `leaseTtl`
+ * from now, but never past the policy's `notAfter` or the device's own end,
+ * so renewing never outlasts a limit. Undefined: the policy sets no lease.
+ */
+export function leaseEnd(
+  policy: VolumePolicy,
+  device: DeviceStanding,
+  now: Date,
+): Date | undefined {
+  if (policy.leaseTtl === undefined) return undefined;
+  const ends = [now.getTime() + policy.leaseTtl * 1000];
+  for (const limit of [policy.notAfter, device.notAfter])
+    if (limit !== undefined) ends.push(Date.parse(limit));
+  return new Date(Math.min(...ends));
 }
 
 // --- time windows -----------------------------------------------------------
@@ -256,6 +279,7 @@ const POLICY_MEMBERS = new Set([
   "sourceCidrs",
   "rate",
   "agentTtl",
+  "leaseTtl",
   "createdBy",
 ]);
 
@@ -270,6 +294,8 @@ export function policyProblem(p: VolumePolicy): string | undefined {
   for (const c of p.sourceCidrs ?? []) if (!parseCidr(c)) return `bad address range ${c}`;
   if (p.agentTtl !== undefined && (!Number.isSafeInteger(p.agentTtl) || p.agentTtl < 0))
     return `bad agent TTL ${p.agentTtl}`;
+  if (p.leaseTtl !== undefined && (!Number.isSafeInteger(p.leaseTtl) || p.leaseTtl < 1))
+    return `bad lease TTL ${p.leaseTtl}`;
   for (const t of [p.notBefore, p.notAfter])
     if (t !== undefined && Number.isNaN(Date.parse(t))) return `bad time ${t}`;
   return undefined;

@@ -49,6 +49,7 @@ export const PATHS = {
   deposits: (volumeId: string) => `/v1/volumes/${volumeId}/deposits`,
   release: (volumeId: string) => `/v1/volumes/${volumeId}/release`,
   register: (volumeId: string) => `/v1/volumes/${volumeId}/register`,
+  renew: (volumeId: string) => `/v1/volumes/${volumeId}/renew`,
 } as const;
 
 /**
@@ -88,6 +89,7 @@ export const REFUSALS = {
   source_address: 403,
   rate_limited: 429,
   no_deposit: 404,
+  no_lease: 409,
   deposit_invalid: 400,
   // volume registration under a grant (§8.4)
   no_grant: 403,

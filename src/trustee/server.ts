@@ -99,7 +99,7 @@ export async function startTrusteeServer(
     if (path === PATHS.enroll) return { handler: enroll, volumeId: "", standing: "none" };
     if (path === PATHS.self) return { handler: self, volumeId: "", standing: "none" };
     if (path === PATHS.selfRevoke) return { handler: selfRevoke, volumeId: "", standing: "self" };
-    const m = /^\/v1\/volumes\/([^/]+)\/(members|deposits|release|register)$/.exec(path);
+    const m = /^\/v1\/volumes\/([^/]+)\/(members|deposits|release|register|renew)$/.exec(path);
     if (!m || !VOLUME_ID.test(m[1]!)) return undefined;
     const handler = volumes[m[2] as keyof typeof volumes];
     return { handler, volumeId: m[1]!, standing: "policy" };

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { hpkeSeal } from "../crypto/hpke.js";
 import { evaluateRegistration, policyFromGrant } from "./grants.js";
 import { parseOkpJwk } from "./identity.js";
-import { evaluateMembership, evaluateRelease, evaluateStanding } from "./policy.js";
+import { evaluateMembership, evaluateRelease, evaluateStanding, leaseEnd } from "./policy.js";
 import {
   DEVICE_ID,
   HPKE_INFO,
@@ -32,7 +32,7 @@ import {
 /** §5, §6, §8.5: a volume's members, deposits, registration and release. */
 export function volumeHandlers(
   ctx: TrusteeContext,
-): Record<"members" | "deposits" | "register" | "release", Handler> {
+): Record<"members" | "deposits" | "register" | "release" | "renew", Handler> {
   const { store, now, record, standingOf, loadPolicy } = ctx;
 
   async function members(a: Authenticated, volumeId: string): Promise<[number, unknown]> {
@@ -202,8 +202,9 @@ export function volumeHandlers(
     const t = now();
     const policy = await loadPolicy(volumeId);
     const rateWindow = (policy?.rate?.per ?? 0) * 1000;
+    const standing = await standingOf(d);
     const decision = evaluateRelease({
-      device: await standingOf(d),
+      device: standing,
       policy,
       now: t,
       sourceAddress: a.ip,
@@ -223,6 +224,7 @@ export function volumeHandlers(
         volumeId,
       );
     const requestId = "r_" + randomBytes(16).toString("base64url");
+    const lease = leaseEnd(policy!, standing, t)?.toISOString();
     // Fail closed: the release is audited before anything leaves.
     const entry = await record({
       event: "release",
@@ -236,6 +238,7 @@ export function volumeHandlers(
         key_version: deposit.keyVersion,
         request_id: requestId,
         policy_version: policy!.version,
+        lease_expires_at: lease ?? null,
       },
     });
     await store.recordRelease(d.id, volumeId, t.getTime());
@@ -258,9 +261,48 @@ export function volumeHandlers(
         release: { enc: sealed.enc.toString("base64url"), ct: sealed.ct.toString("base64url") },
         audit: { seq: entry.seq, hash: entry.hash },
         ...(policy!.agentTtl !== undefined ? { agent_ttl: policy!.agentTtl } : {}),
+        ...(lease ? { lease: { expires_at: lease } } : {}),
       },
     ];
   }
 
-  return { members, deposits, register, release };
+  /**
+   * §8.6: a mount's lease renewed. The release rules again (except the rate
+   * limit: a renewal carries no key), and the device must still hold a
+   * deposit; no key leaves, so nothing is sealed.
+   */
+  async function renew(a: Authenticated, volumeId: string): Promise<[number, unknown]> {
+    const d = a.device!;
+    const deny = (rule: RefusalName, detail: string) =>
+      new Refusal(rule, detail, "lease.renew.deny", d.id, volumeId);
+    if (!exactKeys(a.payload.body, [])) throw deny("bad_request", "the body is {}");
+    const t = now();
+    const policy = await loadPolicy(volumeId);
+    const standing = await standingOf(d);
+    const decision = evaluateRelease({
+      device: standing,
+      policy,
+      now: t,
+      sourceAddress: a.ip,
+      recentReleases: [],
+    });
+    if (!decision.allow) throw deny(decision.rule, decision.detail);
+    if (!(await store.getDeposit(volumeId, d.id)))
+      throw deny("no_deposit", "no deposit for this device");
+    const lease = leaseEnd(policy!, standing, t)?.toISOString();
+    if (!lease) throw deny("no_lease", "the volume's policy sets no lease");
+    await record({
+      event: "lease.renew",
+      outcome: "allow",
+      rule: "ok",
+      device: d.id,
+      volume: volumeId,
+      ip: a.ip,
+      request: requestInfo(a),
+      detail: { policy_version: policy!.version, lease_expires_at: lease },
+    });
+    return [200, { volume_id: volumeId, lease: { expires_at: lease } }];
+  }
+
+  return { members, deposits, register, release, renew };
 }

@@ -25,6 +25,7 @@ import {
   q,
   run,
   sh,
+  waitFor,
   type RunResult,
 } from "../helpers/volume.js";
 
@@ -531,6 +532,60 @@ describe.skipIf(!haveFuse)("trustee key slot: init, mount through the agent, ref
       volumeId: string;
     };
     await collectSecrets(lower4, volumeId, agents.delta!.socket);
+  });
+
+  it("a lease: renewed, the mount outlives it; with the trustee away the mount ends with the lease; a revocation ends it at the next renewal", async () => {
+    const deviceE = await enrollDevice("epsilon");
+    await cliOk([
+      "trustee",
+      "grant",
+      deviceE,
+      "--dir",
+      tdir,
+      "--create-volumes",
+      "--lease-ttl",
+      "4",
+    ]);
+    const lower5 = sb.path("lower");
+    await cliOk(
+      ["init", "--trustee", url, "--trustee-only", "--no-recovery"].concat([
+        "--device-dir",
+        agents.epsilon!.dir,
+        lower5,
+      ]),
+    );
+    const socket = ["--trustee-socket", agents.epsilon!.socket];
+    const leased = async () => {
+      const { r, mountpoint } = await mount(lower5, socket);
+      expect(r.code, r.stderr).toBe(0);
+      return { mountpoint, pid: sb.serverPid(mountpoint)! };
+    };
+    const gone = async (mountpoint: string, pid: number) => {
+      await waitFor("the lease to end the mount", async () => !isMounted(mountpoint), 20_000);
+      await waitFor("the server to exit", async () => !existsSync(`/proc/${pid}`), 10_000);
+    };
+
+    // Renewed: the mount outlives its first lease.
+    const first = await leased();
+    await sh(`echo leased > '${first.mountpoint}/l'`);
+    await new Promise((r) => setTimeout(r, 6000));
+    expect(isMounted(first.mountpoint)).toBe(true);
+    expect(await readFile(join(first.mountpoint, "l"), "utf8")).toBe("leased\n");
+    // The trustee away: renewals fail, and the mount ends with the lease.
+    await stop(serve);
+    await gone(first.mountpoint, first.pid);
+    await startServe();
+
+    // A revocation: the next renewal is refused and the mount ends at once.
+    const second = await leased();
+    expect(await readFile(join(second.mountpoint, "l"), "utf8")).toBe("leased\n");
+    await cliOk(["trustee", "revoke", deviceE, "--dir", tdir]);
+    await gone(second.mountpoint, second.pid);
+    const log = await readFile(`${second.mountpoint}.log`, "utf8");
+    expect(log).toContain("device_revoked");
+    expect(log).toContain("lease ended: unmounting");
+    const audit = await cliOk(["trustee", "audit", "show", "--dir", tdir]);
+    expect(audit).toContain('"event":"lease.renew"');
   });
 
   it("no T, mount key or invitation token in any log at --debug, argv or environment", async () => {
