@@ -84,11 +84,17 @@ async function raceVolume(): Promise<{ lower: string; sub: string; inner: string
   try {
     const geometry = new ContentGeometry(B);
     const sub = await makeDir(keyring, lower, keyring.volume.rootDirId, "sub");
-    const first = await makeFile(keyring, geometry, join(lower, sub.entry), sub.id, "first");
-    // A name for the subdirectory whose lower name sorts after the file's (one in two does).
+    // The file's name: of 16 candidates, the one whose lower name sorts lowest,
+    // so that a subdirectory name sorting after it is quickly found. (A fixed
+    // name could sort near the top under a random key: the search for a
+    // later name then failed now and then.)
+    const fileName = Array.from({ length: 16 }, (_, i) => `first-${i}`).reduce((a, b) =>
+      entryOf(keyring, sub.id, a) < entryOf(keyring, sub.id, b) ? a : b,
+    );
+    const first = await makeFile(keyring, geometry, join(lower, sub.entry), sub.id, fileName);
     let name = "inner";
     for (let i = 0; !(entryOf(keyring, sub.id, name) > first); i++) {
-      if (i > 64) throw new Error("no subdirectory name sorts after the file");
+      if (i > 256) throw new Error("no subdirectory name sorts after the file");
       name = `inner-${i}`;
     }
     const inner = await makeDir(keyring, join(lower, sub.entry), sub.id, name);
