@@ -35,14 +35,20 @@ export function volumeHandlers(
 ): Record<"members" | "deposits" | "register" | "release" | "renew", Handler> {
   const { store, now, record, standingOf, loadPolicy } = ctx;
 
-  async function members(a: Authenticated, volumeId: string): Promise<[number, unknown]> {
+  /** §8.2 rules 1–3: the asking device in good standing and on the volume's allow-list. */
+  async function asMember(a: Authenticated, volumeId: string, auditEvent: string) {
     const d = a.device!;
     const policy = await loadPolicy(volumeId);
     const decision = evaluateMembership(await standingOf(d), policy, now());
     if (!decision.allow)
-      throw new Refusal(decision.rule, decision.detail, "request.deny", d.id, volumeId);
+      throw new Refusal(decision.rule, decision.detail, auditEvent, d.id, volumeId);
+    return { d, policy: policy! };
+  }
+
+  async function members(a: Authenticated, volumeId: string): Promise<[number, unknown]> {
+    const { policy } = await asMember(a, volumeId, "request.deny");
     const list = [];
-    for (const id of policy!.members) {
+    for (const id of policy.members) {
       const m = await store.getDevice(id);
       if (!m || m.state !== "active") continue;
       if (!evaluateStanding(await standingOf(m), now()).allow) continue;
@@ -53,15 +59,11 @@ export function volumeHandlers(
         approval: JSON.parse(m.approval!),
       });
     }
-    return [200, { volume_id: volumeId, policy_version: policy!.version, members: list }];
+    return [200, { volume_id: volumeId, policy_version: policy.version, members: list }];
   }
 
   async function deposits(a: Authenticated, volumeId: string): Promise<[number, unknown]> {
-    const d = a.device!;
-    const policy = await loadPolicy(volumeId);
-    const decision = evaluateMembership(await standingOf(d), policy, now());
-    if (!decision.allow)
-      throw new Refusal(decision.rule, decision.detail, "deposit.deny", d.id, volumeId);
+    const { d, policy } = await asMember(a, volumeId, "deposit.deny");
     const b = a.payload.body;
     const bad = (detail: string) =>
       new Refusal("deposit_invalid", detail, "deposit.deny", d.id, volumeId);
@@ -114,7 +116,7 @@ export function volumeHandlers(
       const r = await store.getDevice(hdr.recipient);
       if (
         !r ||
-        !policy!.members.includes(r.id) ||
+        !policy.members.includes(r.id) ||
         !evaluateStanding(await standingOf(r), now()).allow
       )
         throw bad(`recipient ${hdr.recipient} is not an active member`);

@@ -162,6 +162,14 @@ describe.skipIf(!haveFuse)("trustee key slot: init, mount through the agent, ref
     expect(isMounted(mountpoint)).toBe(false);
   }
 
+  /** init --trustee URL --trustee-only with no volume name: registered under the device's grant. */
+  const initRegistered = (device: string, lower: string) =>
+    ["init", "--trustee", url, "--trustee-only", "--no-recovery"].concat([
+      "--device-dir",
+      agents[device]!.dir,
+      lower,
+    ]);
+
   /** T (from the agent, as a mount gets it) and the mount key it unlocks, for the scans. */
   async function collectSecrets(volume: string, name: string, socket: string): Promise<void> {
     const { mountKey: t } = await mountKeyFromAgent({ volumeId: name, socketPath: socket });
@@ -466,11 +474,7 @@ describe.skipIf(!haveFuse)("trustee key slot: init, mount through the agent, ref
   it("init --trustee without a name: refused without a grant; with one the volume registers itself, mounts, and (agent TTL 0) a revocation stops the next mount", async () => {
     const deviceC = await enrollDevice("gamma");
     const lower3 = sb.path("lower");
-    const initArgs = ["init", "--trustee", url, "--trustee-only", "--no-recovery"].concat([
-      "--device-dir",
-      agents.gamma!.dir,
-      lower3,
-    ]);
+    const initArgs = initRegistered("gamma", lower3);
     const refused = await cli(initArgs);
     expect(refused.code, refused.stderr).toBe(EXIT.trusteeRefused);
     expect(refused.stderr).toContain(`cryptmount trustee grant ${deviceC} --create-volumes`);
@@ -516,13 +520,7 @@ describe.skipIf(!haveFuse)("trustee key slot: init, mount through the agent, ref
   it("the walkthrough: approve --create-volumes, then init --trustee URL --trustee-only and mount", async () => {
     await enrollDevice("delta", ["--create-volumes"]);
     const lower4 = sb.path("lower");
-    await cliOk(
-      ["init", "--trustee", url, "--trustee-only", "--no-recovery"].concat([
-        "--device-dir",
-        agents.delta!.dir,
-        lower4,
-      ]),
-    );
+    await cliOk(initRegistered("delta", lower4));
     const { r, mountpoint } = await mount(lower4, ["--trustee-socket", agents.delta!.socket]);
     expect(r.code, r.stderr).toBe(0);
     const rw = await sh(`echo five-steps > '${mountpoint}/f' && cat '${mountpoint}/f'`);
@@ -547,13 +545,7 @@ describe.skipIf(!haveFuse)("trustee key slot: init, mount through the agent, ref
       "4",
     ]);
     const lower5 = sb.path("lower");
-    await cliOk(
-      ["init", "--trustee", url, "--trustee-only", "--no-recovery"].concat([
-        "--device-dir",
-        agents.epsilon!.dir,
-        lower5,
-      ]),
-    );
+    await cliOk(initRegistered("epsilon", lower5));
     const socket = ["--trustee-socket", agents.epsilon!.socket];
     const leased = async () => {
       const { r, mountpoint } = await mount(lower5, socket);
