@@ -45,6 +45,31 @@ export function volumeHandlers(
     return { d, policy: policy! };
   }
 
+  /** §8.2: the release rules, the rate limit counted only for releases that carry a key. */
+  async function releaseAllowed(
+    a: Authenticated,
+    volumeId: string,
+    auditEvent: string,
+    countRate: boolean,
+  ) {
+    const d = a.device!;
+    const t = now();
+    const policy = await loadPolicy(volumeId);
+    const standing = await standingOf(d);
+    const since = t.getTime() - (policy?.rate?.per ?? 0) * 1000;
+    const decision = evaluateRelease({
+      device: standing,
+      policy,
+      now: t,
+      sourceAddress: a.ip,
+      recentReleases:
+        countRate && policy?.rate ? await store.recentReleases(d.id, volumeId, since) : [],
+    });
+    if (!decision.allow)
+      throw new Refusal(decision.rule, decision.detail, auditEvent, d.id, volumeId);
+    return { t, policy: policy!, standing };
+  }
+
   async function members(a: Authenticated, volumeId: string): Promise<[number, unknown]> {
     const { policy } = await asMember(a, volumeId, "request.deny");
     const list = [];
@@ -201,21 +226,7 @@ export function volumeHandlers(
         d.id,
         volumeId,
       );
-    const t = now();
-    const policy = await loadPolicy(volumeId);
-    const rateWindow = (policy?.rate?.per ?? 0) * 1000;
-    const standing = await standingOf(d);
-    const decision = evaluateRelease({
-      device: standing,
-      policy,
-      now: t,
-      sourceAddress: a.ip,
-      recentReleases: policy?.rate
-        ? await store.recentReleases(d.id, volumeId, t.getTime() - rateWindow)
-        : [],
-    });
-    if (!decision.allow)
-      throw new Refusal(decision.rule, decision.detail, "release.deny", d.id, volumeId);
+    const { t, policy, standing } = await releaseAllowed(a, volumeId, "release.deny", true);
     const deposit = await store.getDeposit(volumeId, d.id, b.key_version as number | undefined);
     if (!deposit)
       throw new Refusal(
@@ -226,7 +237,7 @@ export function volumeHandlers(
         volumeId,
       );
     const requestId = "r_" + randomBytes(16).toString("base64url");
-    const lease = leaseEnd(policy!, standing, t)?.toISOString();
+    const lease = leaseEnd(policy, standing, t)?.toISOString();
     // Fail closed: the release is audited before anything leaves.
     const entry = await record({
       event: "release",
@@ -239,7 +250,7 @@ export function volumeHandlers(
       detail: {
         key_version: deposit.keyVersion,
         request_id: requestId,
-        policy_version: policy!.version,
+        policy_version: policy.version,
         lease_expires_at: lease ?? null,
       },
     });
@@ -262,7 +273,7 @@ export function volumeHandlers(
         key_version: deposit.keyVersion,
         release: { enc: sealed.enc.toString("base64url"), ct: sealed.ct.toString("base64url") },
         audit: { seq: entry.seq, hash: entry.hash },
-        ...(policy!.agentTtl !== undefined ? { agent_ttl: policy!.agentTtl } : {}),
+        ...(policy.agentTtl !== undefined ? { agent_ttl: policy.agentTtl } : {}),
         ...(lease ? { lease: { expires_at: lease } } : {}),
       },
     ];
@@ -278,20 +289,10 @@ export function volumeHandlers(
     const deny = (rule: RefusalName, detail: string) =>
       new Refusal(rule, detail, "lease.renew.deny", d.id, volumeId);
     if (!exactKeys(a.payload.body, [])) throw deny("bad_request", "the body is {}");
-    const t = now();
-    const policy = await loadPolicy(volumeId);
-    const standing = await standingOf(d);
-    const decision = evaluateRelease({
-      device: standing,
-      policy,
-      now: t,
-      sourceAddress: a.ip,
-      recentReleases: [],
-    });
-    if (!decision.allow) throw deny(decision.rule, decision.detail);
+    const { t, policy, standing } = await releaseAllowed(a, volumeId, "lease.renew.deny", false);
     if (!(await store.getDeposit(volumeId, d.id)))
       throw deny("no_deposit", "no deposit for this device");
-    const lease = leaseEnd(policy!, standing, t)?.toISOString();
+    const lease = leaseEnd(policy, standing, t)?.toISOString();
     if (!lease) throw deny("no_lease", "the volume's policy sets no lease");
     await record({
       event: "lease.renew",
@@ -301,7 +302,7 @@ export function volumeHandlers(
       volume: volumeId,
       ip: a.ip,
       request: requestInfo(a),
-      detail: { policy_version: policy!.version, lease_expires_at: lease },
+      detail: { policy_version: policy.version, lease_expires_at: lease },
     });
     return [200, { volume_id: volumeId, lease: { expires_at: lease } }];
   }
