@@ -26,10 +26,18 @@
  *                             per-user session counter of `cryptmount home`.
  *                             Throws on failure. Added without a version
  *                             change, like peerCredentials.
+ *   tryLock(fd, exclusive) -> boolean | null
+ *                             flock(fd, LOCK_EX or LOCK_SH | LOCK_NB): false
+ *                             when another holder conflicts (EWOULDBLOCK),
+ *                             null when the filesystem cannot lock;
+ *                             the volume lock between mounts and the
+ *                             commands that rewrite a volume. Throws on other
+ *                             failures. Added without a version change.
  */
 #define _GNU_SOURCE /* struct ucred */
 #include <errno.h>
 #include <node_api.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -186,6 +194,30 @@ static napi_value lock_exclusive(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+static napi_value try_lock(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  int32_t fd = -1;
+  bool exclusive = false;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2 ||
+      napi_get_value_int32(env, argv[0], &fd) != napi_ok || fd < 0 ||
+      napi_get_value_bool(env, argv[1], &exclusive) != napi_ok) {
+    napi_throw_type_error(env, NULL, "tryLock(fd, exclusive): a file descriptor and a boolean");
+    return NULL;
+  }
+  int r;
+  do r = flock(fd, (exclusive ? LOCK_EX : LOCK_SH) | LOCK_NB);
+  while (r != 0 && errno == EINTR);
+  if (r == 0) return boolean(env, 1);
+  if (errno == EWOULDBLOCK) return boolean(env, 0);
+  if (errno == ENOLCK || errno == EOPNOTSUPP || errno == ENOSYS) {
+    napi_value none; /* this filesystem cannot lock: null */
+    napi_get_null(env, &none);
+    return none;
+  }
+  return throw_errno(env, "flock", errno);
+}
+
 static napi_value init_module(napi_env env, napi_value exports) {
   napi_property_descriptor properties[] = {
       {"disableCoreDumps", NULL, disable_core_dumps, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -195,11 +227,12 @@ static napi_value init_module(napi_env env, napi_value exports) {
       {"raiseOpenFileLimit", NULL, raise_open_file_limit, NULL, NULL, NULL, napi_enumerable, NULL},
       {"peerCredentials", NULL, peer_credentials, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lockExclusive", NULL, lock_exclusive, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tryLock", NULL, try_lock, NULL, NULL, NULL, napi_enumerable, NULL},
       {"version", NULL, NULL, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_value version;
   napi_create_uint32(env, SECURE_VERSION, &version);
-  properties[7].value = version;
+  properties[sizeof properties / sizeof properties[0] - 1].value = version; /* "version" is last */
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
   return exports;
 }

@@ -12,6 +12,7 @@ import { loggerFor, parseMountOptions, type CommonOptions } from "./options.js";
 import { unlockForCommand, type MountLease, type TrusteeUnlockOptions } from "./trustee-volume.js";
 import { AgentError, renewLeaseThroughAgent } from "../agent/client.js";
 import { LeaseKeeper } from "../mount/lease.js";
+import { lockForMount } from "../mount/volume-lock.js";
 import type { Logger } from "pino";
 import type { StopWatch } from "../mount/serve.js";
 
@@ -89,6 +90,7 @@ export async function mountCommand(
   const { lower, mountpoint } = await preflight(lowerArg, mountpointArg, Boolean(opts.nonempty));
   await requireFitLower("mount", lower, raw); // src/volume/lower-probe.ts; before anything is written
   await ensureRuntimeDir(); // refused here, before a mount exists, rather than by the server once mounted
+  lockForMount(lower).release(); // a rekey or repair running: said before a passphrase is asked for
   const log = loggerFor(opts);
   let lease: MountLease | undefined;
   const unlocked = await unlockForCommand(

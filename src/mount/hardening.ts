@@ -21,6 +21,8 @@ export interface SecureNative {
   peerCredentials?(fd: number): { pid: number; uid: number; gid: number };
   /** flock(fd, LOCK_EX), waiting; absent in older builds of the addon. */
   lockExclusive?(fd: number): void;
+  /** flock(fd, LOCK_EX or LOCK_SH | LOCK_NB): false when another holder conflicts, null when the filesystem cannot lock; absent in older builds. */
+  tryLock?(fd: number, exclusive: boolean): boolean | null;
 }
 
 export const SECURE_VERSION = 1;

@@ -9,6 +9,7 @@ import { EXIT, UserError } from "../errors.js";
 import { currentMounts } from "./mountinfo.js";
 import { mountOf } from "./in-use.js";
 import { removeRecord, writeRecord } from "./runtime.js";
+import { lockForMount } from "./volume-lock.js";
 
 export interface MountSettings {
   readonly readOnly: boolean;
@@ -123,13 +124,22 @@ export async function serve(
   const { lower, config } = volume;
   // Modes arrive with the caller's umask applied by the kernel; ours must not apply twice.
   process.umask(0);
+  // Shared with other mounts, held until the server exits: no rekey, upgrade
+  // or repair rewrites the volume under it (volume-lock.ts).
+  const volumeLock = lockForMount(lower);
   // A version-1 volume is served read-only until `cryptmount upgrade` (docs/format.md §5.1).
   if (config.version < 2) settings = { ...settings, readOnly: true };
-  const io = await lowerOpsFor(lower, settings.asyncMetadata);
-  const fs = await CryptFs.open(lower, volume.keyring, config.blockSize, log, io, {
-    readOnly: settings.readOnly,
-    formatVersion: config.version,
-  });
+  let fs: CryptFs;
+  try {
+    const io = await lowerOpsFor(lower, settings.asyncMetadata);
+    fs = await CryptFs.open(lower, volume.keyring, config.blockSize, log, io, {
+      readOnly: settings.readOnly,
+      formatVersion: config.version,
+    });
+  } catch (err) {
+    volumeLock.release();
+    throw err;
+  }
   let finished: (code: number) => void = () => undefined;
   const done = new Promise<number>((resolve) => (finished = resolve));
   let stopping = false;
@@ -141,6 +151,7 @@ export async function serve(
     unwatch?.();
     await fs.destroy().catch(() => undefined);
     volume.close();
+    volumeLock.release();
     await removeRecord(mountpoint);
     finished(code);
   };
@@ -173,6 +184,7 @@ export async function serve(
   } catch (err) {
     await fs.destroy().catch(() => undefined);
     volume.close();
+    volumeLock.release();
     throw new UserError(`${mountpoint}: mount failed: ${(err as Error).message}`, EXIT.mountPoint);
   }
   await writeRecord({

@@ -19,7 +19,7 @@ import {
   type Fd,
   type LowerOps,
 } from "../fs/lower/ops.js";
-import { refuseIfMounted } from "../mount/in-use.js";
+import { withVolumeExclusive } from "../mount/volume-lock.js";
 import { EXIT, UserError } from "../errors.js";
 import { noProgress, type Progress } from "./progress.js";
 import {
@@ -163,9 +163,19 @@ export async function rekey(
   progress: Progress = noProgress,
   options: RekeyOptions = {},
 ): Promise<RekeyResult> {
+  // Headers rewritten under a live mount would race its writes: files it
+  // creates meanwhile would be lost. So no mount runs or starts meanwhile.
+  return withVolumeExclusive(unlocked.lower, "rekey", () =>
+    rekeyHoldingVolume(unlocked, progress, options),
+  );
+}
+
+async function rekeyHoldingVolume(
+  unlocked: UnlockedVolume,
+  progress: Progress,
+  options: RekeyOptions,
+): Promise<RekeyResult> {
   const { lower } = unlocked;
-  // Headers rewritten under a live mount would race its writes: files it creates meanwhile would be lost.
-  await refuseIfMounted(lower, "rekey");
   let config: VolumeConfig = unlocked.config;
   const mountKeys = new Map(unlocked.mountKeys);
   const volumeId = Buffer.from(config.volumeId, "base64url");

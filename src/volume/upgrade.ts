@@ -20,7 +20,7 @@ import { FsError } from "../fs/errors.js";
 import { lowerPathOf, walkVolume, type WalkedDirectory } from "../fs/lower/layout.js";
 import { isSymlink, threadedLowerOps, type Fd, type LowerOps } from "../fs/lower/ops.js";
 import { noProgress, type Progress } from "./progress.js";
-import { refuseIfMounted } from "../mount/in-use.js";
+import { withVolumeExclusive } from "../mount/volume-lock.js";
 import {
   CONFIG_BACKUP,
   CONFIG_FILE,
@@ -130,10 +130,18 @@ export async function upgrade(
   unlocked: UnlockedVolume,
   options: UpgradeOptions = {},
 ): Promise<UpgradeResult> {
+  return withVolumeExclusive(unlocked.lower, "upgrade", () =>
+    upgradeHoldingVolume(unlocked, options),
+  );
+}
+
+async function upgradeHoldingVolume(
+  unlocked: UnlockedVolume,
+  options: UpgradeOptions,
+): Promise<UpgradeResult> {
   const { lower, keyring, mountKeys } = unlocked;
   const progress = options.progress ?? noProgress;
   const step = options.onStep ?? (() => undefined);
-  await refuseIfMounted(lower, "upgrade");
   const key = keyring.volume.dirIds;
   let config: VolumeConfig = unlocked.config;
   const from = config.version;

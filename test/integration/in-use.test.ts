@@ -3,11 +3,13 @@
 // relative path, through a symlink, and when the path holds characters the
 // mount table or libfuse escape (space, comma, backslash). A second mount of
 // the same volume is refused the same way. A plain fsck runs, with a warning.
+// The volume lock (an flock on the lower directory, held by flock(1) here in
+// place of a rewrite) keeps mounts and rewrites apart.
 
 import { readFile, symlink } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { EXIT, Sandbox, haveFuse, sandboxSuite } from "../helpers/volume.js";
+import { EXIT, Sandbox, haveFuse, run, sandboxSuite, start, waitFor } from "../helpers/volume.js";
 import {
   checksumTree,
   expectCliError,
@@ -82,5 +84,42 @@ describe.skipIf(!haveFuse)("a mounted volume", () => {
     const m2 = await mountVolume(sb, lower);
     expect(await checksumTree(m2.mountpoint)).toEqual(before);
     await unmountVolume(sb, m2);
+  });
+
+  it("the volume lock: no mount while a rewrite holds the volume, no rewrite while a mount starts or runs", async () => {
+    const lower = await sb.createVolume("locked", ["--no-recovery"]);
+    // flock(1) stands in for a rekey in progress: the exclusive lock on the lower directory.
+    const holder = start("flock", ["--exclusive", "--no-fork", lower, "sleep", "60"]);
+    try {
+      await waitFor("flock to hold the lock", async () => {
+        const r = await run("flock", ["--nonblock", "--shared", lower, "true"]);
+        return r.code !== 0;
+      });
+      const refused = await sb.cli([
+        "mount",
+        "--passfile",
+        sb.passfile,
+        lower,
+        await sb.mkdir("mnt"),
+      ]);
+      expectCliError(refused, EXIT.alreadyMounted, /fsck --repair of this volume is running/);
+    } finally {
+      holder.proc.kill("SIGKILL");
+      await holder.done;
+    }
+    // Mounted: the server holds the lock shared, so no other exclusive holder gets it…
+    const m = await mountVolume(sb, lower);
+    const exclusive = await run("flock", ["--nonblock", "--exclusive", lower, "true"]);
+    expect(exclusive.code).not.toBe(0);
+    const shared = await run("flock", ["--nonblock", "--shared", lower, "true"]);
+    expect(shared.code, shared.stderr).toBe(0);
+    await unmountVolume(sb, m);
+    // …and once the server is gone, the lock is free again.
+    await waitFor("the lock to be free", async () => {
+      const r = await run("flock", ["--nonblock", "--exclusive", lower, "true"]);
+      return r.code === 0;
+    });
+    const rekeyed = await sb.cli(["rekey", "--passfile", sb.passfile, lower]);
+    expect(rekeyed.code, rekeyed.stderr).toBe(EXIT.ok);
   });
 });
