@@ -2,7 +2,13 @@ import { constants } from "node:fs";
 import { isFormatError } from "../../format/errors.js";
 import { SIDECAR_SUFFIX, classifyLowerEntry, verifyLongName } from "../../format/names.js";
 import { FsError } from "../errors.js";
-import { UNDECODABLE_NAME_PREFIX, type Fd, type LowerOps, type LowerStat } from "./ops.js";
+import {
+  UNDECODABLE_NAME_PREFIX,
+  inodeKey,
+  type Fd,
+  type LowerOps,
+  type LowerStat,
+} from "./ops.js";
 
 /**
  * The one reader of the lower layout (docs/format.md §3): what a lower
@@ -294,7 +300,15 @@ export async function walkVolume<C>(
   const listing = await listLowerDirectory(io, root).catch((err: unknown) => {
     throw atLower(".", err);
   });
-  await walkDirectory(io, { fd: root, lower: "", listing }, visitor, context, options);
+  const rootKey = inodeKey(await io.fstat(root));
+  await walkDirectory(
+    io,
+    { fd: root, lower: "", listing },
+    visitor,
+    context,
+    options,
+    new Set([rootKey]),
+  );
 }
 
 async function walkDirectory<C>(
@@ -303,6 +317,8 @@ async function walkDirectory<C>(
   visitor: LayoutVisitor<C>,
   context: C,
   options: WalkOptions,
+  /** Inodes of the directories from the root down to this one: a bind mount can make a cycle. */
+  ancestors: ReadonlySet<string>,
 ): Promise<void> {
   await visitor.directory?.(dir, context);
   const named = [...dir.listing.named].sort((a, b) =>
@@ -334,7 +350,10 @@ async function walkDirectory<C>(
     const inner = (await visitor.entry?.(dir, entry, context)) ?? context;
     if (entry.type !== "directory") continue;
     let child: { fd: Fd; listing: LowerListing };
+    const key = inodeKey(stat);
     try {
+      if (ancestors.has(key))
+        throw new FsError("ELOOP", "a directory that contains itself (a bind mount?)");
       child = await openSubdirectory(io, dir.fd, item.entry);
     } catch (err) {
       if (!(err instanceof FsError)) throw err;
@@ -344,7 +363,14 @@ async function walkDirectory<C>(
       continue;
     }
     try {
-      await walkDirectory(io, { ...child, lower }, visitor, inner, options);
+      await walkDirectory(
+        io,
+        { ...child, lower },
+        visitor,
+        inner,
+        options,
+        new Set([...ancestors, key]),
+      );
     } finally {
       await io.close(child.fd);
     }
