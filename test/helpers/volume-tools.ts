@@ -583,6 +583,18 @@ export interface FsckJson {
   directories: number;
   symlinks: number;
   bytes: number;
+  checked: number;
+  skipped: number;
+  skippedBytes: number;
+  record: {
+    found: "valid" | "none" | "invalid" | "off";
+    used: boolean;
+    age?: number;
+    fullAge?: number;
+    written: boolean;
+    files?: number;
+  };
+  seconds: number;
   problems: FsckProblem[];
 }
 
