@@ -1,7 +1,7 @@
 import { constants } from "node:fs";
 import type { Keyring } from "../crypto/keys.js";
 import { CONFIG_VERSION } from "../format/config.js";
-import { ContentGeometry, openBlocks } from "../format/content.js";
+import { ContentGeometry, verifyBlocks, type FileCipher } from "../format/content.js";
 import { readDirIds } from "../format/dir-ids.js";
 import { FormatError, isFormatError } from "../format/errors.js";
 import { FileKind, HEADER_SIZE, openHeader } from "../format/header.js";
@@ -141,8 +141,8 @@ const SEEK_DATA = 3;
  */
 const RACY_MARGIN_NS = 2_000_000_000n;
 
-/** Blocks verified per read while scanning a file. */
-const SCAN_BLOCKS = 64;
+/** Bytes read at once while scanning a file (whole sealed blocks). */
+const SCAN_BYTES = 4 << 20;
 
 /** What the check carries from a directory to its entries. */
 interface DirState {
@@ -673,30 +673,16 @@ export class Fsck {
         holes: header.holes,
       };
       const finalIndex = this.geometry.blockCount(size) - 1;
-      const chunk = Buffer.allocUnsafe(SCAN_BLOCKS * this.geometry.sealedBlockSize);
-      for (let first = 0; first <= finalIndex; first += SCAN_BLOCKS) {
-        const last = Math.min(finalIndex, first + SCAN_BLOCKS - 1);
-        const start = this.geometry.blockOffset(first);
-        const end = Math.min(this.geometry.blockOffset(last + 1), lowerSize);
-        // Where the lower has a hole, every block is a hole (§9): nothing to read.
-        if (header.holes && (await this.nextData(fd, start, lowerSize)) >= end) continue;
-        const got = await readFully(this.io, fd, chunk, end - start, start);
-        let at = first;
-        while (at <= last) {
-          const offset = (at - first) * this.geometry.sealedBlockSize;
-          const { failure } = openBlocks(cipher, at, chunk.subarray(offset, got), finalIndex);
-          if (!failure) break;
-          this.add({
-            severity: "error",
-            code: failure.error.code,
-            path,
-            lower,
-            block: failure.index,
-            message: failure.error.message,
-          });
-          at = failure.index + 1;
-        }
-      }
+      await this.scanBlocks(fd, cipher, finalIndex, lowerSize, (failure) =>
+        this.add({
+          severity: "error",
+          code: failure.error.code,
+          path,
+          lower,
+          block: failure.index,
+          message: failure.error.message,
+        }),
+      );
       header.fileKey.fill(0);
       if (this.report.problems.length === problemsBefore) this.recordVerified(stat, checkedAt);
     } finally {
@@ -713,6 +699,56 @@ export class Fsck {
   private recordVerified(stat: LowerStat, checkedAt: bigint): void {
     if (stat.ctimeNs > checkedAt - RACY_MARGIN_NS) return;
     this.verified.add(statDigest(stat));
+  }
+
+  /**
+   * Verifies every block of a file, in large sequential reads: while one
+   * chunk is verified on this thread, the threadpool reads the next into
+   * the other of two buffers (no buffer allocated per chunk or block).
+   */
+  private async scanBlocks(
+    fd: Fd,
+    cipher: FileCipher,
+    finalIndex: number,
+    lowerSize: number,
+    failed: (failure: { index: number; error: FormatError }) => void,
+  ): Promise<void> {
+    const g = this.geometry;
+    const perChunk = Math.max(1, Math.floor(SCAN_BYTES / g.sealedBlockSize));
+    const buffers = [0, 1].map(() => Buffer.allocUnsafe(perChunk * g.sealedBlockSize));
+    let turn = 0;
+    const read = async (from: number): Promise<{ first: number; bytes: Buffer } | undefined> => {
+      for (let first = from; first <= finalIndex; first += perChunk) {
+        const last = Math.min(finalIndex, first + perChunk - 1);
+        const start = g.blockOffset(first);
+        const end = Math.min(g.blockOffset(last + 1), lowerSize);
+        // Where the lower has a hole, every block is a hole (§9): nothing to read.
+        if (cipher.holes && (await this.nextData(fd, start, lowerSize)) >= end) continue;
+        const buffer = buffers[turn]!;
+        turn ^= 1;
+        const got = await readFully(this.io, fd, buffer, end - start, start);
+        return { first, bytes: buffer.subarray(0, got) };
+      }
+      return undefined;
+    };
+    let next = read(0);
+    try {
+      for (let chunk = await next; chunk; chunk = await next) {
+        next = read(chunk.first + perChunk);
+        let at = chunk.first;
+        for (;;) {
+          const offset = (at - chunk.first) * g.sealedBlockSize;
+          if (offset >= chunk.bytes.length) break;
+          const failure = verifyBlocks(cipher, at, chunk.bytes.subarray(offset), finalIndex);
+          if (!failure) break;
+          failed(failure);
+          at = failure.index + 1;
+        }
+      }
+    } finally {
+      // Never leave a read in flight on a descriptor the caller is about to close.
+      await next.catch(() => undefined);
+    }
   }
 
   /** The lower's next data at or after `at` (its end when there is none). */
