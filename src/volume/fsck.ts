@@ -32,6 +32,7 @@ import {
   type WalkedEntry,
 } from "../fs/lower/layout.js";
 import {
+  lowerOpsFor,
   readFully,
   threadedLowerOps,
   type Fd,
@@ -173,7 +174,8 @@ export class Fsck {
   };
   private readonly progress: Progress;
   private readonly formatVersion: number;
-  private readonly io: LowerOps = threadedLowerOps;
+  /** Inline syscalls on a local lower (lowerOpsFor), the threadpool elsewhere. */
+  private io: LowerOps = threadedLowerOps;
   /** Hex ID -> the lower directory where it was first seen (DUPLICATE_DIR_ID). */
   private readonly idHomes = new Map<string, string>();
   /** The record this check trusts (undefined: check every file). */
@@ -196,6 +198,7 @@ export class Fsck {
     // Repairs delete lower entries a live mount may be using (its temp files, a sidecar being written).
     if (this.options.repair) await refuseIfMounted(this.root, "fsck --repair");
     const started = Date.now();
+    this.io = await lowerOpsFor(this.root, false).catch(() => threadedLowerOps);
     await withLowerRoot(this.io, this.root, async (root) => {
       const previous = this.recording ? await this.readRecord(root) : undefined;
       const full =
@@ -704,7 +707,8 @@ export class Fsck {
   /**
    * Verifies every block of a file, in large sequential reads: while one
    * chunk is verified on this thread, the threadpool reads the next into
-   * the other of two buffers (no buffer allocated per chunk or block).
+   * the other of two buffers (allocated once per check, not per file,
+   * chunk or block).
    */
   private async scanBlocks(
     fd: Fd,
@@ -715,7 +719,7 @@ export class Fsck {
   ): Promise<void> {
     const g = this.geometry;
     const perChunk = Math.max(1, Math.floor(SCAN_BYTES / g.sealedBlockSize));
-    const buffers = [0, 1].map(() => Buffer.allocUnsafe(perChunk * g.sealedBlockSize));
+    const buffers = this.scanBuffers(perChunk * g.sealedBlockSize);
     let turn = 0;
     const read = async (from: number): Promise<{ first: number; bytes: Buffer } | undefined> => {
       for (let first = from; first <= finalIndex; first += perChunk) {
@@ -726,7 +730,8 @@ export class Fsck {
         if (cipher.holes && (await this.nextData(fd, start, lowerSize)) >= end) continue;
         const buffer = buffers[turn]!;
         turn ^= 1;
-        const got = await readFully(this.io, fd, buffer, end - start, start);
+        // Always on the threadpool: the read overlaps the verification of the chunk before.
+        const got = await readFully(threadedLowerOps, fd, buffer, end - start, start);
         return { first, bytes: buffer.subarray(0, got) };
       }
       return undefined;
@@ -749,6 +754,13 @@ export class Fsck {
       // Never leave a read in flight on a descriptor the caller is about to close.
       await next.catch(() => undefined);
     }
+  }
+
+  private buffers: Buffer[] | undefined;
+
+  private scanBuffers(size: number): Buffer[] {
+    this.buffers ??= [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)];
+    return this.buffers;
   }
 
   /** The lower's next data at or after `at` (its end when there is none). */
