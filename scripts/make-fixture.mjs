@@ -902,6 +902,11 @@ async function makeVectors() {
   };
 }
 
+/** The code's keyring of the inputs, with the one mount key of epoch 1. */
+function epochOneKeyring(inputs) {
+  return new keys.Keyring(inputs.volumeId, 1, new Map([[1, inputs.mountKey]]), inputs.volumeSecret);
+}
+
 /**
  * fsck's check record (docs/format.md §3.3), an addition to version 3: the
  * key, stat digests and one stored record, then the code's own encoding
@@ -909,13 +914,7 @@ async function makeVectors() {
  */
 function makeCheckRecordVectors(inputs) {
   const key = spec.hkdf(inputs.volumeSecret, inputs.volumeId, "cryptmount v3 fsck-record", 32);
-  const code = new keys.Keyring(
-    inputs.volumeId,
-    1,
-    new Map([[1, inputs.mountKey]]),
-    inputs.volumeSecret,
-  );
-  same("K_fsckRecord", key, code.volume.fsckRecord);
+  same("K_fsckRecord", key, epochOneKeyring(inputs).volume.fsckRecord);
   const stats = [
     { ino: 12n, size: 152, mtimeNs: 1767225600123456789n, ctimeNs: 1767225601987654321n },
     { ino: 2n ** 64n - 1n, size: 1073758464, mtimeNs: -1n, ctimeNs: 1767225600000000000n },
@@ -984,12 +983,7 @@ function makeCheckRecordVectors(inputs) {
  */
 function makeV2Vectors(inputs, v1) {
   const key = spec.dirIdKey(inputs.volumeSecret, inputs.volumeId);
-  const keyring = new keys.Keyring(
-    inputs.volumeId,
-    1,
-    new Map([[1, inputs.mountKey]]),
-    inputs.volumeSecret,
-  );
+  const keyring = epochOneKeyring(inputs);
   same("subkey dirIds", key, keyring.volume.dirIds);
   const ids = [
     { note: "the dirId input", id: inputs.dirId },

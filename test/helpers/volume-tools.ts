@@ -13,6 +13,7 @@ import { closeSync, openSync, readFileSync, readSync, readdirSync, statSync } fr
 import { open, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { expect } from "vitest";
+import type { RecordReport } from "../../src/volume/fsck.js";
 import {
   CLI,
   HEADER_SIZE,
@@ -586,14 +587,7 @@ export interface FsckJson {
   checked: number;
   skipped: number;
   skippedBytes: number;
-  record: {
-    found: "valid" | "none" | "invalid" | "off";
-    used: boolean;
-    age?: number;
-    fullAge?: number;
-    written: boolean;
-    files?: number;
-  };
+  record: RecordReport;
   seconds: number;
   problems: FsckProblem[];
 }
