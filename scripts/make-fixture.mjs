@@ -66,6 +66,7 @@ const volume = await load("volume/volume.js");
 const xattr = await load("format/xattr.js");
 const dirIds = await load("format/dir-ids.js");
 const object = await load("format/object.js");
+const checkRecord = await load("format/check-record.js");
 
 // --- helpers -------------------------------------------------------------------
 
@@ -822,6 +823,7 @@ async function makeVectors() {
 
   const v2 = makeV2Vectors(inputs, { sealedSecret, bundle, passSlot, recSlot, unsigned });
   const v3 = makeV3Vectors(inputs, { unsigned });
+  const fsckRecord = makeCheckRecordVectors(inputs);
 
   return {
     about: [
@@ -896,6 +898,81 @@ async function makeVectors() {
     },
     v2,
     v3,
+    fsckRecord,
+  };
+}
+
+/** The code's keyring of the inputs, with the one mount key of epoch 1. */
+function epochOneKeyring(inputs) {
+  return new keys.Keyring(inputs.volumeId, 1, new Map([[1, inputs.mountKey]]), inputs.volumeSecret);
+}
+
+/**
+ * fsck's check record (docs/format.md §3.3), an addition to version 3: the
+ * key, stat digests and one stored record, then the code's own encoding
+ * and decoding of it. Appended after every earlier vector.
+ */
+function makeCheckRecordVectors(inputs) {
+  const key = spec.hkdf(inputs.volumeSecret, inputs.volumeId, "cryptmount v3 fsck-record", 32);
+  same("K_fsckRecord", key, epochOneKeyring(inputs).volume.fsckRecord);
+  const stats = [
+    { ino: 12n, size: 152, mtimeNs: 1767225600123456789n, ctimeNs: 1767225601987654321n },
+    { ino: 2n ** 64n - 1n, size: 1073758464, mtimeNs: -1n, ctimeNs: 1767225600000000000n },
+    { ino: 131075n, size: 32924, mtimeNs: 0n, ctimeNs: 1n },
+  ];
+  const digestOf = (st) => {
+    const input = Buffer.alloc(32);
+    input.writeBigUInt64BE(st.ino, 0);
+    input.writeBigUInt64BE(BigInt(st.size), 8);
+    input.writeBigInt64BE(st.mtimeNs, 16);
+    input.writeBigInt64BE(st.ctimeNs, 24);
+    return createHash("sha256").update(input).digest().subarray(0, 16);
+  };
+  const digests = stats.map((st) => {
+    const d = digestOf(st);
+    same(`stat digest of inode ${st.ino}`, d, checkRecord.statDigest(st));
+    return d;
+  });
+  const writtenAt = 1767312000000; // 2026-01-02T00:00:00Z
+  const fullAt = 1767225600000; // 2026-01-01T00:00:00Z
+  const sorted = [...digests].sort(Buffer.compare);
+  const head = Buffer.alloc(28);
+  head.write("CMFK", 0, "latin1");
+  head[4] = 1;
+  head.writeBigUInt64BE(BigInt(writtenAt), 8);
+  head.writeBigUInt64BE(BigInt(fullAt), 16);
+  head.writeUInt32BE(sorted.length, 24);
+  const body = Buffer.concat([head, ...sorted]);
+  const stored = Buffer.concat([body, createHmac("sha256", key).update(body).digest()]);
+  // The code sorts, drops the duplicate (a hard link) and authenticates the same bytes.
+  const built = checkRecord.CheckRecord.of({ writtenAt, fullAt }, [...digests, digests[0]]);
+  same("stored check record", stored, built.encode(key));
+  const opened = checkRecord.CheckRecord.decode(key, stored);
+  same("check record times", `${writtenAt} ${fullAt}`, `${opened.writtenAt} ${opened.fullAt}`);
+  const empty = Buffer.concat([head.subarray(0, 24), Buffer.alloc(4)]);
+  const emptyStored = Buffer.concat([empty, createHmac("sha256", key).update(empty).digest()]);
+  same(
+    "empty check record",
+    emptyStored,
+    checkRecord.CheckRecord.of({ writtenAt, fullAt }, []).encode(key),
+  );
+  return {
+    about: [
+      "fsck's check record (docs/format.md §3.3), an addition to format version 3; inputs: volume secret and ID above.",
+      "digest = SHA-256(u64 ino || u64 size || i64 mtime_ns || i64 ctime_ns)[0..16); record = head || sorted digests || HMAC-SHA256(K_fsckRecord, head || digests).",
+    ],
+    key: hex(key),
+    stats: stats.map((st, i) => ({
+      ino: st.ino.toString(),
+      size: st.size,
+      mtimeNs: st.mtimeNs.toString(),
+      ctimeNs: st.ctimeNs.toString(),
+      digest: hex(digests[i]),
+    })),
+    writtenAt,
+    fullAt,
+    stored: hex(stored),
+    empty: hex(emptyStored),
   };
 }
 
@@ -906,12 +983,7 @@ async function makeVectors() {
  */
 function makeV2Vectors(inputs, v1) {
   const key = spec.dirIdKey(inputs.volumeSecret, inputs.volumeId);
-  const keyring = new keys.Keyring(
-    inputs.volumeId,
-    1,
-    new Map([[1, inputs.mountKey]]),
-    inputs.volumeSecret,
-  );
+  const keyring = epochOneKeyring(inputs);
   same("subkey dirIds", key, keyring.volume.dirIds);
   const ids = [
     { note: "the dirId input", id: inputs.dirId },

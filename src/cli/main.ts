@@ -338,10 +338,24 @@ Examples:
             "--repair",
             "fix what is safe to fix (orphan sidecars, leftover temp files, forged directory IDs); never deletes user data",
           )
-          .option("--json", "print a JSON report")
+          .option("--json", "print a JSON report (and a one-line summary on stderr)")
+          .option(
+            "--full",
+            "read every file, also those the check record lists as unchanged since they were last verified",
+          )
+          .option(
+            "--full-after <days>",
+            "check everything when the last full check began more than DAYS days ago",
+          )
+          .option(
+            "--no-record",
+            "neither use nor write the check record (cryptmount.fsck in the lower): check everything, write nothing",
+          )
           .addHelpText(
             "after",
-            "\nExample:\n  cryptmount fsck --passfile /etc/cryptmount/data.pass --json /data/lower",
+            "\nA repeat check reads only the files whose lower size, mtime, ctime or inode changed since they\n" +
+              "were last verified (the check record); names, directory IDs, sidecars and objects are always checked.\n" +
+              "\nExample:\n  cryptmount fsck --passfile /etc/cryptmount/data.pass --json /data/lower",
           ),
       ),
     ),

@@ -10,7 +10,8 @@ import { wipe } from "./bytes.js";
  *   slot key ── HKDF ──> bundle key ──wraps──> mount keys by epoch
  *   mount key (per epoch) ── HKDF ──> header-wrap key, config key, config MAC key
  *   volume secret (fixed) ── HKDF ──> name key (SIV), symlink key, xattr keys, root dir ID,
- *                                     directory-ID MAC key (format version 2)
+ *                                     directory-ID MAC key (format version 2),
+ *                                     fsck check-record MAC key (version 3, §3.3)
  *
  * The volume secret is wrapped by the mount key in the config, so rotating the
  * mount key (rekey) rewraps headers and the volume secret but renames nothing.
@@ -27,6 +28,8 @@ export const LABELS = {
   rootDirId: "cryptmount v1 root-dir-id",
   /** New in format version 2 (docs/format.md §4.2, §12.1); the labels above are unchanged. */
   dirIds: "cryptmount v2 dir-ids",
+  /** fsck's check record (docs/format.md §3.3), an addition to version 3 that changes nothing else. */
+  fsckRecord: "cryptmount v3 fsck-record",
 } as const;
 
 export const MOUNT_KEY_SIZE = 32;
@@ -63,6 +66,8 @@ export interface VolumeKeys {
   readonly rootDirId: Buffer;
   /** HMAC-SHA256 key of directory ID tags (format version 2, src/format/dir-ids.ts). */
   readonly dirIds: Buffer;
+  /** HMAC-SHA256 key of fsck's check record (src/format/check-record.ts). */
+  readonly fsckRecord: Buffer;
 }
 
 export function deriveVolumeKeys(volumeSecret: Uint8Array, volumeId: Uint8Array): VolumeKeys {
@@ -73,6 +78,7 @@ export function deriveVolumeKeys(volumeSecret: Uint8Array, volumeId: Uint8Array)
     xattrValues: hkdf(volumeSecret, volumeId, LABELS.xattrValues, KEY_SIZE),
     rootDirId: hkdf(volumeSecret, volumeId, LABELS.rootDirId, DIR_ID_SIZE),
     dirIds: hkdf(volumeSecret, volumeId, LABELS.dirIds, KEY_SIZE),
+    fsckRecord: hkdf(volumeSecret, volumeId, LABELS.fsckRecord, KEY_SIZE),
   };
 }
 
@@ -132,6 +138,7 @@ export class Keyring {
       v.xattrNames,
       v.xattrValues,
       v.dirIds,
+      v.fsckRecord,
     ];
   }
 

@@ -155,25 +155,45 @@ export function openBlocks(
   sealed: Uint8Array,
   finalIndex: number,
 ): { cleartext: Buffer; failure?: { index: number; error: FormatError } } {
-  const { sealedBlockSize } = file.geometry;
   const parts: Buffer[] = [];
+  const failure = eachBlock(file, firstIndex, sealed, finalIndex, (plain) => parts.push(plain));
+  const cleartext = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+  return failure ? { cleartext, failure } : { cleartext };
+}
+
+/**
+ * Verifies consecutive sealed blocks as openBlocks does, keeping no
+ * cleartext (fsck): the first block that fails, or undefined.
+ */
+export function verifyBlocks(
+  file: FileCipher,
+  firstIndex: number,
+  sealed: Uint8Array,
+  finalIndex: number,
+): { index: number; error: FormatError } | undefined {
+  return eachBlock(file, firstIndex, sealed, finalIndex, () => undefined);
+}
+
+function eachBlock(
+  file: FileCipher,
+  firstIndex: number,
+  sealed: Uint8Array,
+  finalIndex: number,
+  onBlock: (plain: Buffer) => void,
+): { index: number; error: FormatError } | undefined {
+  const { sealedBlockSize } = file.geometry;
   for (let pos = 0, index = firstIndex; pos < sealed.length; pos += sealedBlockSize, index++) {
     const piece = sealed.subarray(pos, pos + sealedBlockSize);
     const final = index === finalIndex;
     if (file.holes && !final && piece.length === sealedBlockSize && isAllZero(piece)) {
-      parts.push(Buffer.alloc(file.geometry.blockSize));
+      onBlock(Buffer.alloc(file.geometry.blockSize));
       continue;
     }
     const plain = gcmOpen(file.fileKey, blockAad(file.fileId, index, final), piece);
-    if (!plain) {
-      return {
-        cleartext: Buffer.concat(parts),
-        failure: { index, error: diagnose(file, index, final, piece) },
-      };
-    }
-    parts.push(plain);
+    if (!plain) return { index, error: diagnose(file, index, final, piece) };
+    onBlock(plain);
   }
-  return { cleartext: parts.length === 1 ? parts[0]! : Buffer.concat(parts) };
+  return undefined;
 }
 
 /** Names the failure precisely: a final-flag mismatch means truncation or extension. */

@@ -28,7 +28,8 @@ export type FormatErrorCode =
   | "UNKNOWN_FEATURE"
   | "WEAK_KDF"
   | "WRONG_KEY"
-  | "RECOVERY_KEY_INVALID";
+  | "RECOVERY_KEY_INVALID"
+  | "CHECK_RECORD_INVALID";
 
 export class FormatError extends Error {
   constructor(

@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import { fromBase64Url, toBase64Url } from "../crypto/bytes.js";
 import { sivOpen, sivSeal } from "../crypto/siv.js";
+import { CHECK_RECORD_NAME } from "./check-record.js";
 import { FormatError } from "./errors.js";
 
 /**
@@ -104,6 +105,7 @@ export type LowerEntryKind =
   | { kind: "dir-id"; form: "v1"; id: Buffer }
   | { kind: "dir-id"; form: "v2"; id: Buffer; tag: Buffer }
   | { kind: "config" }
+  | { kind: "check-record" }
   | { kind: "foreign" };
 
 /** What a lower directory entry is, from its name alone. */
@@ -134,6 +136,9 @@ export function classifyLowerEntry(name: string): LowerEntryKind {
     }
   }
   if (name === CONFIG_NAME || name.startsWith(CONFIG_NAME + ".")) return { kind: "config" };
+  // §3.3: fsck's check record and the temporary files of its atomic writes.
+  if (name === CHECK_RECORD_NAME || name.startsWith(CHECK_RECORD_NAME + "."))
+    return { kind: "check-record" };
   return { kind: "foreign" };
 }
 

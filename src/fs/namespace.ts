@@ -9,6 +9,7 @@ import { SIDECAR_SUFFIX, decryptName, encryptName, lowerEntryFor } from "../form
 import { FsError } from "./errors.js";
 import { classifyListing, readLongName, type NamedEntry } from "./lower/layout.js";
 import type { Fd, LowerOps } from "./lower/ops.js";
+import { replaceFileAt } from "./lower/replace.js";
 import type { Directory } from "./types.js";
 
 /** The lower name of a cleartext entry, and the sidecar content when the name is long (docs/format.md §10, §11). */
@@ -172,19 +173,8 @@ export class Namespace {
    */
   async writeSidecar(dir: LowerDirectory, at: LowerName): Promise<void> {
     if (at.longName === undefined) return;
-    const sidecar = at.entry + SIDECAR_SUFFIX;
-    const temp = `${sidecar}.tmp-${randomPool.bytes(6).toString("hex")}`;
-    await this.io.createFile(dir.fd, temp, Buffer.from(at.longName, "ascii"), 0o444, {
-      exclusive: true,
-      sync: true,
-    });
-    try {
-      await this.io.rename(dir.fd, temp, dir.fd, sidecar, 0);
-    } catch (err) {
-      await this.io.unlink(dir.fd, temp).catch(() => undefined);
-      throw err;
-    }
-    await this.io.fsyncDir(dir.fd);
+    const content = Buffer.from(at.longName, "ascii");
+    await replaceFileAt(this.io, dir.fd, at.entry + SIDECAR_SUFFIX, content, 0o444);
   }
 
   async removeSidecar(dir: LowerDirectory, at: LowerName): Promise<void> {

@@ -1,8 +1,7 @@
 import { constants } from "node:fs";
 import type { Keyring } from "../crypto/keys.js";
-import { randomPool } from "../crypto/random.js";
 import { CONFIG_VERSION } from "../format/config.js";
-import { ContentGeometry, openBlocks } from "../format/content.js";
+import { ContentGeometry, verifyBlocks, type FileCipher } from "../format/content.js";
 import { readDirIds } from "../format/dir-ids.js";
 import { FormatError, isFormatError } from "../format/errors.js";
 import { FileKind, HEADER_SIZE, openHeader } from "../format/header.js";
@@ -12,6 +11,15 @@ import { decryptSymlink } from "../format/symlink.js";
 import { OBJECTS_VERSION } from "../format/versions.js";
 import { FsError } from "../fs/errors.js";
 import { SEEK_DATA } from "../fs/types.js";
+import { replaceFileAt } from "../fs/lower/replace.js";
+import {
+  CHECK_RECORD_MAX_FILES,
+  CHECK_RECORD_MAX_SIZE,
+  CHECK_RECORD_NAME,
+  CheckRecord,
+  CheckRecordBuilder,
+  statDigest,
+} from "../format/check-record.js";
 import {
   atLower,
   countFiles,
@@ -25,7 +33,14 @@ import {
   type WalkedDirectory,
   type WalkedEntry,
 } from "../fs/lower/layout.js";
-import { readFully, threadedLowerOps, type Fd, type LowerOps } from "../fs/lower/ops.js";
+import {
+  lowerOpsFor,
+  readFully,
+  threadedLowerOps,
+  type Fd,
+  type LowerOps,
+  type LowerStat,
+} from "../fs/lower/ops.js";
 import { refuseIfMounted } from "../mount/in-use.js";
 import { noProgress, type Progress } from "./progress.js";
 import { withLowerRoot } from "./volume.js";
@@ -47,6 +62,13 @@ import { withLowerRoot } from "./volume.js";
  * The walk is the layout reader's (src/fs/lower/layout.ts): directory
  * handles, no symlink followed, no FIFO, socket or device opened. Such an
  * object where the format has none is UNEXPECTED_TYPE (§17).
+ *
+ * The check record (§3.3): the content of a regular file whose lower stat
+ * (inode, size, mtime, ctime) the last checks recorded as verified is not
+ * read again; everything else (names, directory IDs, sidecars, objects,
+ * the type of every entry) is checked on every run. After the walk, fsck
+ * records the files whose content verified without a problem. `full`
+ * ignores the record; `record: false` neither reads nor writes it.
  */
 export type Severity = "error" | "warning";
 
@@ -68,8 +90,34 @@ export interface FsckReport {
   symlinks: number;
   /** FIFOs, sockets and devices (objects of version 3, §13). */
   specials: number;
+  /** Cleartext bytes whose blocks were read and verified. */
   bytes: number;
+  /** Regular files whose content was read and verified, and those skipped as recorded (§3.3). */
+  checked: number;
+  skipped: number;
+  /** Cleartext bytes of the skipped files. */
+  skippedBytes: number;
+  record: RecordReport;
+  /** Wall-clock time of the check. */
+  seconds: number;
   problems: Problem[];
+}
+
+/** What fsck did with its check record (§3.3). */
+export interface RecordReport {
+  /**
+   * The record found: "valid" (used unless full), "none", "invalid" (a
+   * CHECK_RECORD_INVALID warning; not used), or "off" (not read: record false).
+   */
+  found: "valid" | "none" | "invalid" | "off";
+  /** Whether this check skipped files by it. */
+  used: boolean;
+  /** Seconds since the record found was written, and since its last full check began. */
+  age?: number;
+  fullAge?: number;
+  /** Whether a new record was written, and how many files it lists. */
+  written: boolean;
+  files?: number;
 }
 
 export interface FsckOptions {
@@ -77,12 +125,25 @@ export interface FsckOptions {
   readonly progress?: Progress;
   /** The volume's format version (default: the current one): which ID entries count (§12.3). */
   readonly formatVersion?: number;
+  /** Check every file's content, whatever the record says (the record is rewritten). */
+  readonly full?: boolean;
+  /** Check everything when the record's last full check began longer ago than this (ms). */
+  readonly fullAfterMs?: number;
+  /** false: neither read nor write the check record (the lower is left untouched). */
+  readonly record?: boolean;
 }
 
 /** The first format version with objects and holes (§13, §9). */
 
-/** Blocks verified per read while scanning a file. */
-const SCAN_BLOCKS = 64;
+/**
+ * A file changed this shortly before it was checked is not recorded: its
+ * ctime could stay the same through a later change within one tick of the
+ * filesystem's clock (as git's "racily clean" entries).
+ */
+const RACY_MARGIN_NS = 2_000_000_000n;
+
+/** Bytes read at once while scanning a file (whole sealed blocks). */
+const SCAN_BYTES = 4 << 20;
 
 /** What the check carries from a directory to its entries. */
 interface DirState {
@@ -104,13 +165,23 @@ export class Fsck {
     symlinks: 0,
     specials: 0,
     bytes: 0,
+    checked: 0,
+    skipped: 0,
+    skippedBytes: 0,
+    record: { found: "off", used: false, written: false },
+    seconds: 0,
     problems: [],
   };
   private readonly progress: Progress;
   private readonly formatVersion: number;
-  private readonly io: LowerOps = threadedLowerOps;
+  /** Inline syscalls on a local lower (lowerOpsFor), the threadpool elsewhere. */
+  private io: LowerOps = threadedLowerOps;
   /** Hex ID -> the lower directory where it was first seen (DUPLICATE_DIR_ID). */
   private readonly idHomes = new Map<string, string>();
+  /** The record this check trusts (undefined: check every file). */
+  private trusted: CheckRecord | undefined;
+  /** Stat digests of the files verified, or skipped as recorded: the next record. */
+  private readonly verified = new CheckRecordBuilder();
 
   constructor(
     private readonly root: string,
@@ -126,7 +197,19 @@ export class Fsck {
   async run(): Promise<FsckReport> {
     // Repairs delete lower entries a live mount may be using (its temp files, a sidecar being written).
     if (this.options.repair) await refuseIfMounted(this.root, "fsck --repair");
+    const started = Date.now();
+    this.io = await lowerOpsFor(this.root, false).catch(() => threadedLowerOps);
     await withLowerRoot(this.io, this.root, async (root) => {
+      const previous = this.recording ? await this.readRecord(root) : undefined;
+      const full =
+        this.options.full ||
+        (previous !== undefined &&
+          this.options.fullAfterMs !== undefined &&
+          started - previous.fullAt >= this.options.fullAfterMs);
+      if (previous && !full) {
+        this.trusted = previous;
+        this.report.record.used = true;
+      }
       this.progress.start(await countFiles(this.io, root));
       try {
         await walkVolume<DirState>(
@@ -143,8 +226,88 @@ export class Fsck {
       } finally {
         this.progress.stop();
       }
+      if (this.recording) {
+        const fullAt = this.trusted ? this.trusted.fullAt : started;
+        await this.writeRecord(root, this.verified.build({ writtenAt: Date.now(), fullAt }));
+      }
     });
+    this.report.seconds = (Date.now() - started) / 1000;
     return this.report;
+  }
+
+  /** Whether this check reads and writes a record: not when told not to, nor on a read-only (old) version. */
+  private get recording(): boolean {
+    return this.options.record !== false && this.formatVersion >= OBJECTS_VERSION;
+  }
+
+  /** The check record in the root, when one verifies; anything else is a warning and unused. */
+  private async readRecord(root: Fd): Promise<CheckRecord | undefined> {
+    const report = this.report.record;
+    let bytes: Buffer;
+    try {
+      bytes = await this.io.readSmallFile(root, CHECK_RECORD_NAME, CHECK_RECORD_MAX_SIZE);
+    } catch (err) {
+      if (!(err instanceof FsError)) throw err;
+      if (err.errno === "ENOENT") {
+        report.found = "none";
+        return undefined;
+      }
+      return this.invalidRecord(`check record cannot be read (${err.errno}: ${err.message})`);
+    }
+    let record: CheckRecord;
+    try {
+      record = CheckRecord.decode(this.keyring.volume.fsckRecord, bytes);
+    } catch (err) {
+      if (!isFormatError(err)) throw err;
+      return this.invalidRecord(err.message);
+    }
+    const now = Date.now();
+    report.found = "valid";
+    report.age = Math.max(0, Math.round((now - record.writtenAt) / 1000));
+    report.fullAge = Math.max(0, Math.round((now - record.fullAt) / 1000));
+    return record;
+  }
+
+  private invalidRecord(message: string): undefined {
+    this.report.record.found = "invalid";
+    this.add({
+      severity: "warning",
+      code: "CHECK_RECORD_INVALID",
+      lower: CHECK_RECORD_NAME,
+      message: `${message}; not trusted: every file is checked and the record replaced`,
+    });
+    return undefined;
+  }
+
+  /** Replaces the record atomically; a lower that cannot take it (read-only, full) is a warning. */
+  private async writeRecord(root: Fd, record: CheckRecord): Promise<void> {
+    const report = this.report.record;
+    const unwritten = (why: string) =>
+      this.add({
+        severity: "warning",
+        code: "CHECK_RECORD_NOT_WRITTEN",
+        lower: CHECK_RECORD_NAME,
+        message: `check record not written (${why}); the next check reads every file again`,
+      });
+    if (record.size > CHECK_RECORD_MAX_FILES) {
+      unwritten(`more than ${CHECK_RECORD_MAX_FILES} files`);
+      return;
+    }
+    try {
+      await replaceFileAt(
+        this.io,
+        root,
+        CHECK_RECORD_NAME,
+        record.encode(this.keyring.volume.fsckRecord),
+        0o600,
+      );
+    } catch (err) {
+      if (!(err instanceof FsError)) throw err;
+      unwritten(`${err.errno}: ${err.message}`);
+      return;
+    }
+    report.written = true;
+    report.files = record.size;
   }
 
   private add(problem: Problem): Problem {
@@ -221,6 +384,11 @@ export class Fsck {
         isRoot ? listing.config.filter((e) => /\.tmp-/.test(e)) : [],
         "STALE_TEMP",
         "leftover temporary config file",
+      ],
+      [
+        isRoot ? listing.checkRecords.filter((e) => /\.tmp-/.test(e)) : [],
+        "STALE_TEMP",
+        "leftover temporary check-record file",
       ],
       [listing.orphanSidecars, "ORPHAN_SIDECAR", "long-name sidecar without its entry"],
     ];
@@ -435,6 +603,16 @@ export class Fsck {
   }
 
   private async file(dir: Fd, entry: WalkedEntry, path: string | undefined): Promise<void> {
+    if (this.trusted && !this.isObjectLength(entry.stat.size)) {
+      const digest = statDigest(entry.stat);
+      if (this.trusted.has(digest)) {
+        this.report.files++;
+        this.report.skipped++;
+        this.report.skippedBytes += this.geometry.cleartextSize(entry.stat.size);
+        this.verified.add(digest);
+        return;
+      }
+    }
     const opened = await openRegularFile(this.io, dir, entry.entry, constants.O_RDONLY);
     if ("refused" in opened) {
       if (opened.refused !== "gone")
@@ -442,14 +620,17 @@ export class Fsck {
       return;
     }
     const { fd, stat } = opened;
+    const checkedAt = BigInt(Date.now()) * 1_000_000n;
     const lower = entry.lower;
     const lowerSize = stat.size;
     try {
-      if (this.formatVersion >= OBJECTS_VERSION && lowerSize === this.geometry.objectLowerSize) {
+      if (this.isObjectLength(lowerSize)) {
         await this.object(fd, path, lower);
         return;
       }
       this.report.files++;
+      this.report.checked++;
+      const problemsBefore = this.report.problems.length;
       const head = Buffer.alloc(HEADER_SIZE);
       const bytesRead = await readFully(this.io, fd, head, HEADER_SIZE, 0);
       let header;
@@ -495,34 +676,91 @@ export class Fsck {
         holes: header.holes,
       };
       const finalIndex = this.geometry.blockCount(size) - 1;
-      const chunk = Buffer.allocUnsafe(SCAN_BLOCKS * this.geometry.sealedBlockSize);
-      for (let first = 0; first <= finalIndex; first += SCAN_BLOCKS) {
-        const last = Math.min(finalIndex, first + SCAN_BLOCKS - 1);
-        const start = this.geometry.blockOffset(first);
-        const end = Math.min(this.geometry.blockOffset(last + 1), lowerSize);
-        // Where the lower has a hole, every block is a hole (§9): nothing to read.
-        if (header.holes && (await this.nextData(fd, start, lowerSize)) >= end) continue;
-        const got = await readFully(this.io, fd, chunk, end - start, start);
-        let at = first;
-        while (at <= last) {
-          const offset = (at - first) * this.geometry.sealedBlockSize;
-          const { failure } = openBlocks(cipher, at, chunk.subarray(offset, got), finalIndex);
-          if (!failure) break;
-          this.add({
-            severity: "error",
-            code: failure.error.code,
-            path,
-            lower,
-            block: failure.index,
-            message: failure.error.message,
-          });
-          at = failure.index + 1;
-        }
-      }
+      await this.scanBlocks(fd, cipher, finalIndex, lowerSize, (failure) =>
+        this.add({
+          severity: "error",
+          code: failure.error.code,
+          path,
+          lower,
+          block: failure.index,
+          message: failure.error.message,
+        }),
+      );
       header.fileKey.fill(0);
+      if (this.report.problems.length === problemsBefore) this.recordVerified(stat, checkedAt);
     } finally {
       await this.io.close(fd);
     }
+  }
+
+  /** Objects (§13) are small and always checked: their kind counts in the report. */
+  private isObjectLength(lowerSize: number): boolean {
+    return this.formatVersion >= OBJECTS_VERSION && lowerSize === this.geometry.objectLowerSize;
+  }
+
+  /** A file verified without a problem goes into the next record, unless it changed just before. */
+  private recordVerified(stat: LowerStat, checkedAt: bigint): void {
+    if (stat.ctimeNs > checkedAt - RACY_MARGIN_NS) return;
+    this.verified.add(statDigest(stat));
+  }
+
+  /**
+   * Verifies every block of a file, in large sequential reads: while one
+   * chunk is verified on this thread, the threadpool reads the next into
+   * the other of two buffers (allocated once per check, not per file,
+   * chunk or block).
+   */
+  private async scanBlocks(
+    fd: Fd,
+    cipher: FileCipher,
+    finalIndex: number,
+    lowerSize: number,
+    failed: (failure: { index: number; error: FormatError }) => void,
+  ): Promise<void> {
+    const g = this.geometry;
+    const perChunk = Math.max(1, Math.floor(SCAN_BYTES / g.sealedBlockSize));
+    const buffers = this.scanBuffers(perChunk * g.sealedBlockSize);
+    let turn = 0;
+    const read = async (from: number): Promise<{ first: number; bytes: Buffer } | undefined> => {
+      for (let first = from; first <= finalIndex; first += perChunk) {
+        const last = Math.min(finalIndex, first + perChunk - 1);
+        const start = g.blockOffset(first);
+        const end = Math.min(g.blockOffset(last + 1), lowerSize);
+        // Where the lower has a hole, every block is a hole (§9): nothing to read.
+        if (cipher.holes && (await this.nextData(fd, start, lowerSize)) >= end) continue;
+        const buffer = buffers[turn]!;
+        turn ^= 1;
+        // Always on the threadpool: the read overlaps the verification of the chunk before.
+        const got = await readFully(threadedLowerOps, fd, buffer, end - start, start);
+        return { first, bytes: buffer.subarray(0, got) };
+      }
+      return undefined;
+    };
+    let next = read(0);
+    try {
+      for (let chunk = await next; chunk; chunk = await next) {
+        next = read(chunk.first + perChunk);
+        let at = chunk.first;
+        for (;;) {
+          const offset = (at - chunk.first) * g.sealedBlockSize;
+          if (offset >= chunk.bytes.length) break;
+          const failure = verifyBlocks(cipher, at, chunk.bytes.subarray(offset), finalIndex);
+          if (!failure) break;
+          failed(failure);
+          at = failure.index + 1;
+        }
+      }
+    } finally {
+      // Never leave a read in flight on a descriptor the caller is about to close.
+      await next.catch(() => undefined);
+    }
+  }
+
+  private buffers: Buffer[] | undefined;
+
+  private scanBuffers(size: number): Buffer[] {
+    this.buffers ??= [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)];
+    return this.buffers;
   }
 
   /** The lower's next data at or after `at` (its end when there is none). */
@@ -550,19 +788,7 @@ export class Fsck {
   }
 }
 
-/**
- * Puts an empty read-only file in place of whatever stands at `name`, in one
- * rename (which replaces a FIFO, socket, device or symlink itself, never
- * what a symlink points to), and syncs the directory.
- */
+/** An empty read-only file in place of whatever stands at `name` (replaceFileAt). */
 async function replaceWithEmptyFile(io: LowerOps, dir: Fd, name: string): Promise<void> {
-  const temp = `${name}.tmp-${randomPool.bytes(6).toString("hex")}`;
-  await io.createFile(dir, temp, Buffer.alloc(0), 0o444, { exclusive: true, sync: true });
-  try {
-    await io.rename(dir, temp, dir, name, 0);
-  } catch (err) {
-    await io.unlink(dir, temp).catch(() => undefined);
-    throw err;
-  }
-  await io.fsyncDir(dir);
+  await replaceFileAt(io, dir, name, Buffer.alloc(0), 0o444);
 }

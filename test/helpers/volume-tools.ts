@@ -13,6 +13,7 @@ import { closeSync, openSync, readFileSync, readSync, readdirSync, statSync } fr
 import { open, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { expect } from "vitest";
+import type { RecordReport } from "../../src/volume/fsck.js";
 import {
   CLI,
   HEADER_SIZE,
@@ -583,6 +584,11 @@ export interface FsckJson {
   directories: number;
   symlinks: number;
   bytes: number;
+  checked: number;
+  skipped: number;
+  skippedBytes: number;
+  record: RecordReport;
+  seconds: number;
   problems: FsckProblem[];
 }
 

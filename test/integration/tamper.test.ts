@@ -1,7 +1,7 @@
 // Tampering with the lower directory: a flipped byte in a content block or
 // a header, swapped or dropped blocks, an entry moved to another directory.
 // Reads of what was touched fail with EIO (logged with the cleartext path
-// and block), everything else keeps working.
+// and block), everything else keeps working, and fsck names what was touched.
 
 import { open, rename, truncate } from "node:fs/promises";
 import { join } from "node:path";
@@ -23,6 +23,7 @@ import {
   type Mounted,
   sandboxSuite,
 } from "../helpers/volume.js";
+import { fsck } from "../helpers/volume-tools.js";
 
 const B = 32 * 1024;
 const VICTIM_SIZE = 4 * B + 100; // blocks 0..4, the last one partial
@@ -146,6 +147,14 @@ describe.skipIf(!haveFuse)("tampered lower files", () => {
     expect(await runOk("ls", [join(m.mountpoint, "dir")])).toBe("bystander.bin\nvictim.bin");
     const other = await runOk("sha256sum", [join(m.mountpoint, "dir/bystander.bin")]);
     expect(other.split(" ")[0]).toBe(sha256(bystander.data));
+
+    // fsck names the file and the block, and nothing else (a plain check may run beside a mount).
+    const checked = await fsck(sb, lower);
+    expect(checked.code, checked.stderr).toBe(7);
+    expect(checked.report.problems).toEqual([
+      expect.objectContaining({ code: "BLOCK_AUTH", path: "/dir/victim.bin", block: 2 }),
+    ]);
+    expect(checked.report).toMatchObject({ files: 2, checked: 2 });
 
     // Overwriting the whole bad block repairs the file (no read needed).
     await shOk(

@@ -5,9 +5,19 @@
 // One pristine volume (block size 4096) is built once; every test injects
 // its fault into a copy of the lower directory (cp -a keeps the same keys).
 
-import { readdir, rename, rm, truncate, writeFile } from "node:fs/promises";
+import {
+  lstat,
+  readFile,
+  readdir,
+  rename,
+  rm,
+  symlink,
+  truncate,
+  writeFile,
+} from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { CHECK_RECORD_NAME } from "../../src/format/check-record.js";
 import {
   HEADER_SIZE,
   Sandbox,
@@ -92,6 +102,13 @@ describe.skipIf(!haveFuse)("fsck", () => {
     return dir;
   }
 
+  /** The lower's files and their hashes, fsck's check record left out (§3.3). */
+  function snapshot(volume: string): Record<string, string> {
+    return Object.fromEntries(
+      Object.entries(lowerSnapshot(volume)).filter(([p]) => p !== CHECK_RECORD_NAME),
+    );
+  }
+
   const lowerPath = (volume: string, clear: string) => join(volume, lowerOf.get(clear)!);
   const dirOf = (p: string) => p.slice(0, p.lastIndexOf("/"));
 
@@ -121,10 +138,10 @@ describe.skipIf(!haveFuse)("fsck", () => {
     expect(text.code).toBe(0);
     expect(text.stdout.trim().split("\n")).toHaveLength(1);
     expect(text.stdout).toMatch(
-      /9 files, 4 directories, 0 symlinks, 0 special files, \d+ bytes checked: clean/,
+      /^9 files \(\d checked, \d unchanged since the last check\), 4 directories, 0 symlinks, 0 special files, \d+ bytes checked in [\d.]+ s \(\d+ MB\/s\): clean$/m,
     );
-    // fsck without --repair never writes.
-    expect(lowerSnapshot(pristine)).toEqual(pristineSnapshot);
+    // fsck without --repair writes nothing but its check record.
+    expect(snapshot(pristine)).toEqual(pristineSnapshot);
   });
 
   it("a bit flip in a content block: BLOCK_AUTH with the block index and cleartext path", async () => {
@@ -244,7 +261,7 @@ print(json.dumps({"blocks": res, "size": os.fstat(fd).st_size}))
     const { code, report } = await fsck(sb, v, ["--repair"]);
     expect(code).toBe(0);
     expect(report.problems.every((p) => p.repaired)).toBe(true);
-    expect(lowerSnapshot(v)).toEqual(pristineSnapshot);
+    expect(snapshot(v)).toEqual(pristineSnapshot);
     await expectProblems(v, [], 0);
   });
 
@@ -321,7 +338,7 @@ print(json.dumps({"blocks": res, "size": os.fstat(fd).st_size}))
     expect(report.problems).toEqual([
       expect.objectContaining({ code: "ORPHAN_SIDECAR", repaired: true }),
     ]);
-    expect(lowerSnapshot(v)).toEqual(pristineSnapshot);
+    expect(snapshot(v)).toEqual(pristineSnapshot);
     await expectProblems(v, [], 0);
   });
 
@@ -355,15 +372,140 @@ print(json.dumps({"blocks": res, "size": os.fstat(fd).st_size}))
     ];
     await expectProblems(v, expected);
 
-    const before = lowerSnapshot(v);
+    const before = snapshot(v);
     const { code, report } = await fsck(sb, v, ["--repair"]);
     expect(code).toBe(7);
     const repaired = report.problems.filter((p) => p.repaired);
     expect(repaired.map((p) => p.code)).toEqual(["ORPHAN_SIDECAR"]);
-    const after = lowerSnapshot(v);
+    const after = snapshot(v);
     const { [orphan]: removed, ...rest } = before;
     expect(removed).toBeDefined();
     expect(after).toEqual(rest);
     await expectProblems(v, expected.slice(0, -1));
+  });
+
+  describe("the check record (§3.3)", () => {
+    /** A copy whose files are older than fsck's racy margin (2 s), so a check records them. */
+    async function settledCopy(): Promise<string> {
+      const v = await copy();
+      await new Promise((r) => setTimeout(r, 2100));
+      return v;
+    }
+    const all = Object.keys(FILES).length;
+
+    it("a repeat check reads only what changed; a flipped byte is found and named; --full reads everything", async () => {
+      const v = await settledCopy();
+      // The copied record is valid, but no copied file has the inode it lists.
+      let r = await fsck(sb, v);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.report).toMatchObject({ files: all, checked: all, skipped: 0 });
+      expect(r.report.record).toMatchObject({ written: true, files: all });
+      expect(r.stderr).toMatch(
+        /fsck .*: 9 files \(9 checked, 0 unchanged since the last check\).*: clean/,
+      );
+
+      r = await fsck(sb, v);
+      expect(r.code).toBe(0);
+      expect(r.report).toMatchObject({ files: all, checked: 0, skipped: all, bytes: 0 });
+      expect(r.report.skippedBytes).toBe(Object.values(FILES).reduce((n, d) => n + d.length, 0));
+      expect(r.report.record).toMatchObject({ found: "valid", used: true, written: true });
+      expect(r.report.record.age).toBeGreaterThanOrEqual(0);
+      expect(r.report.record.age).toBeLessThan(60);
+
+      // A byte flipped in place changes the file's ctime: the next check reads it.
+      await flipBit(lowerPath(v, "docs/report.txt"), blockAt(2) + 40);
+      const flipped = [{ code: "BLOCK_AUTH", path: "/docs/report.txt", block: 2 }];
+      r = await fsck(sb, v);
+      expect(r.code).toBe(7);
+      expect(r.report).toMatchObject({ checked: 1, skipped: all - 1 });
+      expect(r.report.problems).toEqual([expect.objectContaining(flipped[0])]);
+      // A damaged file never goes into the record: every later check reads it again.
+      r = await fsck(sb, v);
+      expect(r.code).toBe(7);
+      expect(r.report).toMatchObject({ checked: 1, skipped: all - 1 });
+      expect(r.report.record.files).toBe(all - 1);
+
+      r = await fsck(sb, v, ["--full"]);
+      expect(r.code).toBe(7);
+      expect(r.report).toMatchObject({ checked: all, skipped: 0 });
+      expect(r.report.record.used).toBe(false);
+      expect(r.report.problems).toEqual([expect.objectContaining(flipped[0])]);
+
+      // --full-after: a full check when the last one began longer ago than that.
+      r = await fsck(sb, v, ["--full-after", "0"]);
+      expect(r.report).toMatchObject({ checked: all, skipped: 0 });
+      r = await fsck(sb, v, ["--full-after", "7"]);
+      expect(r.report).toMatchObject({ checked: 1, skipped: all - 1 });
+      const bad = await cli(sb, ["fsck", "--passfile", sb.passfile, "--full-after", "x", v]);
+      expect(bad.code).toBe(2);
+      expect(bad.stderr).toMatch(/--full-after/);
+
+      // The mount hides the record.
+      const m = await mountVolume(sb, v);
+      try {
+        expect((await readdir(m.mountpoint)).sort()).toEqual(
+          ["docs", "empty.txt", "long", "sub", "swap.bin", "trunc.bin"].sort(),
+        );
+      } finally {
+        await unmountVolume(sb, m);
+      }
+    });
+
+    it("a forged, damaged or foreign record: a warning, a full check, and a new record", async () => {
+      const v = await settledCopy();
+      expect((await fsck(sb, v)).report.record.files).toBe(all);
+      const record = join(v, CHECK_RECORD_NAME);
+      const valid = await readFile(record);
+
+      // A bit flipped in the MAC, a truncated record, another volume's record.
+      const other = (await initVolume(sb, ["--no-recovery"])).lower;
+      await runOk("cp", [record, join(other, CHECK_RECORD_NAME)]);
+      const forged = Buffer.from(valid);
+      forged[forged.length - 1]! ^= 1;
+      for (const [volume, bytes] of [
+        [v, forged],
+        [v, valid.subarray(0, valid.length - 16)],
+        [other, valid],
+      ] as const) {
+        await writeFile(join(volume, CHECK_RECORD_NAME), bytes);
+        const r = await fsck(sb, volume);
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.report.record).toMatchObject({ found: "invalid", used: false, written: true });
+        expect(r.report.skipped).toBe(0);
+        expect(r.report.problems).toEqual([
+          expect.objectContaining({
+            severity: "warning",
+            code: "CHECK_RECORD_INVALID",
+            lower: CHECK_RECORD_NAME,
+          }),
+        ]);
+        // The record written in its place is trusted by the next check.
+        const again = await fsck(sb, volume);
+        expect(again.report.record).toMatchObject({ found: "valid", used: true });
+        expect(again.report.problems).toEqual([]);
+      }
+
+      // A symlink at the record's name is never followed: refused, then replaced itself.
+      const outside = sb.path("outside-record");
+      await writeFile(outside, valid);
+      await rm(record);
+      await symlink(outside, record);
+      const r = await fsck(sb, v);
+      expect(r.report.record.found).toBe("invalid");
+      expect(r.report.checked).toBe(all);
+      expect((await lstat(record)).isFile()).toBe(true);
+      expect(await readFile(outside)).toEqual(valid);
+    });
+
+    it("--no-record reads everything and writes nothing", async () => {
+      const v = await settledCopy();
+      await rm(join(v, CHECK_RECORD_NAME), { force: true });
+      const before = lowerSnapshot(v);
+      const r = await fsck(sb, v, ["--no-record"]);
+      expect(r.code).toBe(0);
+      expect(r.report).toMatchObject({ checked: all, skipped: 0 });
+      expect(r.report.record).toEqual({ found: "off", used: false, written: false });
+      expect(lowerSnapshot(v)).toEqual(before);
+    });
   });
 });

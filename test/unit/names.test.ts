@@ -225,6 +225,10 @@ describe("lower entry classification", () => {
     [DIR_ID_PREFIX + "AAAA", "foreign"],
     [DIR_ID_PREFIX + "AAAAAAAAAAAAAAAAAAAAAA.sync-conflict-x", "foreign"],
     ["cryptmount.config", "foreign"],
+    ["cryptmount.fsck", "check-record"],
+    ["cryptmount.fsck.tmp-0123456789ab", "check-record"],
+    ["cryptmount.fsck.sync-conflict-20250101-120000-ABCDEFG", "check-record"],
+    ["cryptmount.fsckx", "foreign"],
     ["AB", "foreign"],
     ["not base64!", "foreign"],
   ])("%s is %s", (name, kind) => {

@@ -42,6 +42,8 @@ export interface LowerListing {
   readonly idEntries: readonly string[];
   /** `cryptmount.conf` and its backup, temporary and conflict copies. */
   readonly config: readonly string[];
+  /** fsck's check record and its temporary copies (§3.3). */
+  readonly checkRecords: readonly string[];
   /** Entries that are not the format's (sync-conflict copies, desktop.ini, ...). */
   readonly foreign: readonly string[];
   /** Long-name sidecars whose hashed entry is not in the listing. */
@@ -53,6 +55,7 @@ export function classifyListing(names: readonly string[]): LowerListing {
   const named: NamedEntry[] = [];
   const idEntries: string[] = [];
   const config: string[] = [];
+  const checkRecords: string[] = [];
   const foreign: string[] = [];
   const sidecars: [sidecar: string, entry: string][] = [];
   for (const name of names) {
@@ -73,6 +76,9 @@ export function classifyListing(names: readonly string[]): LowerListing {
       case "config":
         config.push(name);
         break;
+      case "check-record":
+        checkRecords.push(name);
+        break;
       case "foreign":
         foreign.push(name);
         break;
@@ -83,7 +89,7 @@ export function classifyListing(names: readonly string[]): LowerListing {
     const present = new Set(names);
     orphanSidecars = sidecars.filter(([, entry]) => !present.has(entry)).map(([name]) => name);
   }
-  return { names, named, idEntries, config, foreign, orphanSidecars };
+  return { names, named, idEntries, config, checkRecords, foreign, orphanSidecars };
 }
 
 export async function listLowerDirectory(io: LowerOps, dir: Fd): Promise<LowerListing> {
