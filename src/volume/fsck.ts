@@ -41,7 +41,7 @@ import {
   type LowerOps,
   type LowerStat,
 } from "../fs/lower/ops.js";
-import { refuseIfMounted } from "../mount/in-use.js";
+import { withVolumeExclusive } from "../mount/volume-lock.js";
 import { noProgress, type Progress } from "./progress.js";
 import { withLowerRoot } from "./volume.js";
 
@@ -195,8 +195,14 @@ export class Fsck {
   }
 
   async run(): Promise<FsckReport> {
-    // Repairs delete lower entries a live mount may be using (its temp files, a sidecar being written).
-    if (this.options.repair) await refuseIfMounted(this.root, "fsck --repair");
+    // Repairs delete lower entries a live mount may be using (its temp files,
+    // a sidecar being written): no mount runs or starts while they do.
+    if (this.options.repair)
+      return withVolumeExclusive(this.root, "fsck --repair", () => this.check());
+    return this.check();
+  }
+
+  private async check(): Promise<FsckReport> {
     const started = Date.now();
     this.io = await lowerOpsFor(this.root, false).catch(() => threadedLowerOps);
     await withLowerRoot(this.io, this.root, async (root) => {
@@ -557,6 +563,17 @@ export class Fsck {
     if (error.errno !== "ENOTDIR" && error.errno !== "ELOOP") throw atLower(entry.lower, error);
     const now = await typeAt(this.io, dir.fd, entry.entry);
     if (now === "gone") return;
+    if (now === "directory" && error.errno === "ELOOP") {
+      // walkVolume saw this directory among its own ancestors: a bind mount made a cycle.
+      this.add({
+        severity: "error",
+        code: "DIRECTORY_CYCLE",
+        ...(state.clear.startsWith("(lower)/") ? {} : { path: state.clear }),
+        lower: entry.lower,
+        message: "a directory that contains itself (a bind mount?); not entered",
+      });
+      return;
+    }
     this.add({
       severity: "error",
       code: "UNEXPECTED_TYPE",

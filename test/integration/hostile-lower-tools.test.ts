@@ -288,4 +288,45 @@ describe("a FIFO in place of the volume config", () => {
     expect(refused.code).toBe(8);
     expect(refused.stderr).toMatch(/cannot read the volume config/);
   });
+
+  it.runIf(process.getuid?.() === 0)(
+    "a bind mount that makes a directory contain itself: fsck and rekey stop there, and report it",
+    async () => {
+      const volume = sb.path("cycle");
+      await runOk("cp", ["-a", fixturePath(2), volume]);
+      const docs = await rootEntry(volume, 2, "docs");
+      const unlocked = await unlockVolume(volume, {
+        kind: "passphrase",
+        bytes: Buffer.from(passphrase(2)),
+      });
+      let deeper: string;
+      try {
+        const docsId = await countingIdEntry(volume, 2, docs);
+        const id = readDirIds(unlocked.keyring.volume.dirIds, 2, [docsId]).ids[0]!;
+        deeper = lowerEntryFor(encryptName(unlocked.keyring.volume.names, id, "deeper")).entry;
+      } finally {
+        unlocked.close();
+      }
+      // docs/deeper now shows docs itself: docs/deeper/deeper/... without end.
+      const target = join(volume, docs, deeper);
+      await runOk("mount", ["--bind", join(volume, docs), target]);
+      try {
+        const check = await fsckJson(volume);
+        expect(check.code).toBe(7);
+        expect(check.report.problems).toContainEqual(
+          expect.objectContaining({
+            code: "DIRECTORY_CYCLE",
+            lower: `${docs}/${deeper}`,
+            path: "/docs/deeper",
+          }),
+        );
+        const rekey = await run(2, ["rekey", volume]);
+        // Not entered, said, and the old key kept: rekey's answer to any directory it cannot open.
+        expect(rekey.code).toBe(7);
+        expect(rekey.stderr).toMatch(/could not be opened \(ELOOP\); its files were not rewrapped/);
+      } finally {
+        await runOk("umount", [target]);
+      }
+    },
+  );
 });

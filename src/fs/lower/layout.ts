@@ -415,6 +415,8 @@ export async function countFiles(io: LowerOps, root: Fd): Promise<number> {
         if (entry.type === "file") files++;
         return undefined;
       },
+      // A count for progress only: what cannot be entered is the walkers' own to report.
+      unreachable: () => undefined,
     },
     undefined,
   );
