@@ -4,14 +4,30 @@ import { DIR_ID_SIZE } from "../crypto/keys.js";
 import { randomPool } from "../crypto/random.js";
 import { isFormatError } from "../format/errors.js";
 import { CONFIG_VERSION } from "../format/config.js";
+import {
+  mayNameConflictCopy,
+  nameConflictCopies,
+  type NamedConflictCopy,
+} from "../format/conflicts.js";
 import { dirIdEntryName, readDirIds } from "../format/dir-ids.js";
 import { SIDECAR_SUFFIX, decryptName, encryptName, lowerEntryFor } from "../format/names.js";
 import { FsError } from "./errors.js";
-import { classifyListing, readLongName, type NamedEntry } from "./lower/layout.js";
+import {
+  classifyListing,
+  conflictCopyEncoded,
+  readLongName,
+  type LowerListing,
+  type NamedEntry,
+} from "./lower/layout.js";
 import type { Fd, LowerOps } from "./lower/ops.js";
 import type { Directory } from "./types.js";
 
-/** The lower name of a cleartext entry, and the sidecar content when the name is long (docs/format.md §10, §11). */
+/**
+ * The lower name of a cleartext entry, and the sidecar content when the name
+ * is long (docs/format.md §10, §11). A conflict copy (§3.3) has its foreign
+ * lower name and never a sidecar of its own: the one it reads its name from
+ * belongs to its original.
+ */
 export interface LowerName {
   readonly entry: string;
   readonly longName?: string;
@@ -19,6 +35,13 @@ export interface LowerName {
 
 /** A lower name no entry can have (no format entry is named so): lookups in ID-less directories miss. */
 const NO_ENTRY: LowerName = { entry: "cm.none" };
+
+/** A cleartext name of a listing and the lower entry behind it; `conflict` for a conflict copy (§3.3). */
+export interface ListedEntry {
+  readonly name: string;
+  readonly entry: string;
+  readonly conflict?: true;
+}
 
 /**
  * An open handle on one lower directory: an O_PATH descriptor, so every
@@ -147,15 +170,24 @@ export class Namespace {
     return encoded;
   }
 
-  /** The lower name of an existing `name` in `dir` (or of where it would be). */
+  /**
+   * The lower name of an existing `name` in `dir` (or of where it would be).
+   * An entry of the format wins; a name that may be a conflict copy's (§3.3)
+   * and is none is looked for among the directory's conflict copies.
+   */
   async existing(dir: LowerDirectory, name: string): Promise<LowerName> {
     const ids = await this.idsOf(dir);
     // A directory without an ID holds no readable names: nothing can be found in it.
     if (ids.length === 0) return NO_ENTRY;
-    if (ids.length === 1) return lowerEntryFor(this.encrypt(ids[0]!, name));
+    const copyName = mayNameConflictCopy(name);
+    if (ids.length === 1 && !copyName) return lowerEntryFor(this.encrypt(ids[0]!, name));
     const candidates = ids.map((id) => lowerEntryFor(this.encrypt(id, name)));
     for (const candidate of candidates) {
       if (await this.io.stat(dir.fd, candidate.entry).catch(() => undefined)) return candidate;
+    }
+    if (copyName) {
+      const copy = (await this.list(dir)).find((e) => e.conflict && e.name === name);
+      if (copy) return { entry: copy.entry };
     }
     return candidates[0]!;
   }
@@ -193,22 +225,43 @@ export class Namespace {
   }
 
   /**
-   * Decrypted names of a lower directory. Entries that do not decrypt are
-   * skipped and logged, never fatal to the listing. The listing also
-   * refreshes the directory's IDs (a sync may have merged in another).
+   * Decrypted names of a lower directory, then its conflict copies under the
+   * names §3.3 gives them. Entries that do not decrypt are skipped and
+   * logged, never fatal to the listing. The listing also refreshes the
+   * directory's IDs (a sync may have merged in another).
    */
-  async list(dir: LowerDirectory): Promise<{ name: string; entry: string }[]> {
+  async list(dir: LowerDirectory): Promise<ListedEntry[]> {
     const listing = classifyListing(await this.io.list(dir.fd));
     const ids = dir.isRoot ? await this.idsOf(dir) : this.idsAmong(dir, listing.idEntries);
     if (!dir.isRoot && !sameIds(ids, dir.ids)) dir.ids = ids;
-    for (const entry of listing.foreign)
-      this.log.debug({ dir: dir.displayPath, entry }, "foreign lower entry hidden");
-    const out: { name: string; entry: string }[] = [];
+    const out: ListedEntry[] = [];
     for (const named of listing.named) {
       const name = await this.nameOf(dir, named, ids);
       if (name !== null) out.push({ name, entry: named.entry });
     }
-    return out;
+    const copies = await this.conflictCopies(dir, listing, ids, out);
+    for (const entry of listing.foreign)
+      if (!copies.some((copy) => copy.entry === entry))
+        this.log.debug({ dir: dir.displayPath, entry }, "foreign lower entry hidden");
+    return [...out, ...copies];
+  }
+
+  /** The conflict copies whose original's name authenticates, named so as not to collide with `named` (§3.3). */
+  private async conflictCopies(
+    dir: LowerDirectory,
+    listing: LowerListing,
+    ids: Buffer[],
+    named: readonly ListedEntry[],
+  ): Promise<ListedEntry[]> {
+    if (listing.conflicts.length === 0) return [];
+    const copies: NamedConflictCopy[] = [];
+    for (const copy of listing.conflicts) {
+      const encoded = await conflictCopyEncoded(this.io, dir.fd, copy);
+      const name = encoded === undefined ? null : this.decode(encoded, ids);
+      if (name !== null) copies.push({ entry: copy.entry, name, mark: copy.mark });
+    }
+    const names = nameConflictCopies(new Set(named.map((e) => e.name)), copies);
+    return [...names].map(([entry, name]) => ({ name, entry, conflict: true }));
   }
 
   private async nameOf(
@@ -227,6 +280,17 @@ export class Namespace {
         return null;
       }
     }
+    return this.decode(encoded, ids, () =>
+      this.hidden(
+        dir,
+        entry,
+        ids.length === 0 ? "directory ID missing" : "name failed authentication",
+      ),
+    );
+  }
+
+  /** The cleartext name of `encoded` under the first of `ids` it authenticates under; `failed` runs once per miss. */
+  private decode(encoded: string, ids: Buffer[], failed?: () => void): string | null {
     const cacheKey = ids.map((id) => id.toString("hex")).join(",") + "/" + encoded;
     const cached = this.decrypted.get(cacheKey);
     if (cached !== undefined) return cached;
@@ -240,12 +304,7 @@ export class Namespace {
         if (!isFormatError(err)) throw err;
       }
     }
-    if (name === null)
-      this.hidden(
-        dir,
-        entry,
-        ids.length === 0 ? "directory ID missing" : "name failed authentication",
-      );
+    if (name === null) failed?.();
     this.decrypted.set(cacheKey, name);
     return name;
   }
