@@ -81,6 +81,7 @@ const RULES: readonly SuffixRule[] = [
 /** Base64url characters; an encrypted name is a run of them (§1). */
 const ENCODED_RUN = /^[A-Za-z0-9_-]+/;
 const HASH_LENGTH = 43;
+const LONG_NAME_STEM = LONG_NAME_PREFIX.slice(0, -1);
 
 function ruleFor(suffix: string): { tool: ConflictTool; mark: string } | undefined {
   for (const rule of RULES) {
@@ -92,7 +93,8 @@ function ruleFor(suffix: string): { tool: ConflictTool; mark: string } | undefin
 
 /** What a foreign lower name is a conflict copy of, or undefined when it is none (§3.3). */
 export function parseConflictCopy(entry: string): ConflictCopy | undefined {
-  if (entry.startsWith(LONG_NAME_PREFIX)) return parseLongCopy(entry);
+  // "cm.L" without its dot: Dropbox's mark goes where the dot was (`cm.L (…).<hash>`).
+  if (entry.startsWith(LONG_NAME_STEM)) return parseLongCopy(entry);
   const encoded = ENCODED_RUN.exec(entry)?.[0];
   if (encoded === undefined || encoded.length === entry.length) return undefined;
   if (encoded.length > MAX_SHORT_NAME || !fromBase64Url(encoded)) return undefined;
@@ -117,7 +119,7 @@ function parseLongCopy(entry: string): ConflictCopy | undefined {
     return { entry, original, kind: "long-name", suffix, shape: "appended", ...rule };
   }
   // Inserted before the "extension": "cm.L<suffix>.<hash>".
-  const stem = LONG_NAME_PREFIX.slice(0, -1);
+  const stem = LONG_NAME_STEM;
   const tail = entry.slice(-HASH_LENGTH);
   if (entry.length <= stem.length + 1 + HASH_LENGTH || !isHash(tail)) return undefined;
   if (entry[entry.length - HASH_LENGTH - 1] !== ".") return undefined;

@@ -8,12 +8,20 @@ import { FormatError, isFormatError } from "../format/errors.js";
 import { FileKind, HEADER_SIZE, openHeader } from "../format/header.js";
 import { OBJECT_STORED_SIZE, openObject } from "../format/object.js";
 import { SIDECAR_SUFFIX, decryptName } from "../format/names.js";
+import {
+  nameConflictCopies,
+  type ConflictCopy,
+  type ConflictTool,
+  type NamedConflictCopy,
+} from "../format/conflicts.js";
 import { decryptSymlink } from "../format/symlink.js";
 import { FsError } from "../fs/errors.js";
 import {
   atLower,
+  conflictCopyEncoded,
   countFiles,
   lowerPathOf,
+  objectType,
   openRegularFile,
   typeAt,
   walkVolume,
@@ -55,6 +63,8 @@ export interface Problem {
   readonly path?: string;
   /** Lower path relative to the volume root. */
   readonly lower: string;
+  /** CONFLICT_COPY: the cleartext path of the entry it is a copy of (§3.3). */
+  readonly original?: string;
   readonly block?: number;
   readonly message: string;
   repaired?: boolean;
@@ -96,6 +106,17 @@ interface DirState {
 
 const newState = (clear: string): DirState => ({ clear, ids: [], seen: new Map() });
 
+const childOf = (dir: string, name: string): string =>
+  dir === "/" ? `/${name}` : `${dir}/${name}`;
+
+/** How reports name the tool that made a conflict copy. */
+const TOOLS: Readonly<Record<ConflictTool, string>> = {
+  "rclone-bisync": "rclone bisync",
+  syncthing: "Syncthing",
+  parenthesized: "a sync client",
+  "copy-number": "a numbered copy",
+};
+
 export class Fsck {
   private readonly geometry: ContentGeometry;
   readonly report: FsckReport = {
@@ -135,6 +156,7 @@ export class Fsck {
           {
             directory: (dir, state) => this.directory(dir, state),
             entry: (dir, entry, state) => this.entry(dir, entry, state),
+            directoryDone: (dir, state) => this.conflictCopies(dir, state),
             unreachable: (dir, entry, error, state) => this.unreachable(dir, entry, error, state),
           },
           newState("/"),
@@ -231,13 +253,61 @@ export class Fsck {
         await this.repair(p, () => this.io.unlink(dir.fd, entry));
       }
     }
+    const copies = new Set(listing.conflicts.map((copy) => copy.entry));
     for (const entry of listing.foreign) {
+      // Conflict copies are reported once the directory's names are known (conflictCopies).
+      if (!copies.has(entry)) this.foreign(dir, entry);
+    }
+  }
+
+  private foreign(dir: WalkedDirectory, entry: string): void {
+    this.add({
+      severity: "warning",
+      code: "FOREIGN_ENTRY",
+      lower: lowerPathOf(dir.lower, entry),
+      message: "entry is not part of the volume (e.g. a sync-conflict copy); left alone",
+    });
+  }
+
+  /**
+   * A directory's conflict copies (§3.3), after its names: each whose
+   * original's name authenticates is CONFLICT_COPY, under the cleartext name
+   * the mount shows, and its contents are checked like a file's; the others
+   * are foreign. Nothing is repaired: which version to keep is a person's call.
+   */
+  private async conflictCopies(dir: WalkedDirectory, state: DirState): Promise<void> {
+    const found: (NamedConflictCopy & { copy: ConflictCopy })[] = [];
+    for (const copy of dir.listing.conflicts) {
+      const encoded = await conflictCopyEncoded(this.io, dir.fd, copy);
+      const name = encoded === undefined ? undefined : this.decode(encoded, state.ids);
+      if (name === undefined) this.foreign(dir, copy.entry);
+      else found.push({ entry: copy.entry, name, mark: copy.mark, copy });
+    }
+    const shown = nameConflictCopies(new Set(state.seen.keys()), found);
+    for (const { entry, name, copy } of found) {
+      const path = childOf(state.clear, shown.get(entry)!);
+      const original = childOf(state.clear, name);
+      const lower = lowerPathOf(dir.lower, entry);
       this.add({
         severity: "warning",
-        code: "FOREIGN_ENTRY",
-        lower: lowerPathOf(dir.lower, entry),
-        message: "entry is not part of the volume (e.g. a sync-conflict copy); left alone",
+        code: "CONFLICT_COPY",
+        path,
+        original,
+        lower,
+        message:
+          `conflict copy of ${original} (${TOOLS[copy.tool]})` +
+          (state.seen.has(name) ? "" : ", which is gone") +
+          `; keep a version by renaming it to ${original}, or delete it`,
       });
+      const stat = await this.io.stat(dir.fd, entry).catch((err: unknown) => {
+        if (err instanceof FsError && err.errno === "ENOENT") return undefined;
+        throw atLower(lower, err);
+      });
+      if (stat === undefined) continue;
+      const type = objectType(stat);
+      const walked: WalkedEntry = { entry, kind: copy.kind, lower, stat, type, encoded: undefined };
+      if (type === "file") await this.file(dir.fd, walked, path);
+      else if (type !== "directory") this.unexpectedType(lower, path, type, "");
     }
   }
 
@@ -277,7 +347,7 @@ export class Fsck {
     // An entry whose name is damaged is still checked, reported by its lower path.
     let path: string | undefined;
     if (name !== undefined) {
-      path = state.clear === "/" ? `/${name}` : `${state.clear}/${name}`;
+      path = childOf(state.clear, name);
       const twin = state.seen.get(name);
       if (twin) {
         this.add({
@@ -312,13 +382,8 @@ export class Fsck {
       this.longNameProblem(dir, entry, entry.longNameFailure!);
       return undefined;
     }
-    for (const id of ids) {
-      try {
-        return decryptName(this.keyring.volume.names, id, encoded);
-      } catch (err) {
-        if (!isFormatError(err)) throw err;
-      }
-    }
+    const name = this.decode(encoded, ids);
+    if (name !== undefined) return name;
     if (ids.length > 0) {
       this.add({
         severity: "error",
@@ -326,6 +391,18 @@ export class Fsck {
         lower: entry.lower,
         message: "name failed authentication (damaged, or moved from another directory)",
       });
+    }
+    return undefined;
+  }
+
+  /** The cleartext name `encoded` decrypts to under the first of `ids` it authenticates under. */
+  private decode(encoded: string, ids: Buffer[]): string | undefined {
+    for (const id of ids) {
+      try {
+        return decryptName(this.keyring.volume.names, id, encoded);
+      } catch (err) {
+        if (!isFormatError(err)) throw err;
+      }
     }
     return undefined;
   }
