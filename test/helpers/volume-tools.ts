@@ -585,6 +585,8 @@ export interface FsckProblem {
   code: string;
   path?: string;
   lower: string;
+  /** CONFLICT_COPY: the cleartext path of the entry it copies. */
+  original?: string;
   block?: number;
   message: string;
   repaired?: boolean;

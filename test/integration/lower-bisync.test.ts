@@ -1,0 +1,212 @@
+// Two hosts, one volume (docs/lower-sync.md, the commands below are its
+// recipe): host A makes the volume and `rclone bisync`s its lower with a
+// shared copy (a local directory standing in for a bucket or a server);
+// host B starts from that copy with its own bisync. Both change the volume
+// while apart, exactly as sync-and-share users do: the same file edited on
+// both (one with a long name), new files in the same new directory created
+// on both, a file deleted on A and edited on B, and files only one of them
+// made. Then each syncs again, and the mounts on both hosts show every
+// version: the two sides of each conflict under names that say which is
+// which (docs/format.md §3.3), the merged directory with the files of both
+// (§12), the deleted-and-edited file kept; fsck lists the conflicts
+// (CONFLICT_COPY, warnings: exit 0). Resolving them in the mount on one host
+// is ordinary renames and deletes, which the next syncs carry to the other.
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { join } from "node:path";
+import { Sandbox, haveFuse, q, run, runOk, sha256, shOk, type Mounted } from "../helpers/volume.js";
+import { checksumTree, fsck, type FsckProblem } from "../helpers/volume-tools.js";
+
+const haveRclone = (await run("sh", ["-c", "command -v rclone"])).code === 0;
+
+/** A file name whose encrypted name is longer than 171 characters: a `cm.L.` entry (§11). */
+const LONG = "minutes of the meeting on the long-name layout, " + "x".repeat(100) + ".txt";
+const longCopy = (side: string) => LONG.replace(/\.txt$/, ` (conflict ${side}).txt`);
+
+const text = {
+  report: "report, as both hosts last had it\n",
+  reportA: "report, edited on host A\n",
+  reportB: "report, edited on host B (longer, so the sizes differ)\n",
+  plan: "plan, before\n",
+  planB: "plan, edited on host B after host A deleted it\n",
+  keep: "nobody touched this\n",
+  long: "long name, before\n",
+  longA: "long name, edited on host A\n",
+  longB: "long name, edited on host B\n",
+  fromA: "made on host A in the new directory\n",
+  fromB: "made on host B in the new directory\n",
+  onlyA: "made on host A\n",
+  onlyB: "made on host B\n",
+};
+const hash = Object.fromEntries(Object.entries(text).map(([k, v]) => [k, sha256(v)])) as Record<
+  keyof typeof text,
+  string
+>;
+
+/** Writes files (relative path -> content) below a mount point from a shell, making directories. */
+function put(mountpoint: string, files: Record<string, string>): Promise<string> {
+  const script = Object.entries(files)
+    .map(([path, content]) => {
+      const dir = path.includes("/")
+        ? `mkdir -p ${q(path.slice(0, path.lastIndexOf("/")))} && `
+        : "";
+      return `${dir}printf '%s' ${q(content)} > ${q(path)}`;
+    })
+    .join(" && ");
+  return shOk(`cd ${q(mountpoint)} && ${script}`);
+}
+
+/** What every host shows once all have synced: the conflicts unresolved. */
+const merged: Record<string, string> = {
+  "keep.txt": hash.keep,
+  // Edited on both: host B ran the sync that found it, so path1 is B's version, path2 the shared copy's (A's).
+  "report (conflict path1).txt": hash.reportB,
+  "report (conflict path2).txt": hash.reportA,
+  [longCopy("path1")]: hash.longB,
+  [longCopy("path2")]: hash.longA,
+  // Deleted on A, edited on B: the edit is kept.
+  "plan.txt": hash.planB,
+  "new/from-a.txt": hash.fromA,
+  "new/from-b.txt": hash.fromB,
+  "only-a.txt": hash.onlyA,
+  "only-b.txt": hash.onlyB,
+};
+
+describe.skipIf(!haveFuse || !haveRclone)("two hosts syncing one volume with rclone bisync", () => {
+  let sb: Sandbox;
+  beforeAll(async () => {
+    sb = await Sandbox.create("bisync");
+  });
+  afterAll(async () => {
+    await sb?.cleanup();
+  });
+
+  /** Mounts `lower`, runs `body` on the mount point, and unmounts whatever happens. */
+  async function mounted<T>(lower: string, body: (mountpoint: string) => Promise<T>): Promise<T> {
+    const m: Mounted = await sb.mount(lower);
+    try {
+      return await body(m.mountpoint);
+    } finally {
+      await sb.unmount(m);
+    }
+  }
+
+  const conflictsOf = (problems: FsckProblem[]) =>
+    problems
+      .filter((p) => p.code === "CONFLICT_COPY")
+      .map((p) => [p.path, p.original])
+      .sort();
+
+  it("every version shows with a readable name, the new directory merges, fsck lists the conflicts; renames resolve them", async () => {
+    const hostA = sb.path("hostA");
+    const hostB = await sb.mkdir("hostB");
+    const shared = await sb.mkdir("shared");
+    const workA = sb.path("bisync-state-A");
+    const workB = sb.path("bisync-state-B");
+    const bisyncA = (...extra: string[]) =>
+      runOk("rclone", ["bisync", hostA, shared, "--workdir", workA, ...extra]);
+    const bisyncB = (...extra: string[]) =>
+      runOk("rclone", ["bisync", hostB, shared, "--workdir", workB, ...extra]);
+
+    // Host A: the volume, its first files, and the baseline with the (empty) shared copy.
+    await sb.cliOk([
+      "init",
+      "--passfile",
+      sb.passfile,
+      "--kdf-memory",
+      "65536",
+      "--kdf-iterations",
+      "3",
+      "--no-recovery",
+      hostA,
+    ]);
+    await mounted(hostA, (c) =>
+      put(c, {
+        "report.txt": text.report,
+        "plan.txt": text.plan,
+        "keep.txt": text.keep,
+        [LONG]: text.long,
+      }),
+    );
+    await bisyncA("--resync");
+    // Host B: starts from the shared copy.
+    await bisyncB("--resync");
+    expect(await shOk(`cd ${q(hostA)} && find . | sort`)).toBe(
+      await shOk(`cd ${q(hostB)} && find . | sort`),
+    );
+
+    // Apart: both change the volume.
+    await mounted(hostA, async (c) => {
+      await put(c, {
+        "report.txt": text.reportA,
+        [LONG]: text.longA,
+        "new/from-a.txt": text.fromA,
+        "only-a.txt": text.onlyA,
+      });
+      await shOk(`rm ${q(join(c, "plan.txt"))}`);
+    });
+    await mounted(hostB, (c) =>
+      put(c, {
+        "report.txt": text.reportB,
+        [LONG]: text.longB,
+        "plan.txt": text.planB,
+        "new/from-b.txt": text.fromB,
+        "only-b.txt": text.onlyB,
+      }),
+    );
+
+    // Each syncs: A first (no conflict yet), then B (finds them), then A again (gets everything).
+    await bisyncA();
+    await bisyncB();
+    await bisyncA();
+
+    for (const host of [hostA, hostB]) {
+      await mounted(host, async (c) => {
+        expect(await checksumTree(c)).toEqual(merged);
+        // No original left for either conflict: both sides were renamed away, both show.
+        expect(await shOk(`ls ${q(c)}`)).not.toMatch(/^report\.txt$/m);
+      });
+      const { code, report } = await fsck(sb, host);
+      expect(code).toBe(0);
+      expect(report.problems.filter((p) => p.severity === "error")).toEqual([]);
+      expect(conflictsOf(report.problems)).toEqual(
+        [
+          ["/report (conflict path1).txt", "/report.txt"],
+          ["/report (conflict path2).txt", "/report.txt"],
+          [`/${longCopy("path1")}`, `/${LONG}`],
+          [`/${longCopy("path2")}`, `/${LONG}`],
+        ].sort(),
+      );
+      expect(report.problems).toContainEqual(
+        expect.objectContaining({ code: "MERGED_DIR_IDS", path: "/new" }),
+      );
+      const plain = await sb.cli(["fsck", "--passfile", sb.passfile, host]);
+      expect(plain.code).toBe(0);
+      expect(plain.stdout).toContain(
+        "warning: /report (conflict path2).txt: conflict copy of /report.txt (rclone bisync), which is gone",
+      );
+    }
+
+    // Host A resolves: keeps B's report and A's long-named file, deletes the other versions.
+    await mounted(hostA, (c) =>
+      shOk(
+        `cd ${q(c)} && mv 'report (conflict path1).txt' report.txt && rm 'report (conflict path2).txt' && ` +
+          `mv ${q(longCopy("path2"))} ${q(LONG)} && rm ${q(longCopy("path1"))}`,
+      ),
+    );
+    await bisyncA();
+    await bisyncB();
+    const resolved: Record<string, string> = { ...merged };
+    for (const name of Object.keys(resolved))
+      if (name.includes("(conflict ")) delete resolved[name];
+    resolved["report.txt"] = hash.reportB;
+    resolved[LONG] = hash.longA;
+    for (const host of [hostA, hostB]) {
+      await mounted(host, async (c) => expect(await checksumTree(c)).toEqual(resolved));
+      const { code, report } = await fsck(sb, host);
+      expect(code).toBe(0);
+      expect(conflictsOf(report.problems)).toEqual([]);
+      expect(report.problems.map((p) => p.code).sort()).toEqual(["MERGED_DIR_IDS"]);
+    }
+  });
+});
