@@ -213,3 +213,59 @@ export function nameConflictCopies(
 export function mayNameConflictCopy(name: string): boolean {
   return name.includes(" (") || name.includes(".sync-conflict-");
 }
+
+/**
+ * The mark of an entry shadowed by another that decrypts to the same name
+ * (§12.3: both hosts made the name in a directory they both created, and
+ * the sync merged the two); lookups find the other, under the smaller ID.
+ */
+export const DUPLICATE_MARK = " (duplicate)";
+
+/** An entry of a directory as the mount shows it (§3.3). */
+export interface ViewEntry {
+  readonly entry: string;
+  readonly name: string;
+  /** For a conflict copy or a shadowed duplicate: the name it is a version of. */
+  readonly versionOf?: string;
+  readonly duplicate?: true;
+}
+
+/**
+ * What a directory shows (§3.3): its entries, each name once (of entries
+ * that decrypt to the same name, `winner` says which keeps it: the one a
+ * lookup finds); the others and the conflict copies under the names
+ * nameConflictCopies gives them, which collide with none of the entries'.
+ */
+export function directoryView(
+  named: readonly { readonly entry: string; readonly name: string }[],
+  copies: readonly NamedConflictCopy[],
+  winner: (name: string, entries: readonly string[]) => string,
+): ViewEntry[] {
+  const byName = new Map<string, string[]>();
+  for (const { entry, name } of named) {
+    const group = byName.get(name);
+    if (group) group.push(entry);
+    else byName.set(name, [entry]);
+  }
+  const shown: ViewEntry[] = [];
+  const versions: NamedConflictCopy[] = [...copies];
+  const shadowed = new Set<string>();
+  for (const [name, entries] of byName) {
+    const kept = entries.length === 1 ? entries[0]! : winner(name, entries);
+    shown.push({ entry: kept, name });
+    for (const entry of entries)
+      if (entry !== kept) {
+        versions.push({ entry, name, mark: DUPLICATE_MARK });
+        shadowed.add(entry);
+      }
+  }
+  const originals = new Map(versions.map((v) => [v.entry, v.name]));
+  for (const [entry, name] of nameConflictCopies(new Set(byName.keys()), versions))
+    shown.push({
+      entry,
+      name,
+      versionOf: originals.get(entry)!,
+      ...(shadowed.has(entry) ? { duplicate: true as const } : {}),
+    });
+  return shown;
+}

@@ -4,11 +4,7 @@ import { DIR_ID_SIZE } from "../crypto/keys.js";
 import { randomPool } from "../crypto/random.js";
 import { isFormatError } from "../format/errors.js";
 import { CONFIG_VERSION } from "../format/config.js";
-import {
-  mayNameConflictCopy,
-  nameConflictCopies,
-  type NamedConflictCopy,
-} from "../format/conflicts.js";
+import { directoryView, mayNameConflictCopy, type NamedConflictCopy } from "../format/conflicts.js";
 import { dirIdEntryName, readDirIds } from "../format/dir-ids.js";
 import { SIDECAR_SUFFIX, decryptName, encryptName, lowerEntryFor } from "../format/names.js";
 import { FsError } from "./errors.js";
@@ -36,7 +32,7 @@ export interface LowerName {
 /** A lower name no entry can have (no format entry is named so): lookups in ID-less directories miss. */
 const NO_ENTRY: LowerName = { entry: "cm.none" };
 
-/** A cleartext name of a listing and the lower entry behind it; `conflict` for a conflict copy (§3.3). */
+/** A cleartext name of a listing and the lower entry behind it; `conflict` for a conflict copy or shadowed duplicate (§3.3). */
 export interface ListedEntry {
   readonly name: string;
   readonly entry: string;
@@ -234,34 +230,38 @@ export class Namespace {
     const listing = classifyListing(await this.io.list(dir.fd));
     const ids = dir.isRoot ? await this.idsOf(dir) : this.idsAmong(dir, listing.idEntries);
     if (!dir.isRoot && !sameIds(ids, dir.ids)) dir.ids = ids;
-    const out: ListedEntry[] = [];
-    for (const named of listing.named) {
-      const name = await this.nameOf(dir, named, ids);
-      if (name !== null) out.push({ name, entry: named.entry });
+    const named: { entry: string; name: string }[] = [];
+    for (const entry of listing.named) {
+      const name = await this.nameOf(dir, entry, ids);
+      if (name !== null) named.push({ name, entry: entry.entry });
     }
-    const copies = await this.conflictCopies(dir, listing, ids, out);
+    const copies = await this.conflictCopies(dir, listing, ids);
     for (const entry of listing.foreign)
       if (!copies.some((copy) => copy.entry === entry))
         this.log.debug({ dir: dir.displayPath, entry }, "foreign lower entry hidden");
-    return [...out, ...copies];
+    // Of entries with one name, lookups find the one under the smallest ID (§12.2).
+    const winner = (name: string, entries: readonly string[]) =>
+      ids
+        .map((id) => lowerEntryFor(this.encrypt(id, name)).entry)
+        .find((e) => entries.includes(e)) ?? entries[0]!;
+    return directoryView(named, copies, winner).map(({ entry, name, versionOf }) =>
+      versionOf === undefined ? { entry, name } : { entry, name, conflict: true },
+    );
   }
 
-  /** The conflict copies whose original's name authenticates, named so as not to collide with `named` (§3.3). */
+  /** The conflict copies whose original's name authenticates (§3.3). */
   private async conflictCopies(
     dir: LowerDirectory,
     listing: LowerListing,
     ids: Buffer[],
-    named: readonly ListedEntry[],
-  ): Promise<ListedEntry[]> {
-    if (listing.conflicts.length === 0) return [];
+  ): Promise<NamedConflictCopy[]> {
     const copies: NamedConflictCopy[] = [];
     for (const copy of listing.conflicts) {
       const encoded = await conflictCopyEncoded(this.io, dir.fd, copy);
       const name = encoded === undefined ? null : this.decode(encoded, ids);
       if (name !== null) copies.push({ entry: copy.entry, name, mark: copy.mark });
     }
-    const names = nameConflictCopies(new Set(named.map((e) => e.name)), copies);
-    return [...names].map(([entry, name]) => ({ name, entry, conflict: true }));
+    return copies;
   }
 
   private async nameOf(

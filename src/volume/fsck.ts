@@ -7,9 +7,9 @@ import { readDirIds } from "../format/dir-ids.js";
 import { FormatError, isFormatError } from "../format/errors.js";
 import { FileKind, HEADER_SIZE, openHeader } from "../format/header.js";
 import { OBJECT_STORED_SIZE, openObject } from "../format/object.js";
-import { SIDECAR_SUFFIX, decryptName } from "../format/names.js";
+import { SIDECAR_SUFFIX, decryptName, encryptName, lowerEntryFor } from "../format/names.js";
 import {
-  nameConflictCopies,
+  directoryView,
   type ConflictCopy,
   type ConflictTool,
   type NamedConflictCopy,
@@ -100,11 +100,11 @@ interface DirState {
   readonly clear: string;
   /** The directory's IDs, set when the directory is visited. */
   ids: Buffer[];
-  /** Cleartext names met in the directory -> their lower path (DUPLICATE_NAME). */
-  readonly seen: Map<string, string>;
+  /** Entries met in the directory whose names decrypt (the view of §3.3: DUPLICATE_NAME, CONFLICT_COPY). */
+  readonly named: { entry: string; name: string }[];
 }
 
-const newState = (clear: string): DirState => ({ clear, ids: [], seen: new Map() });
+const newState = (clear: string): DirState => ({ clear, ids: [], named: [] });
 
 const childOf = (dir: string, name: string): string =>
   dir === "/" ? `/${name}` : `${dir}/${name}`;
@@ -156,7 +156,7 @@ export class Fsck {
           {
             directory: (dir, state) => this.directory(dir, state),
             entry: (dir, entry, state) => this.entry(dir, entry, state),
-            directoryDone: (dir, state) => this.conflictCopies(dir, state),
+            directoryDone: (dir, state) => this.versions(dir, state),
             unreachable: (dir, entry, error, state) => this.unreachable(dir, entry, error, state),
           },
           newState("/"),
@@ -255,7 +255,7 @@ export class Fsck {
     }
     const copies = new Set(listing.conflicts.map((copy) => copy.entry));
     for (const entry of listing.foreign) {
-      // Conflict copies are reported once the directory's names are known (conflictCopies).
+      // Conflict copies are reported once the directory's names are known (versions).
       if (!copies.has(entry)) this.foreign(dir, entry);
     }
   }
@@ -270,24 +270,51 @@ export class Fsck {
   }
 
   /**
-   * A directory's conflict copies (§3.3), after its names: each whose
-   * original's name authenticates is CONFLICT_COPY, under the cleartext name
-   * the mount shows, and its contents are checked like a file's; the others
-   * are foreign. Nothing is repaired: which version to keep is a person's call.
+   * A directory's other versions (§3.3), after its names, each under the
+   * cleartext name the mount shows: entries that decrypt to the same name
+   * as another (DUPLICATE_NAME, on the one lookups do not find), and
+   * conflict copies whose original's name authenticates (CONFLICT_COPY;
+   * their contents are checked like a file's; the others are foreign).
+   * Nothing is repaired: which version to keep is a person's call.
    */
-  private async conflictCopies(dir: WalkedDirectory, state: DirState): Promise<void> {
-    const found: (NamedConflictCopy & { copy: ConflictCopy })[] = [];
+  private async versions(dir: WalkedDirectory, state: DirState): Promise<void> {
+    const copies = new Map<string, ConflictCopy>();
+    const found: NamedConflictCopy[] = [];
     for (const copy of dir.listing.conflicts) {
       const encoded = await conflictCopyEncoded(this.io, dir.fd, copy);
       const name = encoded === undefined ? undefined : this.decode(encoded, state.ids);
       if (name === undefined) this.foreign(dir, copy.entry);
-      else found.push({ entry: copy.entry, name, mark: copy.mark, copy });
+      else {
+        found.push({ entry: copy.entry, name, mark: copy.mark });
+        copies.set(copy.entry, copy);
+      }
     }
-    const shown = nameConflictCopies(new Set(state.seen.keys()), found);
-    for (const { entry, name, copy } of found) {
-      const path = childOf(state.clear, shown.get(entry)!);
-      const original = childOf(state.clear, name);
+    const names = new Set(state.named.map((e) => e.name));
+    const lowerOf = (name: string) =>
+      state.ids
+        .map((id) => lowerEntryFor(encryptName(this.keyring.volume.names, id, name)).entry)
+        .find((e) => state.named.some((n) => n.entry === e && n.name === name));
+    const view = directoryView(state.named, found, (name, entries) => lowerOf(name) ?? entries[0]!);
+    for (const { entry, name: shownName, versionOf, duplicate } of view) {
+      if (versionOf === undefined) continue;
+      const path = childOf(state.clear, shownName);
+      const original = childOf(state.clear, versionOf);
       const lower = lowerPathOf(dir.lower, entry);
+      if (duplicate) {
+        const other = lowerOf(versionOf);
+        this.add({
+          severity: "warning",
+          code: "DUPLICATE_NAME",
+          path,
+          original,
+          lower,
+          message:
+            `decrypts to the same name as another entry${other ? ` (${lowerPathOf(dir.lower, other)})` : ""}, which the mount shows as ${original}; ` +
+            `this one it shows as ${path}: rename it to keep both`,
+        });
+        continue;
+      }
+      const copy = copies.get(entry)!;
       this.add({
         severity: "warning",
         code: "CONFLICT_COPY",
@@ -296,19 +323,36 @@ export class Fsck {
         lower,
         message:
           `conflict copy of ${original} (${TOOLS[copy.tool]})` +
-          (state.seen.has(name) ? "" : ", which is gone") +
+          (names.has(versionOf) ? "" : ", which is gone") +
           `; keep a version by renaming it to ${original}, or delete it`,
       });
-      const stat = await this.io.stat(dir.fd, entry).catch((err: unknown) => {
-        if (err instanceof FsError && err.errno === "ENOENT") return undefined;
-        throw atLower(lower, err);
-      });
-      if (stat === undefined) continue;
-      const type = objectType(stat);
-      const walked: WalkedEntry = { entry, kind: copy.kind, lower, stat, type, encoded: undefined };
-      if (type === "file") await this.file(dir.fd, walked, path);
-      else if (type !== "directory") this.unexpectedType(lower, path, type, "");
+      await this.conflictCopyContents(dir, copy, lower, path);
     }
+  }
+
+  /** A conflict copy's contents, checked like those of the entry it copies. */
+  private async conflictCopyContents(
+    dir: WalkedDirectory,
+    copy: ConflictCopy,
+    lower: string,
+    path: string,
+  ): Promise<void> {
+    const stat = await this.io.stat(dir.fd, copy.entry).catch((err: unknown) => {
+      if (err instanceof FsError && err.errno === "ENOENT") return undefined;
+      throw atLower(lower, err);
+    });
+    if (stat === undefined) return;
+    const type = objectType(stat);
+    const walked: WalkedEntry = {
+      entry: copy.entry,
+      kind: copy.kind,
+      lower,
+      stat,
+      type,
+      encoded: undefined,
+    };
+    if (type === "file") await this.file(dir.fd, walked, path);
+    else if (type !== "directory") this.unexpectedType(lower, path, type, "");
   }
 
   /**
@@ -348,17 +392,7 @@ export class Fsck {
     let path: string | undefined;
     if (name !== undefined) {
       path = childOf(state.clear, name);
-      const twin = state.seen.get(name);
-      if (twin) {
-        this.add({
-          severity: "warning",
-          code: "DUPLICATE_NAME",
-          path,
-          lower: entry.lower,
-          message: `two entries decrypt to the same name (the other: ${twin})`,
-        });
-      }
-      state.seen.set(name, entry.lower);
+      state.named.push({ entry: entry.entry, name });
     }
     switch (entry.type) {
       case "directory":

@@ -4,12 +4,13 @@
 // host B starts from that copy with its own bisync. Both change the volume
 // while apart, exactly as sync-and-share users do: the same file edited on
 // both (one with a long name), new files in the same new directory created
-// on both, a file deleted on A and edited on B, and files only one of them
-// made. Then each syncs again, and the mounts on both hosts show every
+// on both (one name on both), a file deleted on A and edited on B, and files
+// only one of them made. Then each syncs again, and the mounts on both hosts show every
 // version: the two sides of each conflict under names that say which is
 // which (docs/format.md §3.3), the merged directory with the files of both
-// (§12), the deleted-and-edited file kept; fsck lists the conflicts
-// (CONFLICT_COPY, warnings: exit 0). Resolving them in the mount on one host
+// (§12) and the name made on both as a duplicate, the deleted-and-edited
+// file kept; fsck lists the conflicts (CONFLICT_COPY, DUPLICATE_NAME,
+// warnings: exit 0). Resolving them in the mount on one host
 // is ordinary renames and deletes, which the next syncs carry to the other.
 
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -37,6 +38,8 @@ const text = {
   fromB: "made on host B in the new directory\n",
   onlyA: "made on host A\n",
   onlyB: "made on host B\n",
+  notesA: "notes host A made in the new directory\n",
+  notesB: "notes host B made in the new directory, same name\n",
 };
 const hash = Object.fromEntries(Object.entries(text).map(([k, v]) => [k, sha256(v)])) as Record<
   keyof typeof text,
@@ -141,6 +144,7 @@ describe.skipIf(!haveFuse || !haveRclone)("two hosts syncing one volume with rcl
         "report.txt": text.reportA,
         [LONG]: text.longA,
         "new/from-a.txt": text.fromA,
+        "new/notes.txt": text.notesA,
         "only-a.txt": text.onlyA,
       });
       await shOk(`rm ${q(join(c, "plan.txt"))}`);
@@ -151,6 +155,7 @@ describe.skipIf(!haveFuse || !haveRclone)("two hosts syncing one volume with rcl
         [LONG]: text.longB,
         "plan.txt": text.planB,
         "new/from-b.txt": text.fromB,
+        "new/notes.txt": text.notesB,
         "only-b.txt": text.onlyB,
       }),
     );
@@ -160,9 +165,19 @@ describe.skipIf(!haveFuse || !haveRclone)("two hosts syncing one volume with rcl
     await bisyncB();
     await bisyncA();
 
+    // The same new name on both: two entries under the directory's two IDs. Which keeps the
+    // name depends on which ID is smaller (random); the other shows as a duplicate.
+    const notes = ["new/notes.txt", "new/notes (duplicate).txt"];
+    let notesSeen: string[] | undefined;
     for (const host of [hostA, hostB]) {
       await mounted(host, async (c) => {
-        expect(await checksumTree(c)).toEqual(merged);
+        const tree = await checksumTree(c);
+        const both = notes.map((n) => tree[n]!);
+        expect([...both].sort()).toEqual([hash.notesA, hash.notesB].sort());
+        notesSeen ??= both;
+        expect(both).toEqual(notesSeen); // the same on both hosts
+        for (const n of notes) delete tree[n];
+        expect(tree).toEqual(merged);
         // No original left for either conflict: both sides were renamed away, both show.
         expect(await shOk(`ls ${q(c)}`)).not.toMatch(/^report\.txt$/m);
       });
@@ -180,6 +195,13 @@ describe.skipIf(!haveFuse || !haveRclone)("two hosts syncing one volume with rcl
       expect(report.problems).toContainEqual(
         expect.objectContaining({ code: "MERGED_DIR_IDS", path: "/new" }),
       );
+      expect(report.problems).toContainEqual(
+        expect.objectContaining({
+          code: "DUPLICATE_NAME",
+          path: "/new/notes (duplicate).txt",
+          original: "/new/notes.txt",
+        }),
+      );
       const plain = await sb.cli(["fsck", "--passfile", sb.passfile, host]);
       expect(plain.code).toBe(0);
       expect(plain.stdout).toContain(
@@ -187,11 +209,13 @@ describe.skipIf(!haveFuse || !haveRclone)("two hosts syncing one volume with rcl
       );
     }
 
-    // Host A resolves: keeps B's report and A's long-named file, deletes the other versions.
+    // Host A resolves: keeps B's report and A's long-named file, deletes the other versions,
+    // and gives the duplicate a name of its own.
     await mounted(hostA, (c) =>
       shOk(
         `cd ${q(c)} && mv 'report (conflict path1).txt' report.txt && rm 'report (conflict path2).txt' && ` +
-          `mv ${q(longCopy("path2"))} ${q(LONG)} && rm ${q(longCopy("path1"))}`,
+          `mv ${q(longCopy("path2"))} ${q(LONG)} && rm ${q(longCopy("path1"))} && ` +
+          `mv 'new/notes (duplicate).txt' 'new/more notes.txt'`,
       ),
     );
     await bisyncA();
@@ -201,6 +225,8 @@ describe.skipIf(!haveFuse || !haveRclone)("two hosts syncing one volume with rcl
       if (name.includes("(conflict ")) delete resolved[name];
     resolved["report.txt"] = hash.reportB;
     resolved[LONG] = hash.longA;
+    resolved["new/notes.txt"] = notesSeen![0]!;
+    resolved["new/more notes.txt"] = notesSeen![1]!;
     for (const host of [hostA, hostB]) {
       await mounted(host, async (c) => expect(await checksumTree(c)).toEqual(resolved));
       const { code, report } = await fsck(sb, host);

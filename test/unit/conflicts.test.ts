@@ -18,6 +18,7 @@ import {
   parseConflictCopy,
   sidecarCandidates,
 } from "../../src/format/conflicts.js";
+import { dirIdEntryName } from "../../src/format/dir-ids.js";
 import { classifyLowerEntry, encryptName, lowerEntryFor } from "../../src/format/names.js";
 import { CryptFs } from "../../src/fs/crypt-fs.js";
 import { directLowerOps } from "../../src/fs/lower/ops.js";
@@ -260,6 +261,49 @@ describe("conflict copies through the filesystem", () => {
     // Choosing the copy over the original: a rename onto it.
     await fs.rename(at("notes.sync-conflict-20261202-171300-ABCDEF7.md"), at("notes.md"), 0);
     expect(await names(fs)).toEqual(["notes (1) (2).md", "notes (1).md", "notes.md"]);
+    await fs.destroy();
+  });
+
+  it("of two entries with one name in a merged directory, the one lookups miss shows as a duplicate", async () => {
+    const keyring = ring();
+    const fs = await CryptFs.open(lower, keyring, 4096, log, directLowerOps);
+    const created = await fs.mkdir({ parent: fs.root, name: "new" }, 0o755);
+    const dir = created.dir!;
+    const at = (name: string): Place => ({ parent: dir, name });
+    await write(fs, at("same.txt"), "host A's");
+    const dirEntry = encryptName(keyring.volume.names, keyring.volume.rootDirId, "new");
+    const [mine] = (await readdir(join(lower, dirEntry))).filter((n) => !n.startsWith("cm.d."));
+    // Host B made "new" too, with its own ID, and a "same.txt" in it (content is not bound to names).
+    const otherId = Buffer.alloc(16, 0xff); // larger than any: host A's entry keeps the name
+    await writeFile(join(lower, dirEntry, dirIdEntryName(keyring.volume.dirIds, otherId)), "");
+    const theirs = encryptName(keyring.volume.names, otherId, "same.txt");
+    await copyFile(join(lower, dirEntry, mine!), join(lower, dirEntry, theirs));
+    fs.releaseDir(dir);
+    const again = (await fs.lookup({ parent: fs.root, name: "new" })).dir!;
+    const there = (name: string): Place => ({ parent: again, name });
+    expect((await fs.list(again)).map((e) => e.name).sort()).toEqual([
+      "same (duplicate).txt",
+      "same.txt",
+    ]);
+    await write(fs, there("same (duplicate).txt"), "host B's");
+    expect(await read(fs, there("same.txt"))).toBe("host A's");
+    expect(await read(fs, there("same (duplicate).txt"))).toBe("host B's");
+    const report = await new Fsck(lower, keyring, 4096).run();
+    expect(report.problems.filter((p) => p.code === "DUPLICATE_NAME")).toEqual([
+      expect.objectContaining({
+        path: "/new/same (duplicate).txt",
+        original: "/new/same.txt",
+        lower: `${dirEntry}/${theirs}`,
+      }),
+    ]);
+    // Keeping both: one rename, to a name of the canonical ID.
+    await fs.rename(there("same (duplicate).txt"), there("same from B.txt"), 0);
+    expect((await fs.list(again)).map((e) => e.name).sort()).toEqual([
+      "same from B.txt",
+      "same.txt",
+    ]);
+    expect(await read(fs, there("same from B.txt"))).toBe("host B's");
+    fs.releaseDir(again);
     await fs.destroy();
   });
 });
