@@ -209,6 +209,17 @@ describe.skipIf(!haveFuse || !haveRclone)("two hosts syncing one volume with rcl
       );
     }
 
+    // A rekey on host A keeps every version readable: it rewraps the conflict copies too.
+    expect(await sb.cliOk(["rekey", "--passfile", sb.passfile, hostA])).toMatch(/rekey|epoch/i);
+    await mounted(hostA, async (c) => {
+      const tree = await checksumTree(c);
+      for (const n of notes) delete tree[n];
+      expect(tree).toEqual(merged);
+    });
+    expect((await fsck(sb, hostA)).report.problems.filter((p) => p.severity === "error")).toEqual(
+      [],
+    );
+
     // Host A resolves: keeps B's report and A's long-named file, deletes the other versions,
     // and gives the duplicate a name of its own.
     await mounted(hostA, (c) =>
