@@ -13,9 +13,19 @@
 // warnings: exit 0). Resolving them in the mount on one host
 // is ordinary renames and deletes, which the next syncs carry to the other.
 
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { join } from "node:path";
-import { Sandbox, haveFuse, q, run, runOk, sha256, shOk, type Mounted } from "../helpers/volume.js";
+import {
+  haveFuse,
+  q,
+  run,
+  runOk,
+  sandboxSuite,
+  sha256,
+  shOk,
+  type Mounted,
+  type Sandbox,
+} from "../helpers/volume.js";
 import { checksumTree, fsck, type FsckProblem } from "../helpers/volume-tools.js";
 
 const haveRclone = (await run("sh", ["-c", "command -v rclone"])).code === 0;
@@ -77,11 +87,8 @@ const merged: Record<string, string> = {
 
 describe.skipIf(!haveFuse || !haveRclone)("two hosts syncing one volume with rclone bisync", () => {
   let sb: Sandbox;
-  beforeAll(async () => {
-    sb = await Sandbox.create("bisync");
-  });
-  afterAll(async () => {
-    await sb?.cleanup();
+  sandboxSuite("bisync", (s) => {
+    sb = s;
   });
 
   /** Mounts `lower`, runs `body` on the mount point, and unmounts whatever happens. */
@@ -101,7 +108,8 @@ describe.skipIf(!haveFuse || !haveRclone)("two hosts syncing one volume with rcl
       .sort();
 
   it("every version shows with a readable name, the new directory merges, fsck lists the conflicts; renames resolve them", async () => {
-    const hostA = sb.path("hostA");
+    // Host A: the volume (cryptmount init), its first files, and the baseline with the (empty) shared copy.
+    const hostA = await sb.createVolume("hostA", ["--no-recovery"]);
     const hostB = await sb.mkdir("hostB");
     const shared = await sb.mkdir("shared");
     const workA = sb.path("bisync-state-A");
@@ -111,18 +119,6 @@ describe.skipIf(!haveFuse || !haveRclone)("two hosts syncing one volume with rcl
     const bisyncB = (...extra: string[]) =>
       runOk("rclone", ["bisync", hostB, shared, "--workdir", workB, ...extra]);
 
-    // Host A: the volume, its first files, and the baseline with the (empty) shared copy.
-    await sb.cliOk([
-      "init",
-      "--passfile",
-      sb.passfile,
-      "--kdf-memory",
-      "65536",
-      "--kdf-iterations",
-      "3",
-      "--no-recovery",
-      hostA,
-    ]);
     await mounted(hostA, (c) =>
       put(c, {
         "report.txt": text.report,
