@@ -15,7 +15,7 @@ import {
   type LowerListing,
   type NamedEntry,
 } from "./lower/layout.js";
-import type { Fd, LowerOps } from "./lower/ops.js";
+import type { Fd, LowerOps, LowerStat } from "./lower/ops.js";
 import type { Directory } from "./types.js";
 
 /**
@@ -39,6 +39,26 @@ export interface ListedEntry {
   readonly conflict?: true;
 }
 
+/** A directory's versions by shown name, with the directory's stamp and the time of the listing. */
+interface Versions {
+  readonly stamp: string;
+  readonly at: number;
+  readonly byName: ReadonlyMap<string, string>;
+}
+
+/**
+ * How long a listing's versions answer lookups without a look at the
+ * directory: as long as the kernel trusts a name (src/fs/fuse3/mount.ts), so
+ * a burst of lookups of names like "photo (1).jpg" that do not exist costs
+ * one listing, not one each. After that the directory's stamp decides.
+ */
+const VERSIONS_TRUSTED_MS = 1000;
+
+/** What changes when an entry of a directory is added, removed or renamed. */
+function stampOf(st: LowerStat): string {
+  return `${st.mtimeNs}/${st.ctimeNs}/${st.size}/${st.nlink}`;
+}
+
 /**
  * An open handle on one lower directory: an O_PATH descriptor, so every
  * call below it is relative to this very directory, wherever it has moved
@@ -51,6 +71,8 @@ export class LowerDirectory implements Directory {
   ids: Buffer[] | undefined;
   /** Holders (the kernel's node, readdir results in flight); the descriptor closes at 0. */
   references = 1;
+  /** The shown names of its conflict copies and duplicates (§3.3) as of the last listing. */
+  versions: Versions | undefined;
 
   constructor(
     readonly fd: Fd,
@@ -182,8 +204,8 @@ export class Namespace {
       if (await this.io.stat(dir.fd, candidate.entry).catch(() => undefined)) return candidate;
     }
     if (copyName) {
-      const copy = (await this.list(dir)).find((e) => e.conflict && e.name === name);
-      if (copy) return { entry: copy.entry };
+      const copy = await this.versionNamed(dir, name);
+      if (copy !== undefined) return { entry: copy };
     }
     return candidates[0]!;
   }
@@ -226,7 +248,20 @@ export class Namespace {
    * logged, never fatal to the listing. The listing also refreshes the
    * directory's IDs (a sync may have merged in another).
    */
+  /** The lower entry of the conflict copy or duplicate shown as `name` in `dir`, if any (§3.3). */
+  private async versionNamed(dir: LowerDirectory, name: string): Promise<string | undefined> {
+    const known = dir.versions;
+    if (known && performance.now() - known.at < VERSIONS_TRUSTED_MS) return known.byName.get(name);
+    if (known && known.stamp === stampOf(await this.io.fstat(dir.fd)))
+      return known.byName.get(name);
+    await this.list(dir);
+    return dir.versions?.byName.get(name);
+  }
+
   async list(dir: LowerDirectory): Promise<ListedEntry[]> {
+    // Taken before the listing: a change during it gives a new stamp, never a stale view an old one.
+    const stamp = stampOf(await this.io.fstat(dir.fd));
+    const at = performance.now();
     const listing = classifyListing(await this.io.list(dir.fd));
     const ids = dir.isRoot ? await this.idsOf(dir) : this.idsAmong(dir, listing.idEntries);
     if (!dir.isRoot && !sameIds(ids, dir.ids)) dir.ids = ids;
@@ -244,7 +279,12 @@ export class Namespace {
       ids
         .map((id) => lowerEntryFor(this.encrypt(id, name)).entry)
         .find((e) => entries.includes(e)) ?? entries[0]!;
-    return directoryView(named, copies, winner).map(({ entry, name, versionOf }) =>
+    const view = directoryView(named, copies, winner);
+    const byName = new Map<string, string>();
+    for (const { entry, name, versionOf } of view)
+      if (versionOf !== undefined) byName.set(name, entry);
+    dir.versions = { stamp, at, byName };
+    return view.map(({ entry, name, versionOf }) =>
       versionOf === undefined ? { entry, name } : { entry, name, conflict: true },
     );
   }

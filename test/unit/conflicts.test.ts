@@ -9,7 +9,7 @@ import { copyFile, mkdtemp, readdir, rename, rm, writeFile } from "node:fs/promi
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Keyring } from "../../src/crypto/keys.js";
 import {
   conflictCopyName,
@@ -305,5 +305,41 @@ describe("conflict copies through the filesystem", () => {
     expect(await read(fs, there("same from B.txt"))).toBe("host B's");
     fs.releaseDir(again);
     await fs.destroy();
+  });
+
+  it("lookups of names that may be a copy's cost one listing while the kernel trusts names, then the directory's stamp decides", async () => {
+    const keyring = ring();
+    let lists = 0;
+    const counting = new Proxy(directLowerOps, {
+      get(target, key: keyof typeof directLowerOps) {
+        if (key === "list")
+          return (fd: Parameters<typeof target.list>[0]) => (lists++, target.list(fd));
+        return target[key];
+      },
+    });
+    let now = 1_000_000;
+    const clock = vi.spyOn(performance, "now").mockImplementation(() => now);
+    try {
+      const fs = await CryptFs.open(lower, keyring, 4096, log, counting);
+      const at = (name: string): Place => ({ parent: fs.root, name });
+      await write(fs, at("photo.jpg"), "the photo");
+      lists = 0;
+      for (let i = 1; i <= 100; i++)
+        await expect(fs.getattr(at(`photo (${i}).jpg`))).rejects.toMatchObject({ errno: "ENOENT" });
+      expect(lists).toBe(1);
+      // Later, with nothing changed in the directory: its stamp says so, no listing.
+      now += 5000;
+      await expect(fs.getattr(at("photo (1).jpg"))).rejects.toMatchObject({ errno: "ENOENT" });
+      expect(lists).toBe(1);
+      // A sync adds a copy: the next lookup after the trusted time finds it.
+      const e = encryptName(keyring.volume.names, keyring.volume.rootDirId, "photo.jpg");
+      await copyFile(join(lower, e), join(lower, `${e} (1)`));
+      now += 5000;
+      expect((await fs.getattr(at("photo (1).jpg"))).size).toBe(9);
+      expect(lists).toBe(2);
+      await fs.destroy();
+    } finally {
+      clock.mockRestore();
+    }
   });
 });
