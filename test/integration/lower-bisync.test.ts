@@ -1,6 +1,7 @@
 // Two hosts, one volume (docs/lower-sync.md, the commands below are its
 // recipe): host A makes the volume and `rclone bisync`s its lower with a
-// shared copy (a local directory standing in for a bucket or a server);
+// shared copy (once a local directory, once a bucket on a real S3 server on
+// loopback, s3rver);
 // host B starts from that copy with its own bisync. Both change the volume
 // while apart, exactly as sync-and-share users do: the same file edited on
 // both (one with a long name), new files in the same new directory created
@@ -27,6 +28,7 @@ import {
   type Sandbox,
 } from "../helpers/volume.js";
 import { checksumTree, fsck, type FsckProblem } from "../helpers/volume-tools.js";
+import { BUCKET, REMOTE, rcloneOk, startS3 } from "../helpers/s3.js";
 
 const haveRclone = (await run("sh", ["-c", "command -v rclone"])).code === 0;
 
@@ -107,17 +109,54 @@ describe.skipIf(!haveFuse || !haveRclone)("two hosts syncing one volume with rcl
       .map((p) => [p.path, p.original])
       .sort();
 
-  it("every version shows with a readable name, the new directory merges, fsck lists the conflicts; renames resolve them", async () => {
+  /** The shared copy: a local directory, or a bucket on a real S3 server on loopback (s3rver). */
+  const sharedCopies = [
+    {
+      kind: "a directory",
+      open: async () => ({
+        shared: await sb.mkdir("shared"),
+        rclone: (args: string[]) => runOk("rclone", args),
+        close: async () => undefined,
+      }),
+    },
+    {
+      kind: "an S3 bucket",
+      open: async () => {
+        const s3 = await startS3(sb.path("s3"));
+        return {
+          shared: `${REMOTE}:${BUCKET}/vault`,
+          rclone: (args: string[]) => rcloneOk(s3, args),
+          close: () => s3.stop(),
+        };
+      },
+    },
+  ];
+
+  it.each(sharedCopies)(
+    "through $kind: every version shows with a readable name, the new directory merges, fsck lists the conflicts; renames resolve them",
+    async ({ open }) => {
+      const copy = await open();
+      try {
+        await twoHosts(copy.shared, copy.rclone);
+      } finally {
+        await copy.close();
+      }
+    },
+  );
+
+  async function twoHosts(
+    shared: string,
+    rclone: (args: string[]) => Promise<string>,
+  ): Promise<void> {
     // Host A: the volume (cryptmount init), its first files, and the baseline with the (empty) shared copy.
     const hostA = await sb.createVolume("hostA", ["--no-recovery"]);
     const hostB = await sb.mkdir("hostB");
-    const shared = await sb.mkdir("shared");
     const workA = sb.path("bisync-state-A");
     const workB = sb.path("bisync-state-B");
     const bisyncA = (...extra: string[]) =>
-      runOk("rclone", ["bisync", hostA, shared, "--workdir", workA, ...extra]);
+      rclone(["bisync", hostA, shared, "--workdir", workA, ...extra]);
     const bisyncB = (...extra: string[]) =>
-      runOk("rclone", ["bisync", hostB, shared, "--workdir", workB, ...extra]);
+      rclone(["bisync", hostB, shared, "--workdir", workB, ...extra]);
 
     await mounted(hostA, (c) =>
       put(c, {
@@ -241,5 +280,5 @@ describe.skipIf(!haveFuse || !haveRclone)("two hosts syncing one volume with rcl
       expect(conflictsOf(report.problems)).toEqual([]);
       expect(report.problems.map((p) => p.code).sort()).toEqual(["MERGED_DIR_IDS"]);
     }
-  });
+  }
 });
