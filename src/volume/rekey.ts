@@ -131,9 +131,18 @@ async function rewrapVolume(
           // The conflict copies the mount shows (§3.3) are versions of files: they keep opening.
           directory: async (dir) => {
             for (const entry of await shownConflictCopies(io, dir, keyring, formatVersion)) {
-              const st = await io.stat(dir.fd, entry).catch(() => undefined);
-              if (st && (st.mode & constants.S_IFMT) === constants.S_IFREG)
-                await rewrapAt(dir.fd, entry, join(lower, lowerPathOf(dir.lower, entry)));
+              const at = join(lower, lowerPathOf(dir.lower, entry));
+              const type = (await io.stat(dir.fd, entry).catch(() => undefined))?.mode;
+              if (type === undefined) continue;
+              if ((type & constants.S_IFMT) === constants.S_IFREG)
+                await rewrapAt(dir.fd, entry, at);
+              else if ((type & constants.S_IFMT) === constants.S_IFDIR)
+                // The walk does not enter it: keep the old key until it is renamed to a name of its own.
+                problems.push({
+                  lower: at,
+                  message:
+                    "a conflict copy of a directory: its files were not rewrapped (rename it in the mount, then rekey again)",
+                });
             }
           },
           entry: async (dir, entry) => {
