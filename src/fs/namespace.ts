@@ -242,12 +242,6 @@ export class Namespace {
     await this.io.unlink(dir.fd, at.entry + SIDECAR_SUFFIX).catch(() => undefined);
   }
 
-  /**
-   * Decrypted names of a lower directory, then its conflict copies under the
-   * names §3.3 gives them. Entries that do not decrypt are skipped and
-   * logged, never fatal to the listing. The listing also refreshes the
-   * directory's IDs (a sync may have merged in another).
-   */
   /** The lower entry of the conflict copy or duplicate shown as `name` in `dir`, if any (§3.3). */
   private async versionNamed(dir: LowerDirectory, name: string): Promise<string | undefined> {
     const known = dir.versions;
@@ -258,8 +252,15 @@ export class Namespace {
     return dir.versions?.byName.get(name);
   }
 
+  /**
+   * Decrypted names of a lower directory, then its conflict copies and
+   * shadowed duplicates under the names §3.3 gives them (kept for lookups).
+   * Entries that do not decrypt are skipped and logged, never fatal to the
+   * listing. The listing also refreshes the directory's IDs (a sync may
+   * have merged in another).
+   */
   async list(dir: LowerDirectory): Promise<ListedEntry[]> {
-    // Taken before the listing: a change during it gives a new stamp, never a stale view an old one.
+    // Taken before the listing: a change made during it leaves the directory with another stamp.
     const stamp = stampOf(await this.io.fstat(dir.fd));
     const at = performance.now();
     const listing = classifyListing(await this.io.list(dir.fd));
