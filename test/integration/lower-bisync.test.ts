@@ -219,6 +219,8 @@ describe.skipIf(!haveFuse || !haveRclone)("two hosts syncing one volume with rcl
       const { code, report } = await fsck(sb, host);
       expect(code).toBe(0);
       expect(report.problems.filter((p) => p.severity === "error")).toEqual([]);
+      // The long name's sidecar stays: both copies read their name from it.
+      expect(report.problems.map((p) => p.code)).not.toContain("ORPHAN_SIDECAR");
       expect(conflictsOf(report.problems)).toEqual(
         [
           ["/report (conflict path1).txt", "/report.txt"],

@@ -21,6 +21,7 @@ import {
 import { dirIdEntryName } from "../../src/format/dir-ids.js";
 import { classifyLowerEntry, encryptName, lowerEntryFor } from "../../src/format/names.js";
 import { CryptFs } from "../../src/fs/crypt-fs.js";
+import { classifyListing } from "../../src/fs/lower/layout.js";
 import { directLowerOps } from "../../src/fs/lower/ops.js";
 import type { Place } from "../../src/fs/types.js";
 import { Fsck } from "../../src/volume/fsck.js";
@@ -89,6 +90,11 @@ describe("parseConflictCopy: each tool's suffix", () => {
       `${L}.n`,
       `${L}.n..path1`,
     ]);
+  });
+
+  it("a long name's sidecar is no orphan while a copy of its entry reads its name from it", () => {
+    expect(classifyListing([`${L}.n`, `${L}..path1`, `${L}..path2`]).orphanSidecars).toEqual([]);
+    expect(classifyListing([`${L}.n`, `${E}..path1`]).orphanSidecars).toEqual([`${L}.n`]);
   });
 
   it.each([

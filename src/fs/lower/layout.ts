@@ -44,7 +44,7 @@ export interface LowerListing {
    * encrypted or long name (§3.3); whether that name authenticates needs the key.
    */
   readonly conflicts: readonly ConflictCopy[];
-  /** Long-name sidecars whose hashed entry is not in the listing. */
+  /** Long-name sidecars whose hashed entry is not in the listing, nor copied there (§3.3). */
   readonly orphanSidecars: readonly string[];
 }
 
@@ -84,7 +84,8 @@ export function classifyListing(names: readonly string[]): LowerListing {
   }
   let orphanSidecars: string[] = [];
   if (sidecars.length > 0) {
-    const present = new Set(names);
+    // A conflict copy of a long name reads its name from the original's sidecar (§3.3).
+    const present = new Set([...names, ...conflicts.map((copy) => copy.original)]);
     orphanSidecars = sidecars.filter(([, entry]) => !present.has(entry)).map(([name]) => name);
   }
   return { names, named, idEntries, config, foreign, conflicts, orphanSidecars };
