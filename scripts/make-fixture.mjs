@@ -908,7 +908,7 @@ function epochOneKeyring(inputs) {
 }
 
 /**
- * fsck's check record (docs/format.md §3.3), an addition to version 3: the
+ * fsck's check record (docs/format.md §3.4), an addition to version 3: the
  * key, stat digests and one stored record, then the code's own encoding
  * and decoding of it. Appended after every earlier vector.
  */
@@ -958,7 +958,7 @@ function makeCheckRecordVectors(inputs) {
   );
   return {
     about: [
-      "fsck's check record (docs/format.md §3.3), an addition to format version 3; inputs: volume secret and ID above.",
+      "fsck's check record (docs/format.md §3.4), an addition to format version 3; inputs: volume secret and ID above.",
       "digest = SHA-256(u64 ino || u64 size || i64 mtime_ns || i64 ctime_ns)[0..16); record = head || sorted digests || HMAC-SHA256(K_fsckRecord, head || digests).",
     ],
     key: hex(key),

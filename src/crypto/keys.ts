@@ -11,7 +11,7 @@ import { wipe } from "./bytes.js";
  *   mount key (per epoch) ── HKDF ──> header-wrap key, config key, config MAC key
  *   volume secret (fixed) ── HKDF ──> name key (SIV), symlink key, xattr keys, root dir ID,
  *                                     directory-ID MAC key (format version 2),
- *                                     fsck check-record MAC key (version 3, §3.3)
+ *                                     fsck check-record MAC key (version 3, §3.4)
  *
  * The volume secret is wrapped by the mount key in the config, so rotating the
  * mount key (rekey) rewraps headers and the volume secret but renames nothing.
@@ -28,7 +28,7 @@ export const LABELS = {
   rootDirId: "cryptmount v1 root-dir-id",
   /** New in format version 2 (docs/format.md §4.2, §12.1); the labels above are unchanged. */
   dirIds: "cryptmount v2 dir-ids",
-  /** fsck's check record (docs/format.md §3.3), an addition to version 3 that changes nothing else. */
+  /** fsck's check record (docs/format.md §3.4), an addition to version 3 that changes nothing else. */
   fsckRecord: "cryptmount v3 fsck-record",
 } as const;
 

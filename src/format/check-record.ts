@@ -3,7 +3,7 @@ import { constantTimeEqual } from "../crypto/bytes.js";
 import { FormatError } from "./errors.js";
 
 /**
- * fsck's check record (docs/format.md §3.3): the lower files whose content
+ * fsck's check record (docs/format.md §3.4): the lower files whose content
  * the last checks verified, each as a digest of its lower stat (inode, size,
  * mtime, ctime), sorted, the whole authenticated with HMAC-SHA256 under
  * K_fsckRecord. A later fsck skips the content of a file whose stat digest
@@ -31,7 +31,7 @@ export interface RecordedStat {
   readonly ctimeNs: bigint;
 }
 
-/** SHA-256(u64 ino || u64 size || i64 mtime_ns || i64 ctime_ns), first 16 bytes (§3.3). */
+/** SHA-256(u64 ino || u64 size || i64 mtime_ns || i64 ctime_ns), first 16 bytes (§3.4). */
 export function statDigest(stat: RecordedStat): Buffer {
   const input = Buffer.alloc(32);
   input.writeBigUInt64BE(BigInt.asUintN(64, stat.ino), 0);
@@ -94,7 +94,7 @@ export class CheckRecord implements CheckRecordContent {
     return new CheckRecord(content.writtenAt, content.fullAt, digests);
   }
 
-  /** The stored form (§3.3). */
+  /** The stored form (§3.4). */
   encode(key: Buffer): Buffer {
     if (this.size > CHECK_RECORD_MAX_FILES)
       throw new RangeError(`a check record lists at most ${CHECK_RECORD_MAX_FILES} files`);

@@ -136,7 +136,7 @@ export function classifyLowerEntry(name: string): LowerEntryKind {
     }
   }
   if (name === CONFIG_NAME || name.startsWith(CONFIG_NAME + ".")) return { kind: "config" };
-  // §3.3: fsck's check record and the temporary files of its atomic writes.
+  // §3.4: fsck's check record and the temporary files of its atomic writes.
   if (name === CHECK_RECORD_NAME || name.startsWith(CHECK_RECORD_NAME + "."))
     return { kind: "check-record" };
   return { kind: "foreign" };

@@ -4,6 +4,7 @@ import type { Keyring } from "../crypto/keys.js";
 import { ContentGeometry } from "../format/content.js";
 import { isFormatError } from "../format/errors.js";
 import { MAX_NAME_BYTES } from "../format/names.js";
+import { mayNameConflictCopy } from "../format/conflicts.js";
 import { FileKind } from "../format/header.js";
 import { CURRENT_FORMAT_VERSION, OBJECTS_VERSION } from "../format/versions.js";
 import { MAX_OBJECT_SYMLINK_TARGET, decodeRdev, type ObjectValue } from "../format/object.js";
@@ -249,8 +250,8 @@ export class CryptFs implements FileSystem {
       this.requireWritable();
       const dir = lowerDir(place.parent);
       const exclusive = (flags & constants.O_EXCL) !== 0;
-      // In a merged directory the name may exist under another of its IDs.
-      if ((await this.names.idsOf(dir)).length > 1) {
+      // In a merged directory the name may exist under another of its IDs, or be a conflict copy's (§3.3).
+      if ((await this.names.idsOf(dir)).length > 1 || mayNameConflictCopy(place.name)) {
         const existing = await this.locate(place);
         if (await this.io.stat(dir.fd, existing.entry).catch(() => undefined))
           return this.openExisting(existing, flags, exclusive);

@@ -4,15 +4,27 @@ import { DIR_ID_SIZE } from "../crypto/keys.js";
 import { randomPool } from "../crypto/random.js";
 import { isFormatError } from "../format/errors.js";
 import { CONFIG_VERSION } from "../format/config.js";
+import { directoryView, mayNameConflictCopy, type NamedConflictCopy } from "../format/conflicts.js";
 import { dirIdEntryName, readDirIds } from "../format/dir-ids.js";
 import { SIDECAR_SUFFIX, decryptName, encryptName, lowerEntryFor } from "../format/names.js";
 import { FsError } from "./errors.js";
-import { classifyListing, readLongName, type NamedEntry } from "./lower/layout.js";
-import type { Fd, LowerOps } from "./lower/ops.js";
+import {
+  classifyListing,
+  conflictCopyEncoded,
+  readLongName,
+  type LowerListing,
+  type NamedEntry,
+} from "./lower/layout.js";
+import type { Fd, LowerOps, LowerStat } from "./lower/ops.js";
 import { replaceFileAt } from "./lower/replace.js";
 import type { Directory } from "./types.js";
 
-/** The lower name of a cleartext entry, and the sidecar content when the name is long (docs/format.md §10, §11). */
+/**
+ * The lower name of a cleartext entry, and the sidecar content when the name
+ * is long (docs/format.md §10, §11). A conflict copy (§3.3) has its foreign
+ * lower name and never a sidecar of its own: the one it reads its name from
+ * belongs to its original.
+ */
 export interface LowerName {
   readonly entry: string;
   readonly longName?: string;
@@ -20,6 +32,33 @@ export interface LowerName {
 
 /** A lower name no entry can have (no format entry is named so): lookups in ID-less directories miss. */
 const NO_ENTRY: LowerName = { entry: "cm.none" };
+
+/** A cleartext name of a listing and the lower entry behind it; `conflict` for a conflict copy or shadowed duplicate (§3.3). */
+export interface ListedEntry {
+  readonly name: string;
+  readonly entry: string;
+  readonly conflict?: true;
+}
+
+/** A directory's versions by shown name, with the directory's stamp and the time of the listing. */
+interface Versions {
+  readonly stamp: string;
+  readonly at: number;
+  readonly byName: ReadonlyMap<string, string>;
+}
+
+/**
+ * How long a listing's versions answer lookups without a look at the
+ * directory: as long as the kernel trusts a name (src/fs/fuse3/mount.ts), so
+ * a burst of lookups of names like "photo (1).jpg" that do not exist costs
+ * one listing, not one each. After that the directory's stamp decides.
+ */
+const VERSIONS_TRUSTED_MS = 1000;
+
+/** What changes when an entry of a directory is added, removed or renamed. */
+function stampOf(st: LowerStat): string {
+  return `${st.mtimeNs}/${st.ctimeNs}/${st.size}/${st.nlink}`;
+}
 
 /**
  * An open handle on one lower directory: an O_PATH descriptor, so every
@@ -33,6 +72,8 @@ export class LowerDirectory implements Directory {
   ids: Buffer[] | undefined;
   /** Holders (the kernel's node, readdir results in flight); the descriptor closes at 0. */
   references = 1;
+  /** The shown names of its conflict copies and duplicates (§3.3) as of the last listing. */
+  versions: Versions | undefined;
 
   constructor(
     readonly fd: Fd,
@@ -148,15 +189,24 @@ export class Namespace {
     return encoded;
   }
 
-  /** The lower name of an existing `name` in `dir` (or of where it would be). */
+  /**
+   * The lower name of an existing `name` in `dir` (or of where it would be).
+   * An entry of the format wins; a name that may be a conflict copy's (§3.3)
+   * and is none is looked for among the directory's conflict copies.
+   */
   async existing(dir: LowerDirectory, name: string): Promise<LowerName> {
     const ids = await this.idsOf(dir);
     // A directory without an ID holds no readable names: nothing can be found in it.
     if (ids.length === 0) return NO_ENTRY;
-    if (ids.length === 1) return lowerEntryFor(this.encrypt(ids[0]!, name));
+    const copyName = mayNameConflictCopy(name);
+    if (ids.length === 1 && !copyName) return lowerEntryFor(this.encrypt(ids[0]!, name));
     const candidates = ids.map((id) => lowerEntryFor(this.encrypt(id, name)));
     for (const candidate of candidates) {
       if (await this.io.stat(dir.fd, candidate.entry).catch(() => undefined)) return candidate;
+    }
+    if (copyName) {
+      const copy = await this.versionNamed(dir, name);
+      if (copy !== undefined) return { entry: copy };
     }
     return candidates[0]!;
   }
@@ -182,23 +232,67 @@ export class Namespace {
     await this.io.unlink(dir.fd, at.entry + SIDECAR_SUFFIX).catch(() => undefined);
   }
 
+  /** The lower entry of the conflict copy or duplicate shown as `name` in `dir`, if any (§3.3). */
+  private async versionNamed(dir: LowerDirectory, name: string): Promise<string | undefined> {
+    const known = dir.versions;
+    if (known && performance.now() - known.at < VERSIONS_TRUSTED_MS) return known.byName.get(name);
+    if (known && known.stamp === stampOf(await this.io.fstat(dir.fd)))
+      return known.byName.get(name);
+    await this.list(dir);
+    return dir.versions?.byName.get(name);
+  }
+
   /**
-   * Decrypted names of a lower directory. Entries that do not decrypt are
-   * skipped and logged, never fatal to the listing. The listing also
-   * refreshes the directory's IDs (a sync may have merged in another).
+   * Decrypted names of a lower directory, then its conflict copies and
+   * shadowed duplicates under the names §3.3 gives them (kept for lookups).
+   * Entries that do not decrypt are skipped and logged, never fatal to the
+   * listing. The listing also refreshes the directory's IDs (a sync may
+   * have merged in another).
    */
-  async list(dir: LowerDirectory): Promise<{ name: string; entry: string }[]> {
+  async list(dir: LowerDirectory): Promise<ListedEntry[]> {
+    // Taken before the listing: a change made during it leaves the directory with another stamp.
+    const stamp = stampOf(await this.io.fstat(dir.fd));
+    const at = performance.now();
     const listing = classifyListing(await this.io.list(dir.fd));
     const ids = dir.isRoot ? await this.idsOf(dir) : this.idsAmong(dir, listing.idEntries);
     if (!dir.isRoot && !sameIds(ids, dir.ids)) dir.ids = ids;
-    for (const entry of listing.foreign)
-      this.log.debug({ dir: dir.displayPath, entry }, "foreign lower entry hidden");
-    const out: { name: string; entry: string }[] = [];
-    for (const named of listing.named) {
-      const name = await this.nameOf(dir, named, ids);
-      if (name !== null) out.push({ name, entry: named.entry });
+    const named: { entry: string; name: string }[] = [];
+    for (const entry of listing.named) {
+      const name = await this.nameOf(dir, entry, ids);
+      if (name !== null) named.push({ name, entry: entry.entry });
     }
-    return out;
+    const copies = await this.conflictCopies(dir, listing, ids);
+    for (const entry of listing.foreign)
+      if (!copies.some((copy) => copy.entry === entry))
+        this.log.debug({ dir: dir.displayPath, entry }, "foreign lower entry hidden");
+    // Of entries with one name, lookups find the one under the smallest ID (§12.2).
+    const winner = (name: string, entries: readonly string[]) =>
+      ids
+        .map((id) => lowerEntryFor(this.encrypt(id, name)).entry)
+        .find((e) => entries.includes(e)) ?? entries[0]!;
+    const view = directoryView(named, copies, winner);
+    const byName = new Map<string, string>();
+    for (const { entry, name, versionOf } of view)
+      if (versionOf !== undefined) byName.set(name, entry);
+    dir.versions = { stamp, at, byName };
+    return view.map(({ entry, name, versionOf }) =>
+      versionOf === undefined ? { entry, name } : { entry, name, conflict: true },
+    );
+  }
+
+  /** The conflict copies whose original's name authenticates (§3.3). */
+  private async conflictCopies(
+    dir: LowerDirectory,
+    listing: LowerListing,
+    ids: Buffer[],
+  ): Promise<NamedConflictCopy[]> {
+    const copies: NamedConflictCopy[] = [];
+    for (const copy of listing.conflicts) {
+      const encoded = await conflictCopyEncoded(this.io, dir.fd, copy);
+      const name = encoded === undefined ? null : this.decode(encoded, ids);
+      if (name !== null) copies.push({ entry: copy.entry, name, mark: copy.mark });
+    }
+    return copies;
   }
 
   private async nameOf(
@@ -217,6 +311,17 @@ export class Namespace {
         return null;
       }
     }
+    return this.decode(encoded, ids, () =>
+      this.hidden(
+        dir,
+        entry,
+        ids.length === 0 ? "directory ID missing" : "name failed authentication",
+      ),
+    );
+  }
+
+  /** The cleartext name of `encoded` under the first of `ids` it authenticates under; `failed` runs once per miss. */
+  private decode(encoded: string, ids: Buffer[], failed?: () => void): string | null {
     const cacheKey = ids.map((id) => id.toString("hex")).join(",") + "/" + encoded;
     const cached = this.decrypted.get(cacheKey);
     if (cached !== undefined) return cached;
@@ -230,12 +335,7 @@ export class Namespace {
         if (!isFormatError(err)) throw err;
       }
     }
-    if (name === null)
-      this.hidden(
-        dir,
-        entry,
-        ids.length === 0 ? "directory ID missing" : "name failed authentication",
-      );
+    if (name === null) failed?.();
     this.decrypted.set(cacheKey, name);
     return name;
   }

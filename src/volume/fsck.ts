@@ -6,7 +6,13 @@ import { readDirIds } from "../format/dir-ids.js";
 import { FormatError, isFormatError } from "../format/errors.js";
 import { FileKind, HEADER_SIZE, openHeader } from "../format/header.js";
 import { OBJECT_STORED_SIZE, openObject } from "../format/object.js";
-import { SIDECAR_SUFFIX, decryptName } from "../format/names.js";
+import { SIDECAR_SUFFIX, decryptName, encryptName, lowerEntryFor } from "../format/names.js";
+import {
+  directoryView,
+  type ConflictCopy,
+  type ConflictTool,
+  type NamedConflictCopy,
+} from "../format/conflicts.js";
 import { decryptSymlink } from "../format/symlink.js";
 import { OBJECTS_VERSION } from "../format/versions.js";
 import { FsError } from "../fs/errors.js";
@@ -22,8 +28,10 @@ import {
 } from "../format/check-record.js";
 import {
   atLower,
+  conflictCopyEncoded,
   countFiles,
   lowerPathOf,
+  objectType,
   openRegularFile,
   typeAt,
   walkVolume,
@@ -63,7 +71,7 @@ import { withLowerRoot } from "./volume.js";
  * handles, no symlink followed, no FIFO, socket or device opened. Such an
  * object where the format has none is UNEXPECTED_TYPE (§17).
  *
- * The check record (§3.3): the content of a regular file whose lower stat
+ * The check record (§3.4): the content of a regular file whose lower stat
  * (inode, size, mtime, ctime) the last checks recorded as verified is not
  * read again; everything else (names, directory IDs, sidecars, objects,
  * the type of every entry) is checked on every run. After the walk, fsck
@@ -79,6 +87,8 @@ export interface Problem {
   readonly path?: string;
   /** Lower path relative to the volume root. */
   readonly lower: string;
+  /** CONFLICT_COPY: the cleartext path of the entry it is a copy of (§3.3). */
+  readonly original?: string;
   readonly block?: number;
   readonly message: string;
   repaired?: boolean;
@@ -92,7 +102,7 @@ export interface FsckReport {
   specials: number;
   /** Cleartext bytes whose blocks were read and verified. */
   bytes: number;
-  /** Regular files whose content was read and verified, and those skipped as recorded (§3.3). */
+  /** Regular files whose content was read and verified, and those skipped as recorded (§3.4). */
   checked: number;
   skipped: number;
   /** Cleartext bytes of the skipped files. */
@@ -103,7 +113,7 @@ export interface FsckReport {
   problems: Problem[];
 }
 
-/** What fsck did with its check record (§3.3). */
+/** What fsck did with its check record (§3.4). */
 export interface RecordReport {
   /**
    * The record found: "valid" (used unless full), "none", "invalid" (a
@@ -151,11 +161,22 @@ interface DirState {
   readonly clear: string;
   /** The directory's IDs, set when the directory is visited. */
   ids: Buffer[];
-  /** Cleartext names met in the directory -> their lower path (DUPLICATE_NAME). */
-  readonly seen: Map<string, string>;
+  /** Entries met in the directory whose names decrypt (the view of §3.3: DUPLICATE_NAME, CONFLICT_COPY). */
+  readonly named: { entry: string; name: string }[];
 }
 
-const newState = (clear: string): DirState => ({ clear, ids: [], seen: new Map() });
+const newState = (clear: string): DirState => ({ clear, ids: [], named: [] });
+
+const childOf = (dir: string, name: string): string =>
+  dir === "/" ? `/${name}` : `${dir}/${name}`;
+
+/** How reports name the tool that made a conflict copy. */
+const TOOLS: Readonly<Record<ConflictTool, string>> = {
+  "rclone-bisync": "rclone bisync",
+  syncthing: "Syncthing",
+  parenthesized: "a sync client",
+  "copy-number": "a numbered copy",
+};
 
 export class Fsck {
   private readonly geometry: ContentGeometry;
@@ -224,6 +245,7 @@ export class Fsck {
           {
             directory: (dir, state) => this.directory(dir, state),
             entry: (dir, entry, state) => this.entry(dir, entry, state),
+            directoryDone: (dir, state) => this.versions(dir, state),
             unreachable: (dir, entry, error, state) => this.unreachable(dir, entry, error, state),
           },
           newState("/"),
@@ -405,14 +427,106 @@ export class Fsck {
         await this.repair(p, () => this.io.unlink(dir.fd, entry));
       }
     }
+    const copies = new Set(listing.conflicts.map((copy) => copy.entry));
     for (const entry of listing.foreign) {
+      // Conflict copies are reported once the directory's names are known (versions).
+      if (!copies.has(entry)) this.foreign(dir, entry);
+    }
+  }
+
+  private foreign(dir: WalkedDirectory, entry: string): void {
+    this.add({
+      severity: "warning",
+      code: "FOREIGN_ENTRY",
+      lower: lowerPathOf(dir.lower, entry),
+      message: "entry is not part of the volume (e.g. a sync-conflict copy); left alone",
+    });
+  }
+
+  /**
+   * A directory's other versions (§3.3), after its names, each under the
+   * cleartext name the mount shows: entries that decrypt to the same name
+   * as another (DUPLICATE_NAME, on the one lookups do not find), and
+   * conflict copies whose original's name authenticates (CONFLICT_COPY;
+   * their contents are checked like a file's; the others are foreign).
+   * Nothing is repaired: which version to keep is a person's call.
+   */
+  private async versions(dir: WalkedDirectory, state: DirState): Promise<void> {
+    const copies = new Map<string, ConflictCopy>();
+    const found: NamedConflictCopy[] = [];
+    for (const copy of dir.listing.conflicts) {
+      const encoded = await conflictCopyEncoded(this.io, dir.fd, copy);
+      const name = encoded === undefined ? undefined : this.decode(encoded, state.ids);
+      if (name === undefined) this.foreign(dir, copy.entry);
+      else {
+        found.push({ entry: copy.entry, name, mark: copy.mark });
+        copies.set(copy.entry, copy);
+      }
+    }
+    const names = new Set(state.named.map((e) => e.name));
+    const lowerOf = (name: string) =>
+      state.ids
+        .map((id) => lowerEntryFor(encryptName(this.keyring.volume.names, id, name)).entry)
+        .find((e) => state.named.some((n) => n.entry === e && n.name === name));
+    const view = directoryView(state.named, found, (name, entries) => lowerOf(name) ?? entries[0]!);
+    for (const { entry, name: shownName, versionOf, duplicate } of view) {
+      if (versionOf === undefined) continue;
+      const path = childOf(state.clear, shownName);
+      const original = childOf(state.clear, versionOf);
+      const lower = lowerPathOf(dir.lower, entry);
+      if (duplicate) {
+        const other = lowerOf(versionOf);
+        this.add({
+          severity: "warning",
+          code: "DUPLICATE_NAME",
+          path,
+          original,
+          lower,
+          message:
+            `decrypts to the same name as another entry${other ? ` (${lowerPathOf(dir.lower, other)})` : ""}, which the mount shows as ${original}; ` +
+            `this one it shows as ${path}: rename it to keep both`,
+        });
+        continue;
+      }
+      const copy = copies.get(entry)!;
       this.add({
         severity: "warning",
-        code: "FOREIGN_ENTRY",
-        lower: lowerPathOf(dir.lower, entry),
-        message: "entry is not part of the volume (e.g. a sync-conflict copy); left alone",
+        code: "CONFLICT_COPY",
+        path,
+        original,
+        lower,
+        message:
+          `conflict copy of ${original} (${TOOLS[copy.tool]})` +
+          (names.has(versionOf) ? "" : ", which is gone") +
+          `; keep a version by renaming it to ${original}, or delete it`,
       });
+      await this.conflictCopyContents(dir, copy, lower, path);
     }
+  }
+
+  /** A conflict copy's contents, checked like those of the entry it copies. */
+  private async conflictCopyContents(
+    dir: WalkedDirectory,
+    copy: ConflictCopy,
+    lower: string,
+    path: string,
+  ): Promise<void> {
+    const stat = await this.io.stat(dir.fd, copy.entry).catch((err: unknown) => {
+      if (err instanceof FsError && err.errno === "ENOENT") return undefined;
+      throw atLower(lower, err);
+    });
+    if (stat === undefined) return;
+    const type = objectType(stat);
+    const walked: WalkedEntry = {
+      entry: copy.entry,
+      kind: copy.kind,
+      lower,
+      stat,
+      type,
+      encoded: undefined,
+    };
+    if (type === "file") await this.file(dir.fd, walked, path);
+    else if (type !== "directory") this.unexpectedType(lower, path, type, "");
   }
 
   /**
@@ -451,18 +565,8 @@ export class Fsck {
     // An entry whose name is damaged is still checked, reported by its lower path.
     let path: string | undefined;
     if (name !== undefined) {
-      path = state.clear === "/" ? `/${name}` : `${state.clear}/${name}`;
-      const twin = state.seen.get(name);
-      if (twin) {
-        this.add({
-          severity: "warning",
-          code: "DUPLICATE_NAME",
-          path,
-          lower: entry.lower,
-          message: `two entries decrypt to the same name (the other: ${twin})`,
-        });
-      }
-      state.seen.set(name, entry.lower);
+      path = childOf(state.clear, name);
+      state.named.push({ entry: entry.entry, name });
     }
     switch (entry.type) {
       case "directory":
@@ -486,13 +590,8 @@ export class Fsck {
       this.longNameProblem(dir, entry, entry.longNameFailure!);
       return undefined;
     }
-    for (const id of ids) {
-      try {
-        return decryptName(this.keyring.volume.names, id, encoded);
-      } catch (err) {
-        if (!isFormatError(err)) throw err;
-      }
-    }
+    const name = this.decode(encoded, ids);
+    if (name !== undefined) return name;
     if (ids.length > 0) {
       this.add({
         severity: "error",
@@ -500,6 +599,18 @@ export class Fsck {
         lower: entry.lower,
         message: "name failed authentication (damaged, or moved from another directory)",
       });
+    }
+    return undefined;
+  }
+
+  /** The cleartext name `encoded` decrypts to under the first of `ids` it authenticates under. */
+  private decode(encoded: string, ids: Buffer[]): string | undefined {
+    for (const id of ids) {
+      try {
+        return decryptName(this.keyring.volume.names, id, encoded);
+      } catch (err) {
+        if (!isFormatError(err)) throw err;
+      }
     }
     return undefined;
   }

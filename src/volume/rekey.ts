@@ -11,7 +11,17 @@ import {
 } from "../format/config.js";
 import { isFormatError } from "../format/errors.js";
 import { HEADER_SIZE, openHeader, planRewrap } from "../format/header.js";
-import { countFiles, openRegularFile, walkVolume, withArticle } from "../fs/lower/layout.js";
+import {
+  conflictCopyEncoded,
+  countFiles,
+  lowerPathOf,
+  openRegularFile,
+  walkVolume,
+  withArticle,
+  type WalkedDirectory,
+} from "../fs/lower/layout.js";
+import { readDirIds } from "../format/dir-ids.js";
+import { decryptName } from "../format/names.js";
 import {
   readFully,
   threadedLowerOps,
@@ -75,7 +85,7 @@ async function rewrapFile(
 
 /**
  * Step 2 over the whole volume: every regular file reached through a name
- * entry, each opened relative to its directory's handle (never a symlink,
+ * entry, and every conflict copy the mount shows (§3.3), each opened relative to its directory's handle (never a symlink,
  * never a FIFO). Anything it cannot rewrap is a problem, so the old key
  * stays: a damaged header, a FIFO, socket or device where a file should be,
  * a directory that turned into something else during the walk. Entries
@@ -86,11 +96,31 @@ async function rewrapVolume(
   lower: string,
   keyring: Keyring,
   blockSize: number,
+  formatVersion: number,
   progress: Progress,
 ): Promise<{ files: number; rewrapped: number; problems: { lower: string; message: string }[] }> {
   const problems: { lower: string; message: string }[] = [];
   let files = 0;
   let rewrapped = 0;
+  /** Rewraps the regular file `name` in `dir`; false when something else stands there now. */
+  const rewrapAt = async (dir: Fd, name: string, at: string): Promise<boolean> => {
+    const opened = await openRegularFile(io, dir, name, constants.O_RDWR);
+    if ("refused" in opened) {
+      if (opened.refused !== "gone")
+        problems.push({ lower: at, message: `now ${withArticle(opened.refused)}, not a file` });
+      return false;
+    }
+    files++;
+    try {
+      if (await rewrapFile(io, opened.fd, keyring, blockSize)) rewrapped++;
+    } catch (err) {
+      if (!isFormatError(err)) throw err;
+      problems.push({ lower: at, message: err.message });
+    } finally {
+      await io.close(opened.fd);
+    }
+    return true;
+  };
   await withLowerRoot(io, lower, async (root) => {
     progress.start(await countFiles(io, root));
     try {
@@ -98,6 +128,23 @@ async function rewrapVolume(
         io,
         root,
         {
+          // The conflict copies the mount shows (§3.3) are versions of files: they keep opening.
+          directory: async (dir) => {
+            for (const entry of await shownConflictCopies(io, dir, keyring, formatVersion)) {
+              const at = join(lower, lowerPathOf(dir.lower, entry));
+              const type = (await io.stat(dir.fd, entry).catch(() => undefined))?.mode;
+              if (type === undefined) continue;
+              if ((type & constants.S_IFMT) === constants.S_IFREG)
+                await rewrapAt(dir.fd, entry, at);
+              else if ((type & constants.S_IFMT) === constants.S_IFDIR)
+                // The walk does not enter it: keep the old key until it is renamed to a name of its own.
+                problems.push({
+                  lower: at,
+                  message:
+                    "a conflict copy of a directory: its files were not rewrapped (rename it in the mount, then rekey again)",
+                });
+            }
+          },
           entry: async (dir, entry) => {
             const at = join(lower, entry.lower);
             if (entry.type === "directory" || entry.type === "symlink") return undefined;
@@ -105,25 +152,7 @@ async function rewrapVolume(
               problems.push({ lower: at, message: `${withArticle(entry.type)}, not a file` });
               return undefined;
             }
-            const opened = await openRegularFile(io, dir.fd, entry.entry, constants.O_RDWR);
-            if ("refused" in opened) {
-              if (opened.refused !== "gone")
-                problems.push({
-                  lower: at,
-                  message: `now ${withArticle(opened.refused)}, not a file`,
-                });
-              return undefined;
-            }
-            files++;
-            try {
-              if (await rewrapFile(io, opened.fd, keyring, blockSize)) rewrapped++;
-            } catch (err) {
-              if (!isFormatError(err)) throw err;
-              problems.push({ lower: at, message: err.message });
-            } finally {
-              await io.close(opened.fd);
-            }
-            progress.tick();
+            if (await rewrapAt(dir.fd, entry.entry, at)) progress.tick();
             return undefined;
           },
           unreachable: (_dir, entry, error) => {
@@ -140,6 +169,36 @@ async function rewrapVolume(
     }
   });
   return { files, rewrapped, problems };
+}
+
+/** The lower names of a directory's conflict copies whose original's name authenticates (§3.3). */
+async function shownConflictCopies(
+  io: LowerOps,
+  dir: WalkedDirectory,
+  keyring: Keyring,
+  formatVersion: number,
+): Promise<string[]> {
+  if (dir.listing.conflicts.length === 0) return [];
+  const ids =
+    dir.lower === ""
+      ? [keyring.volume.rootDirId]
+      : readDirIds(keyring.volume.dirIds, formatVersion, dir.listing.idEntries).ids;
+  const shown: string[] = [];
+  for (const copy of dir.listing.conflicts) {
+    const encoded = await conflictCopyEncoded(io, dir.fd, copy);
+    if (encoded === undefined) continue;
+    const authentic = ids.some((id) => {
+      try {
+        decryptName(keyring.volume.names, id, encoded);
+        return true;
+      } catch (err) {
+        if (!isFormatError(err)) throw err;
+        return false;
+      }
+    });
+    if (authentic) shown.push(copy.entry);
+  }
+  return shown;
 }
 
 export interface RekeyOptions {
@@ -238,7 +297,14 @@ async function rekeyHoldingVolume(
 
   let walked;
   try {
-    walked = await rewrapVolume(threadedLowerOps, lower, keyring, config.blockSize, progress);
+    walked = await rewrapVolume(
+      threadedLowerOps,
+      lower,
+      keyring,
+      config.blockSize,
+      config.version,
+      progress,
+    );
   } finally {
     keyring.wipe();
   }

@@ -10,7 +10,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash } from "node:crypto";
 import { closeSync, openSync, readFileSync, readSync, readdirSync, statSync } from "node:fs";
-import { open, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, open, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { expect } from "vitest";
 import type { RecordReport } from "../../src/volume/fsck.js";
@@ -388,6 +388,19 @@ export function sha256Hex(data: Buffer | string): string {
 // ---------------------------------------------------------------------------
 // The lower tree (a plain directory: synchronous reads are fine)
 
+/**
+ * In a copy of a fixture volume, gives the Syncthing conflict copy in its
+ * root what a sync tool would have put there: its original's bytes. (The
+ * fixtures' copy holds 13 cleartext bytes; since the mount shows conflict
+ * copies, docs/format.md §3.3, fsck reads it and finds SHORT_HEADER.)
+ */
+export async function realFixtureConflictCopy(lower: string): Promise<void> {
+  for (const name of readdirSync(lower)) {
+    const original = /^([A-Za-z0-9_-]+)\.sync-conflict-/.exec(name)?.[1];
+    if (original) await copyFile(join(lower, original), join(lower, name));
+  }
+}
+
 /** Relative paths of the regular files below `lower`, sorted; `skipConfig` leaves out cryptmount.conf*. */
 export function lowerFiles(lower: string, skipConfig = true): string[] {
   const out: string[] = [];
@@ -573,6 +586,8 @@ export interface FsckProblem {
   code: string;
   path?: string;
   lower: string;
+  /** CONFLICT_COPY: the cleartext path of the entry it copies. */
+  original?: string;
   block?: number;
   message: string;
   repaired?: boolean;

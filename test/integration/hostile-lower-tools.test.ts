@@ -19,7 +19,13 @@ import { classifyLowerEntry, encryptName, lowerEntryFor } from "../../src/format
 import { unlockVolume } from "../../src/volume/volume.js";
 import { mkfifo, treeSnapshot } from "../helpers/hostile.js";
 import { Sandbox, runOk, sandboxSuite } from "../helpers/volume.js";
-import { cli, secretFile, type FsckJson, type FsckProblem } from "../helpers/volume-tools.js";
+import {
+  cli,
+  realFixtureConflictCopy,
+  secretFile,
+  type FsckJson,
+  type FsckProblem,
+} from "../helpers/volume-tools.js";
 
 /** Far more than any of these runs takes; an old build stuck opening a FIFO is killed after it. */
 const DEADLINE_MS = 30_000;
@@ -142,6 +148,7 @@ const scenarios: Scenario[] = [
 async function damagedCopy(version: number, scenario: Scenario) {
   const volume = sb.path(`v${version}`);
   await runOk("cp", ["-a", fixturePath(version), volume]);
+  await realFixtureConflictCopy(volume);
   const outside = await sb.mkdir("outside");
   await writeFile(join(outside, "sentinel.txt"), "outside the volume\n");
   const fault = await scenario.inject(volume, version, outside);
@@ -174,9 +181,11 @@ async function fsckJson(
   return { code: r.code, report };
 }
 
-/** The v2 fixture's own findings, which every copy shares (foreign entries, the merge, the planted IDs). */
+/** The v2 fixture's own findings, which every copy shares (foreign entries, its conflict copy, the merge, the planted IDs). */
 const baseline = (problems: FsckProblem[]) =>
-  problems.filter((p) => ["FOREIGN_ENTRY", "FORGED_DIR_ID", "MERGED_DIR_IDS"].includes(p.code));
+  problems.filter((p) =>
+    ["FOREIGN_ENTRY", "CONFLICT_COPY", "FORGED_DIR_ID", "MERGED_DIR_IDS"].includes(p.code),
+  );
 
 describe("volume tools on a hostile lower", () => {
   sandboxSuite("vhostile", async (s) => {

@@ -102,7 +102,7 @@ describe.skipIf(!haveFuse)("fsck", () => {
     return dir;
   }
 
-  /** The lower's files and their hashes, fsck's check record left out (§3.3). */
+  /** The lower's files and their hashes, fsck's check record left out (§3.4). */
   function snapshot(volume: string): Record<string, string> {
     return Object.fromEntries(
       Object.entries(lowerSnapshot(volume)).filter(([p]) => p !== CHECK_RECORD_NAME),
@@ -384,7 +384,7 @@ print(json.dumps({"blocks": res, "size": os.fstat(fd).st_size}))
     await expectProblems(v, expected.slice(0, -1));
   });
 
-  describe("the check record (§3.3)", () => {
+  describe("the check record (§3.4)", () => {
     /** A copy whose files are older than fsck's racy margin (2 s), so a check records them. */
     async function settledCopy(): Promise<string> {
       const v = await copy();

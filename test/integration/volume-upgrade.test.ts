@@ -17,6 +17,7 @@ import {
   expectCliError,
   info,
   mountVolume,
+  realFixtureConflictCopy,
   secretFile,
   unmountVolume,
 } from "../helpers/volume-tools.js";
@@ -44,6 +45,7 @@ describe.skipIf(!haveFuse)("format version 1 volumes", () => {
   async function copy(name: string): Promise<string> {
     const dir = sb.path(name);
     await runOk("cp", ["-a", fixture, dir]);
+    await realFixtureConflictCopy(dir);
     return dir;
   }
 
@@ -100,7 +102,7 @@ describe.skipIf(!haveFuse)("format version 1 volumes", () => {
     expect(r2.code, r2.stdout + r2.stderr).toBe(0);
     const report = JSON.parse(r2.stdout) as { problems: { code: string }[] };
     expect(report.problems.map((p) => p.code).sort()).toEqual([
-      "FOREIGN_ENTRY",
+      "CONFLICT_COPY",
       "FOREIGN_ENTRY",
       "MERGED_DIR_IDS",
     ]);

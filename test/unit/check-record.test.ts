@@ -1,4 +1,4 @@
-// fsck's check record (docs/format.md §3.3): the known-answer vectors of
+// fsck's check record (docs/format.md §3.4): the known-answer vectors of
 // test/fixtures/vectors.json (member fsckRecord, from the second
 // implementation in scripts/make-fixture.mjs), and every way a stored record
 // can be damaged, truncated or forged: each is CHECK_RECORD_INVALID, never a

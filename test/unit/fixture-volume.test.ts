@@ -52,17 +52,17 @@ async function lowerNames(root: string): Promise<string[]> {
   return (await readdir(root, { recursive: true })).map(String).sort();
 }
 
-/** What fsck reports on the v2 and v3 fixtures: the foreign entries, the planted IDs, the merge. */
-const WITH_PLANTED_IDS = [
-  "FOREIGN_ENTRY",
-  "FOREIGN_ENTRY",
-  "FORGED_DIR_ID",
-  "FORGED_DIR_ID",
-  "MERGED_DIR_IDS",
-];
+/**
+ * What fsck reports on the fixtures: the foreign entry (desktop.ini), the
+ * Syncthing conflict copy of a genuine name, which the mount shows (§3.3)
+ * and fsck therefore reads: it holds 13 cleartext bytes, not a file of the
+ * format (SHORT_HEADER); the merge; and in v2 and v3 the planted IDs.
+ */
+const FIXTURE_CODES = ["CONFLICT_COPY", "FOREIGN_ENTRY", "MERGED_DIR_IDS", "SHORT_HEADER"];
+const WITH_PLANTED_IDS = [...FIXTURE_CODES, "FORGED_DIR_ID", "FORGED_DIR_ID"].sort();
 
 describe.each([
-  { version: 1, fsckCodes: ["FOREIGN_ENTRY", "FOREIGN_ENTRY", "MERGED_DIR_IDS"] },
+  { version: 1, fsckCodes: FIXTURE_CODES },
   { version: 2, fsckCodes: WITH_PLANTED_IDS },
   { version: 3, fsckCodes: WITH_PLANTED_IDS },
 ])("fixture volume v$version", ({ version, fsckCodes }) => {
@@ -126,8 +126,8 @@ describe.each([
     }
   });
 
-  it("fsck finds only the expected problems: foreign entries, the merge, and (v2) the planted IDs", async () => {
-    // record: false, so that the checked-in fixture is never written (no check record, §3.3).
+  it("fsck finds only the expected problems: foreign entries, the conflict copy, the merge, and (v2) the planted IDs", async () => {
+    // record: false, so that the checked-in fixture is never written (no check record, §3.4).
     const report = await new Fsck(fixture, keyring, expected.blockSize, {
       formatVersion: version,
       record: false,
@@ -139,7 +139,8 @@ describe.each([
         .map((p) => p.lower)
         .sort(),
     ).toEqual(expected.forgedDirIds ?? []);
-    expect(report.files).toBe(expected.entries.filter((e) => e.type === "file").length);
+    // Every file, and the conflict copy.
+    expect(report.files).toBe(expected.entries.filter((e) => e.type === "file").length + 1);
   });
 
   it("a copy with a damaged primary config still unlocks from the backup", async () => {
@@ -188,11 +189,7 @@ describe("fixture volume v1, upgraded", () => {
     expect(tree.foreign).toEqual([...expected.foreign].sort());
     expect(tree.forgedDirIds).toEqual([]);
     const report = await new Fsck(copy, reopened.keyring, expected.blockSize).run();
-    expect(report.problems.map((p) => p.code).sort()).toEqual([
-      "FOREIGN_ENTRY",
-      "FOREIGN_ENTRY",
-      "MERGED_DIR_IDS",
-    ]);
+    expect(report.problems.map((p) => p.code).sort()).toEqual(FIXTURE_CODES);
     // Every ID entry is now in the v2 form.
     for (const p of await lowerNames(copy)) {
       const kind = classifyLowerEntry(p.split("/").pop()!);

@@ -5,7 +5,7 @@
 // copy of the config, opens nothing new.
 
 import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { copyFile, mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import pino from "pino";
@@ -250,5 +250,45 @@ describe("rekey", () => {
     expect(await fsckProblems(lower, again.keyring)).toEqual([]);
     again.close();
     unlocked.close();
+  });
+
+  it("rewraps the conflict copies the mount shows; one that is a directory keeps the old key until renamed", async () => {
+    const { lower } = await makeVolume("conflicts");
+    const before = await unlockVolume(lower, MAIN);
+    const root = before.keyring.volume.rootDirId;
+    const name = (clear: string) => encryptName(before.keyring.volume.names, root, clear);
+    // rclone bisync's copies of a file, a directory copy, and a name that does not authenticate.
+    await copyFile(join(lower, name("partial")), join(lower, `${name("partial")}..path1`));
+    await copyFile(join(lower, name("one-block")), join(lower, `${name("partial")}..path2`));
+    await mkdir(join(lower, `${name("sub")}..path2`));
+    await writeFile(join(lower, "AAAA..path1"), "not a file of the volume");
+
+    const first = await rekey(before, undefined, {});
+    expect(first).toMatchObject({ files: 9, rewrapped: 9 });
+    expect(first.problems).toEqual([
+      {
+        lower: join(lower, `${name("sub")}..path2`),
+        message: expect.stringMatching(/conflict copy of a directory/),
+      },
+    ]);
+    await rm(join(lower, `${name("sub")}..path2`), { recursive: true });
+    const again = await unlockVolume(lower, MAIN);
+    expect(again.keyring.knownEpochs()).toEqual([1, 2]);
+    expect(await rekey(again, undefined, {})).toMatchObject({ rewrapped: 0, problems: [] });
+    const after = await unlockVolume(lower, MAIN);
+    expect(after.keyring.knownEpochs()).toEqual([2]);
+    const problems = await fsckProblems(lower, after.keyring);
+    expect(problems.filter((p) => p.severity === "error")).toEqual([]);
+    expect(problems.filter((p) => p.code === "CONFLICT_COPY").map((p) => p.path)).toEqual([
+      "/partial (conflict path1)",
+      "/partial (conflict path2)",
+    ]);
+    for (const copy of ["..path1", "..path2"]) {
+      const bytes = (await readFile(join(lower, name("partial") + copy))).subarray(0, HEADER_SIZE);
+      expect([...openHeader(after.keyring, bytes, B).slotEpochs]).toEqual([undefined, 2]);
+    }
+    after.close();
+    again.close();
+    before.close();
   });
 });

@@ -1,4 +1,5 @@
 import { constants } from "node:fs";
+import { parseConflictCopy, sidecarCandidates, type ConflictCopy } from "../../format/conflicts.js";
 import { isFormatError } from "../../format/errors.js";
 import { SIDECAR_SUFFIX, classifyLowerEntry, verifyLongName } from "../../format/names.js";
 import { FsError } from "../errors.js";
@@ -42,11 +43,16 @@ export interface LowerListing {
   readonly idEntries: readonly string[];
   /** `cryptmount.conf` and its backup, temporary and conflict copies. */
   readonly config: readonly string[];
-  /** fsck's check record and its temporary copies (§3.3). */
+  /** fsck's check record and its temporary copies (§3.4). */
   readonly checkRecords: readonly string[];
   /** Entries that are not the format's (sync-conflict copies, desktop.ini, ...). */
   readonly foreign: readonly string[];
-  /** Long-name sidecars whose hashed entry is not in the listing. */
+  /**
+   * The foreign entries whose names are a sync tool's conflict copy of an
+   * encrypted or long name (§3.3); whether that name authenticates needs the key.
+   */
+  readonly conflicts: readonly ConflictCopy[];
+  /** Long-name sidecars whose hashed entry is not in the listing, nor copied there (§3.3). */
   readonly orphanSidecars: readonly string[];
 }
 
@@ -57,6 +63,7 @@ export function classifyListing(names: readonly string[]): LowerListing {
   const config: string[] = [];
   const checkRecords: string[] = [];
   const foreign: string[] = [];
+  const conflicts: ConflictCopy[] = [];
   const sidecars: [sidecar: string, entry: string][] = [];
   for (const name of names) {
     const kind = classifyLowerEntry(name);
@@ -79,17 +86,21 @@ export function classifyListing(names: readonly string[]): LowerListing {
       case "check-record":
         checkRecords.push(name);
         break;
-      case "foreign":
+      case "foreign": {
         foreign.push(name);
+        const copy = parseConflictCopy(name);
+        if (copy) conflicts.push(copy);
         break;
+      }
     }
   }
   let orphanSidecars: string[] = [];
   if (sidecars.length > 0) {
-    const present = new Set(names);
+    // A conflict copy of a long name reads its name from the original's sidecar (§3.3).
+    const present = new Set([...names, ...conflicts.map((copy) => copy.original)]);
     orphanSidecars = sidecars.filter(([, entry]) => !present.has(entry)).map(([name]) => name);
   }
-  return { names, named, idEntries, config, checkRecords, foreign, orphanSidecars };
+  return { names, named, idEntries, config, checkRecords, foreign, conflicts, orphanSidecars };
 }
 
 export async function listLowerDirectory(io: LowerOps, dir: Fd): Promise<LowerListing> {
@@ -97,17 +108,45 @@ export async function listLowerDirectory(io: LowerOps, dir: Fd): Promise<LowerLi
 }
 
 /**
- * The encoded name a long-name entry's sidecar holds (§11), checked against
+ * The encoded name a long-name entry's sidecar holds (§11; or the one
+ * `sidecar` names, a conflict copy of it, §3.3), checked against
  * the entry's hash. Rejects with an FsError (ENOENT; ELOOP for a symlink;
  * EIO for a FIFO, socket, device or directory, which is never opened for
  * reading; EFBIG above MAX_SIDECAR_BYTES) or a FormatError
  * (LONG_NAME_MISMATCH).
  */
-export async function readLongName(io: LowerOps, dir: Fd, entry: string): Promise<string> {
-  const stored = await io.readSmallFile(dir, entry + SIDECAR_SUFFIX, MAX_SIDECAR_BYTES);
+export async function readLongName(
+  io: LowerOps,
+  dir: Fd,
+  entry: string,
+  sidecar = entry + SIDECAR_SUFFIX,
+): Promise<string> {
+  const stored = await io.readSmallFile(dir, sidecar, MAX_SIDECAR_BYTES);
   const encoded = stored.toString("latin1").trim();
   verifyLongName(entry, encoded);
   return encoded;
+}
+
+/**
+ * The encoded name of the entry a conflict copy copies (§3.3): the copy's
+ * own prefix for a short name; for a long name, the first sidecar (the
+ * original's, or its conflict copy) that hashes to the original.
+ * Undefined when none does: the copy cannot be named.
+ */
+export async function conflictCopyEncoded(
+  io: LowerOps,
+  dir: Fd,
+  copy: ConflictCopy,
+): Promise<string | undefined> {
+  if (copy.kind === "name") return copy.original;
+  for (const sidecar of sidecarCandidates(copy)) {
+    try {
+      return await readLongName(io, dir, copy.original, sidecar);
+    } catch (err) {
+      if (!isFormatError(err) && !(err instanceof FsError)) throw err;
+    }
+  }
+  return undefined;
 }
 
 /** What kind of object stands at a lower name. */
