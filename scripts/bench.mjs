@@ -3,9 +3,17 @@
 // cryptmount, in one run, interleaved, median of N runs, with ratios.
 //
 //   node scripts/bench.mjs [--runs 3] [--size-mib 1024] [--files 10000] [--lower tmpfs|disk]
-//                          [--only write,read,create,ls,tar,rm] [--markdown FILE]
+//                          [--only write,read,pwrite,pread,randread,create,ls,tar,rm]
+//                          [--jobs 4] [--job-mib 256] [--markdown FILE]
 //
-// Needs root (tmpfs, drop_caches), gocryptfs (Debian package) and a built dist/.
+// pwrite / pread / randread: fio with --jobs processes on files of their own
+// (--job-mib each): 1 MiB sequential writes (fsync at the end), then 1 MiB
+// sequential reads and 4 KiB random reads, cold cache; aggregate MB/s.
+// Besides speed, each workload reports the CPU seconds the filesystem's server
+// used (user + system, all threads, from /proc/PID/stat; so a figure above the
+// wall time means more than one core) and the server's peak RSS at the end.
+//
+// Needs root (tmpfs, drop_caches), gocryptfs (Debian package), fio and a built dist/.
 import { spawnSync, execFileSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, writeFileSync, existsSync, rmSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -20,7 +28,9 @@ const RUNS = Number(opt("runs", "3"));
 const SIZE_MIB = Number(opt("size-mib", "1024"));
 const FILES = Number(opt("files", "10000"));
 const LOWER_KIND = opt("lower", "tmpfs");
-const ONLY = opt("only", "write,read,create,ls,tar,rm").split(",");
+const ONLY = opt("only", "write,read,pwrite,pread,randread,create,ls,tar,rm").split(",");
+const JOBS = Number(opt("jobs", "4"));
+const JOB_MIB = Number(opt("job-mib", "256"));
 const MARKDOWN = opt("markdown", undefined);
 const ROOT = resolve(new URL("..", import.meta.url).pathname);
 const CLI = join(ROOT, "dist", "cli", "main.js");
@@ -44,6 +54,43 @@ const dropCaches = () => {
   } catch {
     /* not root: caches stay warm */
   }
+};
+
+const TICK = Number(sh("getconf CLK_TCK").trim());
+/**
+ * The process serving a FUSE mount at `dir`: gocryptfs names it on its command
+ * line; cryptmount's is the `__serve` child of this checkout's CLI (runs are
+ * serialized, so there is one).
+ */
+const serverOf = (dir) => {
+  for (const pid of sh("ls /proc")
+    .split(/\s+/)
+    .filter((p) => /^\d+$/.test(p))) {
+    try {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      if (argv[0].endsWith("gocryptfs") && argv.includes(dir)) return Number(pid);
+      if (argv.includes(CLI) && argv.includes("__serve")) return Number(pid);
+    } catch {
+      /* gone */
+    }
+  }
+  return undefined;
+};
+/** User + system CPU seconds of a process, all its threads. */
+const cpuOf = (pid) => {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / TICK;
+};
+const peakRssMiB = (pid) =>
+  Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))[1]) / 1024;
+/** Aggregate MB/s of a fio run (every job together). */
+const fio = (dir, rw, bs, extra = "") => {
+  const out = sh(
+    `fio --name=par --directory=${dir} --numjobs=${JOBS} --size=${JOB_MIB}m --bs=${bs} --rw=${rw} --ioengine=psync --group_reporting --output-format=json ${extra}`,
+  );
+  const job = JSON.parse(out.slice(out.indexOf("{"))).jobs[0];
+  const side = rw.includes("write") ? job.write : job.read;
+  return (side.bw_bytes ?? side.bw * 1024) / 1e6;
 };
 
 const scratch = mkdtempSync(join(tmpdir(), "cryptmount-bench-"));
@@ -122,6 +169,13 @@ const workloads = [
       (SIZE_MIB * 1048576) / 1e6 / time(`dd if=${t}/big of=/dev/null bs=1M status=none`)
     ),
   ],
+  ["pwrite", "MB/s", (t) => fio(t, "write", "1m", "--end_fsync=1")],
+  ["pread", "MB/s", (t) => (dropCaches(), fio(t, "read", "1m"))],
+  [
+    "randread",
+    "MB/s",
+    (t) => (dropCaches(), fio(t, "randread", "4k", `--io_size=${Math.ceil(JOB_MIB / 4)}m`)),
+  ],
   [
     "create",
     "s",
@@ -133,16 +187,29 @@ const workloads = [
 ].filter(([name]) => ONLY.includes(name));
 
 const results = {};
+const cpu = {};
+const rss = {};
 try {
   for (let run = 0; run < RUNS; run++) {
     for (const [name, system] of Object.entries(systems)) {
       const dir = join(scratch, `${name}-${run}`);
       const mounted = system.setup(dir);
+      const server = name === "plain" ? undefined : serverOf(dir);
       try {
         for (const [workload, , fn] of workloads) {
+          const before = server && cpuOf(server);
           const value = fn(mounted.target);
           ((results[name] ??= {})[workload] ??= []).push(value);
-          process.stderr.write(`run ${run + 1}/${RUNS} ${name} ${workload}: ${value.toFixed(2)}\n`);
+          let note = "";
+          if (server) {
+            const used = cpuOf(server) - before;
+            ((cpu[name] ??= {})[workload] ??= []).push(used);
+            ((rss[name] ??= {})[workload] ??= []).push(peakRssMiB(server));
+            note = ` (server CPU ${used.toFixed(2)} s)`;
+          }
+          process.stderr.write(
+            `run ${run + 1}/${RUNS} ${name} ${workload}: ${value.toFixed(2)}${note}\n`,
+          );
         }
       } finally {
         mounted.teardown();
@@ -160,13 +227,20 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (xs, unit) =>
   `${median(xs).toFixed(unit === "s" ? 2 : 0)} [${Math.min(...xs).toFixed(unit === "s" ? 2 : 0)}–${Math.max(...xs).toFixed(unit === "s" ? 2 : 0)}]`;
 const lines = [
-  `| workload | plain | gocryptfs | cryptmount | cryptmount / gocryptfs speed |`,
-  `|---|---|---|---|---|`,
+  `| workload | plain | gocryptfs | cryptmount | cryptmount / gocryptfs speed | server CPU s, gocryptfs / cryptmount | peak RSS MiB, gocryptfs / cryptmount |`,
+  `|---|---|---|---|---|---|---|`,
 ];
+const cell = (table, workload, digits) =>
+  ["gocryptfs", "cryptmount"]
+    .map((s) => (table[s]?.[workload] ? median(table[s][workload]).toFixed(digits) : "–"))
+    .join(" / ");
 for (const [workload, unit] of workloads) {
   const m = (s) => median(results[s][workload]);
   const ratio = unit === "s" ? m("gocryptfs") / m("cryptmount") : m("cryptmount") / m("gocryptfs");
   const label = {
+    pwrite: `${JOBS} fio jobs, sequential write ${JOBS} × ${JOB_MIB} MiB, 1 MiB requests (MB/s)`,
+    pread: `${JOBS} fio jobs, sequential read of them, 1 MiB requests, cold cache (MB/s)`,
+    randread: `${JOBS} fio jobs, 4 KiB random reads, ${JOBS} × ${Math.ceil(JOB_MIB / 4)} MiB, cold cache (MB/s)`,
     write: `sequential write ${SIZE_MIB} MiB (MB/s)`,
     read: `sequential read ${SIZE_MIB} MiB, cold cache (MB/s)`,
     create: `create ${FILES} × 4 KiB files in 100 dirs (s)`,
@@ -175,7 +249,7 @@ for (const [workload, unit] of workloads) {
     rm: "rm -rf of both trees, cold cache (s)",
   }[workload];
   lines.push(
-    `| ${label} | ${fmt(results.plain[workload], unit)} | ${fmt(results.gocryptfs[workload], unit)} | ${fmt(results.cryptmount[workload], unit)} | **${ratio.toFixed(2)}×** |`,
+    `| ${label} | ${fmt(results.plain[workload], unit)} | ${fmt(results.gocryptfs[workload], unit)} | ${fmt(results.cryptmount[workload], unit)} | **${ratio.toFixed(2)}×** | ${cell(cpu, workload, 2)} | ${cell(rss, workload, 0)} |`,
   );
 }
 const node = process.version;

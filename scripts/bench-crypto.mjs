@@ -1,0 +1,174 @@
+#!/usr/bin/env node
+// npm run bench:crypto: the crypto of cryptmount's hot paths, JS against the
+// native addon (native/crypto/crypto.c), on this machine:
+//
+//   names      AES-256-SIV of a 32-byte padded name: @noble/ciphers (key expanded
+//              every call) vs OpenSSL with the key expanded once
+//   blocks     1 MiB of 4 KiB blocks: sealBlocks + pwrite on the JS thread vs one
+//              native job (seal + pwrite); likewise pread + openBlocks vs openRead
+//   parallel   N concurrent 1 MiB native jobs: the aggregate speed, to see
+//              several cores at work (compare with --jobs 1)
+//
+//   node scripts/bench-crypto.mjs [--jobs 4] [--seconds 2]
+// Needs a built dist/ and build/ (npm run build, npm run build:native).
+import { randomBytes } from "node:crypto";
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync, readSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { aessiv } from "@noble/ciphers/aes.js";
+import { sivSeal } from "../dist/crypto/siv.js";
+import { cryptoAddon } from "../dist/crypto/native.js";
+import { ContentGeometry, openBlocks, sealBlocks } from "../dist/format/content.js";
+import { randomPool } from "../dist/crypto/random.js";
+
+const args = process.argv.slice(2);
+const opt = (name, def) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : def;
+};
+const JOBS = Number(opt("jobs", "4"));
+const SECONDS = Number(opt("seconds", "2"));
+
+const now = () => Number(process.hrtime.bigint()) / 1e9;
+/** Calls `fn` for about SECONDS; the mean time of a call in microseconds. */
+async function per(fn) {
+  let n = 0;
+  const t0 = now();
+  while (now() - t0 < SECONDS) {
+    for (let i = 0; i < 16; i++) await fn();
+    n += 16;
+  }
+  return ((now() - t0) / n) * 1e6;
+}
+
+const addon = cryptoAddon();
+const nameKey = randomBytes(64);
+const dirId = randomBytes(16);
+const name = randomBytes(32);
+const noble = await per(() => aessiv(nameKey, dirId).encrypt(name));
+const native = await per(() => sivSeal(nameKey, [dirId], name));
+console.log(
+  `names: @noble/ciphers ${noble.toFixed(1)} us, OpenSSL cached key ${native.toFixed(1)} us (${(noble / native).toFixed(1)}x)`,
+);
+
+const B = 4096;
+const geometry = new ContentGeometry(B);
+const file = { fileKey: randomBytes(32), fileId: randomBytes(16), geometry };
+const MiB = 1 << 20;
+const plain = randomBytes(MiB);
+const blocks = MiB / B;
+const sealedLength = MiB + blocks * 28;
+const dir = mkdtempSync(join(tmpdir(), "cryptmount-bench-crypto-"));
+const fds = Array.from({ length: JOBS }, (_, i) => openSync(join(dir, `f${i}`), "w+"));
+const mbps = (us) => (MiB / us).toFixed(0);
+try {
+  const jsWrite = await per(() => {
+    const sealed = sealBlocks(file, 0, plain, false);
+    writeSync(fds[0], sealed, 0, sealed.length, 0);
+  });
+  const nativeWrite = await per(() =>
+    addon.sealWrite(
+      fds[0],
+      file.fileKey,
+      file.fileId,
+      0,
+      plain,
+      false,
+      randomPool.bytes(blocks * 12),
+      0,
+      B,
+    ),
+  );
+  console.log(
+    `write 1 MiB: JS ${jsWrite.toFixed(0)} us (${mbps(jsWrite)} MB/s), native job ${nativeWrite.toFixed(0)} us (${mbps(nativeWrite)} MB/s)`,
+  );
+  const sealedBuf = Buffer.allocUnsafe(sealedLength);
+  const jsRead = await per(() => {
+    readSync(fds[0], sealedBuf, 0, sealedLength, 0);
+    return openBlocks(file, 0, sealedBuf, blocks + 5).cleartext;
+  });
+  const out = Buffer.allocUnsafe(MiB);
+  const nativeRead = await per(() =>
+    addon.openRead(
+      fds[0],
+      file.fileKey,
+      file.fileId,
+      0,
+      blocks + 5,
+      false,
+      0,
+      sealedLength,
+      out,
+      B,
+    ),
+  );
+  console.log(
+    `read 1 MiB: JS ${jsRead.toFixed(0)} us (${mbps(jsRead)} MB/s), native job ${nativeRead.toFixed(0)} us (${mbps(nativeRead)} MB/s)`,
+  );
+
+  for (const [what, job] of [
+    [
+      "write",
+      (fd) =>
+        addon.sealWrite(
+          fd,
+          file.fileKey,
+          file.fileId,
+          0,
+          plain,
+          false,
+          randomPool.bytes(blocks * 12),
+          0,
+          B,
+        ),
+    ],
+    [
+      "read",
+      (fd) =>
+        addon.openRead(
+          fd,
+          file.fileKey,
+          file.fileId,
+          0,
+          blocks + 5,
+          false,
+          0,
+          sealedLength,
+          Buffer.allocUnsafe(MiB),
+          B,
+        ),
+    ],
+  ]) {
+    for (const fd of fds)
+      await addon.sealWrite(
+        fd,
+        file.fileKey,
+        file.fileId,
+        0,
+        plain,
+        false,
+        randomPool.bytes(blocks * 12),
+        0,
+        B,
+      );
+    const cpu0 = process.cpuUsage();
+    const t0 = now();
+    let done = 0;
+    await Promise.all(
+      fds.map(async (fd) => {
+        while (now() - t0 < SECONDS) {
+          await job(fd);
+          done++;
+        }
+      }),
+    );
+    const wall = now() - t0;
+    const cpu = process.cpuUsage(cpu0);
+    console.log(
+      `parallel ${what}, ${JOBS} jobs: ${((done * MiB) / wall / 1e6).toFixed(0)} MB/s, ${((cpu.user + cpu.system) / 1e6 / wall).toFixed(2)} cores busy`,
+    );
+  }
+} finally {
+  for (const fd of fds) closeSync(fd);
+  rmSync(dir, { recursive: true, force: true });
+}
