@@ -5,7 +5,8 @@
 //   names      AES-256-SIV of a 32-byte padded name: @noble/ciphers (key expanded
 //              every call) vs OpenSSL with the key expanded once
 //   blocks     1 MiB of 4 KiB blocks: sealBlocks + pwrite on the JS thread vs one
-//              native job (seal + pwrite); likewise pread + openBlocks vs openRead
+//              native job (seal + pwrite); likewise pread + openBlocks vs openRead;
+//              one 4 KiB block inline (sealBlocks / openBlocks) vs node:crypto
 //   parallel   N concurrent 1 MiB native jobs: the aggregate speed, to see
 //              several cores at work (compare with --jobs 1)
 //
@@ -20,6 +21,7 @@ import { sivSeal } from "../dist/crypto/siv.js";
 import { cryptoAddon } from "../dist/crypto/native.js";
 import { ContentGeometry, openBlocks, sealBlocks } from "../dist/format/content.js";
 import { randomPool } from "../dist/crypto/random.js";
+import { gcmSeal } from "../dist/crypto/aead.js";
 
 const args = process.argv.slice(2);
 const opt = (name, def) => {
@@ -61,26 +63,19 @@ const sealedLength = MiB + blocks * 28;
 const dir = mkdtempSync(join(tmpdir(), "cryptmount-bench-crypto-"));
 const fds = Array.from({ length: JOBS }, (_, i) => openSync(join(dir, `f${i}`), "w+"));
 const mbps = (us) => (MiB / us).toFixed(0);
+const nonces = () => randomPool.bytes(blocks * 12);
+const { fileKey, fileId } = file;
+const sealJob = (fd) => addon.sealWrite(fd, fileKey, fileId, 0, plain, false, nonces(), B, 0);
+const openJob = (fd, out) =>
+  addon.openRead(fd, fileKey, fileId, 0, blocks + 5, false, out, B, 0, sealedLength);
 try {
   const jsWrite = await per(() => {
     const sealed = sealBlocks(file, 0, plain, false);
     writeSync(fds[0], sealed, 0, sealed.length, 0);
   });
-  const nativeWrite = await per(() =>
-    addon.sealWrite(
-      fds[0],
-      file.fileKey,
-      file.fileId,
-      0,
-      plain,
-      false,
-      randomPool.bytes(blocks * 12),
-      0,
-      B,
-    ),
-  );
+  const nativeWrite = await per(() => sealJob(fds[0]));
   console.log(
-    `write 1 MiB: JS ${jsWrite.toFixed(0)} us (${mbps(jsWrite)} MB/s), native job ${nativeWrite.toFixed(0)} us (${mbps(nativeWrite)} MB/s)`,
+    `write 1 MiB: sealBlocks + writeSync ${jsWrite.toFixed(0)} us (${mbps(jsWrite)} MB/s), native job ${nativeWrite.toFixed(0)} us (${mbps(nativeWrite)} MB/s)`,
   );
   const sealedBuf = Buffer.allocUnsafe(sealedLength);
   const jsRead = await per(() => {
@@ -88,69 +83,25 @@ try {
     return openBlocks(file, 0, sealedBuf, blocks + 5).cleartext;
   });
   const out = Buffer.allocUnsafe(MiB);
-  const nativeRead = await per(() =>
-    addon.openRead(
-      fds[0],
-      file.fileKey,
-      file.fileId,
-      0,
-      blocks + 5,
-      false,
-      0,
-      sealedLength,
-      out,
-      B,
-    ),
-  );
+  const nativeRead = await per(() => openJob(fds[0], out));
   console.log(
-    `read 1 MiB: JS ${jsRead.toFixed(0)} us (${mbps(jsRead)} MB/s), native job ${nativeRead.toFixed(0)} us (${mbps(nativeRead)} MB/s)`,
+    `read 1 MiB: readSync + openBlocks ${jsRead.toFixed(0)} us (${mbps(jsRead)} MB/s), native job ${nativeRead.toFixed(0)} us (${mbps(nativeRead)} MB/s)`,
+  );
+  const block = plain.subarray(0, B);
+  const one = { ...file, geometry };
+  const sealOne = await per(() => sealBlocks(one, 0, block, false));
+  const sealedOne = sealBlocks(one, 0, block, false);
+  const openOne = await per(() => openBlocks(one, 0, sealedOne, 5));
+  const gcm = await per(() => gcmSeal(fileKey, randomBytes(12), fileId, block));
+  console.log(
+    `one 4 KiB block inline: sealBlocks ${sealOne.toFixed(1)} us, openBlocks ${openOne.toFixed(1)} us; node:crypto createCipheriv ${gcm.toFixed(1)} us`,
   );
 
   for (const [what, job] of [
-    [
-      "write",
-      (fd) =>
-        addon.sealWrite(
-          fd,
-          file.fileKey,
-          file.fileId,
-          0,
-          plain,
-          false,
-          randomPool.bytes(blocks * 12),
-          0,
-          B,
-        ),
-    ],
-    [
-      "read",
-      (fd) =>
-        addon.openRead(
-          fd,
-          file.fileKey,
-          file.fileId,
-          0,
-          blocks + 5,
-          false,
-          0,
-          sealedLength,
-          Buffer.allocUnsafe(MiB),
-          B,
-        ),
-    ],
+    ["write", sealJob],
+    ["read", (fd) => openJob(fd, Buffer.allocUnsafe(MiB))],
   ]) {
-    for (const fd of fds)
-      await addon.sealWrite(
-        fd,
-        file.fileKey,
-        file.fileId,
-        0,
-        plain,
-        false,
-        randomPool.bytes(blocks * 12),
-        0,
-        B,
-      );
+    for (const fd of fds) await sealJob(fd);
     const cpu0 = process.cpuUsage();
     const t0 = now();
     let done = 0;

@@ -36,7 +36,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CRYPTO_VERSION 1
+#define CRYPTO_VERSION 2
 #define KEY_SIZE 32
 #define NONCE_SIZE 12
 #define TAG_SIZE 16
@@ -126,13 +126,11 @@ static bool all_zero(const uint8_t *p, size_t n) {
   return acc == 0;
 }
 
-static int64_t run_seal(job_t *j) {
+/* Seals j->plain into `out` (plain_len + count * OVERHEAD bytes). */
+static int64_t seal_all(job_t *j, uint8_t *out) {
   size_t bs = j->block_size;
   size_t full = j->plain_len / bs;
   size_t count = full + (j->ends_file ? 1 : 0);
-  size_t total = j->plain_len + count * OVERHEAD;
-  uint8_t *out = scratch_for(total);
-  if (!out) return -ENOMEM;
   size_t pos = 0;
   for (size_t i = 0; i < count; i++) {
     size_t len = i < full ? bs : j->plain_len - full * bs;
@@ -141,6 +139,20 @@ static int64_t run_seal(job_t *j) {
       return -EIO;
     pos += len + OVERHEAD;
   }
+  return 0;
+}
+
+static size_t sealed_size(const job_t *j) {
+  size_t full = j->plain_len / j->block_size;
+  return j->plain_len + (full + (j->ends_file ? 1 : 0)) * OVERHEAD;
+}
+
+static int64_t run_seal(job_t *j) {
+  size_t total = sealed_size(j);
+  uint8_t *out = scratch_for(total);
+  if (!out) return -ENOMEM;
+  int64_t res = seal_all(j, out);
+  if (res < 0) return res;
   for (size_t done = 0; done < total;) {
     ssize_t n = pwrite(j->fd, out + done, total - done, (off_t)(j->position + (int64_t)done));
     if (n < 0 && errno == EINTR) continue;
@@ -150,17 +162,8 @@ static int64_t run_seal(job_t *j) {
   return 0;
 }
 
-static int64_t run_open(job_t *j) {
-  uint8_t *in = scratch_for(j->sealed_len);
-  if (!in) return -ENOMEM;
-  size_t got = 0;
-  while (got < j->sealed_len) {
-    ssize_t n = pread(j->fd, in + got, j->sealed_len - got, (off_t)(j->position + (int64_t)got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return -errno;
-    if (n == 0) return -EBADMSG; /* shorter than its size says: the JS path reports it */
-    got += (size_t)n;
-  }
+/* Opens `got` sealed bytes into j->plain: the cleartext length, or -EBADMSG. */
+static int64_t open_all(job_t *j, const uint8_t *in, size_t got) {
   size_t sbs = j->block_size + OVERHEAD, out_pos = 0;
   uint64_t index = j->first_index;
   for (size_t pos = 0; pos < got; pos += sbs, index++) {
@@ -175,6 +178,20 @@ static int64_t run_open(job_t *j) {
     out_pos += len - OVERHEAD;
   }
   return (int64_t)out_pos;
+}
+
+static int64_t run_open(job_t *j) {
+  uint8_t *in = scratch_for(j->sealed_len);
+  if (!in) return -ENOMEM;
+  size_t got = 0;
+  while (got < j->sealed_len) {
+    ssize_t n = pread(j->fd, in + got, j->sealed_len - got, (off_t)(j->position + (int64_t)got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -errno;
+    if (n == 0) return -EBADMSG; /* shorter than its size says: the JS path reports it */
+    got += (size_t)n;
+  }
+  return open_all(j, in, got);
 }
 
 static void job_execute(napi_env env, void *data) {
@@ -277,51 +294,121 @@ static napi_value queue(napi_env env, job_t *j, napi_value *keep, int nkeep) {
  *   at `position`, retrying short writes. Resolves once every byte is in the
  *   lower's page cache.
  */
-static napi_value js_seal_write(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
-  napi_value a[9];
-  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 9)
-    return throw_type(env, "sealWrite: 9 arguments");
-  int64_t fd, first, position, bs;
+/* The arguments a seal shares in both forms: key, fileId, firstIndex, plain,
+ * endsFile, nonces, blockSize (a[0..6]). NULL and a pending exception if bad. */
+static job_t *seal_job(napi_env env, napi_value *a, const char *what) {
+  int64_t first, bs;
   uint8_t *key, *file_id, *plain, *nonces;
   size_t key_len, id_len, plain_len, nonces_len;
   bool ends_file;
-  if (!get_int(env, a[0], &fd) || !get_bytes(env, a[1], &key, &key_len) ||
-      !get_bytes(env, a[2], &file_id, &id_len) || !get_int(env, a[3], &first) ||
-      !get_bytes(env, a[4], &plain, &plain_len) || !get_bool(env, a[5], &ends_file) ||
-      !get_bytes(env, a[6], &nonces, &nonces_len) || !get_int(env, a[7], &position) ||
-      !get_int(env, a[8], &bs))
-    return throw_type(env, "sealWrite: bad argument types");
-  if (key_len != KEY_SIZE || id_len != FILE_ID_SIZE || fd < 0 || fd > INT32_MAX || first < 0 ||
-      position < 0 || bs <= 0 || bs > (1 << 24))
-    return throw_type(env, "sealWrite: bad argument values");
+  if (!get_bytes(env, a[0], &key, &key_len) || !get_bytes(env, a[1], &file_id, &id_len) ||
+      !get_int(env, a[2], &first) || !get_bytes(env, a[3], &plain, &plain_len) ||
+      !get_bool(env, a[4], &ends_file) || !get_bytes(env, a[5], &nonces, &nonces_len) ||
+      !get_int(env, a[6], &bs))
+    return throw_type(env, what), NULL;
+  if (key_len != KEY_SIZE || id_len != FILE_ID_SIZE || first < 0 || bs <= 0 || bs > (1 << 24))
+    return throw_type(env, what), NULL;
   size_t full = plain_len / (size_t)bs;
   if (!ends_file && full * (size_t)bs != plain_len)
-    return throw_type(env, "sealWrite: only the final block may be partial");
+    return throw_type(env, "seal: only the final block may be partial"), NULL;
   size_t count = full + (ends_file ? 1 : 0);
-  if (nonces_len != count * NONCE_SIZE) return throw_type(env, "sealWrite: one nonce per block");
+  if (nonces_len != count * NONCE_SIZE) return throw_type(env, "seal: one nonce per block"), NULL;
   job_t *j = calloc(1, sizeof *j);
-  if (!j) return throw_type(env, "sealWrite: out of memory");
+  if (!j) return throw_type(env, "seal: out of memory"), NULL;
   j->seal = true;
-  j->fd = (int)fd;
+  j->fd = -1;
   memcpy(j->file_id, file_id, FILE_ID_SIZE);
   j->first_index = (uint64_t)first;
   j->ends_file = ends_file;
   j->block_size = (size_t)bs;
-  j->position = position;
   j->plain = plain, j->plain_len = plain_len;
   j->nonces = nonces;
   j->ctx = gcm_context(key, true);
   if (!j->ctx) {
     free(j);
-    return throw_type(env, "sealWrite: OpenSSL could not set up AES-256-GCM");
+    return throw_type(env, "seal: OpenSSL could not set up AES-256-GCM"), NULL;
   }
+  return j;
+}
+
+/* The arguments an open shares in both forms: key, fileId, firstIndex,
+ * finalIndex, holes, out, blockSize (a[0..6]). */
+static job_t *open_job(napi_env env, napi_value *a, const char *what) {
+  int64_t first, final, bs;
+  uint8_t *key, *file_id, *out;
+  size_t key_len, id_len, out_len;
+  bool holes;
+  if (!get_bytes(env, a[0], &key, &key_len) || !get_bytes(env, a[1], &file_id, &id_len) ||
+      !get_int(env, a[2], &first) || !get_int(env, a[3], &final) || !get_bool(env, a[4], &holes) ||
+      !get_bytes(env, a[5], &out, &out_len) || !get_int(env, a[6], &bs))
+    return throw_type(env, what), NULL;
+  if (key_len != KEY_SIZE || id_len != FILE_ID_SIZE || first < 0 || final < 0 || bs <= 0 ||
+      bs > (1 << 24))
+    return throw_type(env, what), NULL;
+  job_t *j = calloc(1, sizeof *j);
+  if (!j) return throw_type(env, "open: out of memory"), NULL;
+  j->fd = -1;
+  memcpy(j->file_id, file_id, FILE_ID_SIZE);
+  j->first_index = (uint64_t)first;
+  j->final_index = (uint64_t)final;
+  j->holes = holes;
+  j->block_size = (size_t)bs;
+  j->plain = out, j->plain_len = out_len;
+  j->ctx = gcm_context(key, false);
+  if (!j->ctx) {
+    free(j);
+    return throw_type(env, "open: OpenSSL could not set up AES-256-GCM"), NULL;
+  }
+  return j;
+}
+
+/* Frees a job that never reached the threadpool. */
+static void job_discard(job_t *j) {
+  EVP_CIPHER_CTX_free(j->ctx);
+  OPENSSL_cleanse(j, sizeof *j);
+  free(j);
+}
+
+/*
+ * sealWrite(fd, key, fileId, firstIndex, plain, endsFile, nonces, blockSize, position)
+ *   -> Promise<0 | -errno>: seals `plain` as blocks firstIndex.. (the last
+ *   one final when endsFile; else plain is whole blocks) and pwrites them all
+ *   at `position`, retrying short writes. Resolves once every byte is in the
+ *   lower's page cache.
+ */
+static napi_value js_seal_write(napi_env env, napi_callback_info info) {
+  size_t argc = 9;
+  napi_value a[9];
+  int64_t fd, position;
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 9 ||
+      !get_int(env, a[0], &fd) || fd < 0 || fd > INT32_MAX || !get_int(env, a[8], &position) ||
+      position < 0)
+    return throw_type(env, "sealWrite(fd, key, fileId, first, plain, endsFile, nonces, blockSize, position)");
+  job_t *j = seal_job(env, a + 1, "sealWrite: bad arguments");
+  if (!j) return NULL;
+  j->fd = (int)fd;
+  j->position = position;
   napi_value keep[2] = {a[4], a[6]};
   return queue(env, j, keep, 2);
 }
 
+/* sealBlocks(key, fileId, firstIndex, plain, endsFile, nonces, blockSize) -> Buffer, inline. */
+static napi_value js_seal_blocks(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value a[7], result;
+  void *out;
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 7)
+    return throw_type(env, "sealBlocks: 7 arguments");
+  job_t *j = seal_job(env, a, "sealBlocks: bad arguments");
+  if (!j) return NULL;
+  bool ok = napi_create_buffer(env, sealed_size(j), &out, &result) == napi_ok &&
+            seal_all(j, out) == 0;
+  job_discard(j);
+  return ok ? result : throw_type(env, "sealBlocks: OpenSSL failed");
+}
+
 /*
- * openRead(fd, key, fileId, firstIndex, finalIndex, holes, position, sealedLength, out, blockSize)
+ * openRead(fd, key, fileId, firstIndex, finalIndex, holes, out, blockSize, position, sealedLength)
  *   -> Promise<cleartext bytes | -errno>: preads sealedLength bytes at
  *   `position` and opens them into `out` as blocks firstIndex.. (finalIndex
  *   is the file's final block; with `holes`, an all-zero full block reads as
@@ -330,39 +417,39 @@ static napi_value js_seal_write(napi_env env, napi_callback_info info) {
 static napi_value js_open_read(napi_env env, napi_callback_info info) {
   size_t argc = 10;
   napi_value a[10];
-  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 10)
-    return throw_type(env, "openRead: 10 arguments");
-  int64_t fd, first, final, position, sealed_len, bs;
-  uint8_t *key, *file_id, *out;
-  size_t key_len, id_len, out_len;
-  bool holes;
-  if (!get_int(env, a[0], &fd) || !get_bytes(env, a[1], &key, &key_len) ||
-      !get_bytes(env, a[2], &file_id, &id_len) || !get_int(env, a[3], &first) ||
-      !get_int(env, a[4], &final) || !get_bool(env, a[5], &holes) ||
-      !get_int(env, a[6], &position) || !get_int(env, a[7], &sealed_len) ||
-      !get_bytes(env, a[8], &out, &out_len) || !get_int(env, a[9], &bs))
-    return throw_type(env, "openRead: bad argument types");
-  if (key_len != KEY_SIZE || id_len != FILE_ID_SIZE || fd < 0 || fd > INT32_MAX || first < 0 ||
-      final < 0 || position < 0 || sealed_len <= 0 || bs <= 0 || bs > (1 << 24))
-    return throw_type(env, "openRead: bad argument values");
-  job_t *j = calloc(1, sizeof *j);
-  if (!j) return throw_type(env, "openRead: out of memory");
+  int64_t fd, position, sealed_len;
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 10 ||
+      !get_int(env, a[0], &fd) || fd < 0 || fd > INT32_MAX || !get_int(env, a[8], &position) ||
+      position < 0 || !get_int(env, a[9], &sealed_len) || sealed_len <= 0)
+    return throw_type(env, "openRead(fd, key, fileId, first, final, holes, out, blockSize, position, sealedLength)");
+  job_t *j = open_job(env, a + 1, "openRead: bad arguments");
+  if (!j) return NULL;
   j->fd = (int)fd;
-  memcpy(j->file_id, file_id, FILE_ID_SIZE);
-  j->first_index = (uint64_t)first;
-  j->final_index = (uint64_t)final;
-  j->holes = holes;
-  j->block_size = (size_t)bs;
   j->position = position;
   j->sealed_len = (size_t)sealed_len;
-  j->plain = out, j->plain_len = out_len;
-  j->ctx = gcm_context(key, false);
-  if (!j->ctx) {
-    free(j);
-    return throw_type(env, "openRead: OpenSSL could not set up AES-256-GCM");
-  }
-  napi_value keep[1] = {a[8]};
+  napi_value keep[1] = {a[6]};
   return queue(env, j, keep, 1);
+}
+
+/*
+ * openBlocks(key, fileId, firstIndex, finalIndex, holes, out, blockSize, sealed)
+ *   -> cleartext bytes in out, or -EBADMSG (out zeroed), inline.
+ */
+static napi_value js_open_blocks(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value a[8], result;
+  uint8_t *sealed;
+  size_t sealed_len;
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc < 8 ||
+      !get_bytes(env, a[7], &sealed, &sealed_len))
+    return throw_type(env, "openBlocks: 8 arguments");
+  job_t *j = open_job(env, a, "openBlocks: bad arguments");
+  if (!j) return NULL;
+  int64_t res = open_all(j, sealed, sealed_len);
+  if (res < 0) OPENSSL_cleanse(j->plain, j->plain_len);
+  job_discard(j);
+  napi_create_double(env, (double)res, &result);
+  return result;
 }
 
 /* ---- names (§10): AES-256-SIV with the key expanded once ---------------------- */
@@ -515,7 +602,8 @@ static napi_value init_module(napi_env env, napi_value exports) {
     const char *name;
     napi_callback fn;
   } fns[] = {
-      {"sealWrite", js_seal_write}, {"openRead", js_open_read}, {"sivKey", js_siv_key},
+      {"sealWrite", js_seal_write},   {"openRead", js_open_read},   {"sealBlocks", js_seal_blocks},
+      {"openBlocks", js_open_blocks}, {"sivKey", js_siv_key},
       {"sivDispose", js_siv_dispose}, {"sivSeal", js_siv_seal},   {"sivOpen", js_siv_open},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

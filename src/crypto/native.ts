@@ -31,9 +31,19 @@ export interface CryptoAddon {
     plain: Uint8Array,
     endsFile: boolean,
     nonces: Uint8Array,
-    position: number,
     blockSize: number,
+    position: number,
   ): Promise<BlockJobResult>;
+  /** sealWrite's sealing alone, inline: the sealed blocks. */
+  sealBlocks(
+    key: Uint8Array,
+    fileId: Uint8Array,
+    firstIndex: number,
+    plain: Uint8Array,
+    endsFile: boolean,
+    nonces: Uint8Array,
+    blockSize: number,
+  ): Buffer;
   /**
    * Reads `sealedLength` bytes at `position` and opens them into `out` as
    * blocks firstIndex..; the number of cleartext bytes, or -EBADMSG when a
@@ -46,11 +56,22 @@ export interface CryptoAddon {
     firstIndex: number,
     finalIndex: number,
     holes: boolean,
-    position: number,
-    sealedLength: number,
     out: Uint8Array,
     blockSize: number,
+    position: number,
+    sealedLength: number,
   ): Promise<BlockJobResult>;
+  /** openRead's opening alone, inline, of `sealed`. */
+  openBlocks(
+    key: Uint8Array,
+    fileId: Uint8Array,
+    firstIndex: number,
+    finalIndex: number,
+    holes: boolean,
+    out: Uint8Array,
+    blockSize: number,
+    sealed: Uint8Array,
+  ): BlockJobResult;
   sivKey(key: Uint8Array): NativeSivKey;
   sivDispose(key: NativeSivKey): void;
   /** Non-empty plaintexts only (OpenSSL 3.0's SIV skips empty ones). */
@@ -59,7 +80,7 @@ export interface CryptoAddon {
   sivOpen(key: NativeSivKey, aad: readonly Uint8Array[], sealed: Uint8Array): Buffer | undefined;
 }
 
-export const CRYPTO_ADDON_VERSION = 1;
+export const CRYPTO_ADDON_VERSION = 2;
 
 let loaded: CryptoAddon | undefined;
 

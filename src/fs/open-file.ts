@@ -210,10 +210,10 @@ export class OpenFile implements FileCipher {
       first,
       finalIndex,
       this.holes,
-      start,
-      end - start,
       out,
       this.geometry.blockSize,
+      start,
+      end - start,
     );
     if (result === -EBADMSG) return undefined;
     if (result < 0) throw makeError(-result);
@@ -376,8 +376,8 @@ export class OpenFile implements FileCipher {
         plain,
         endsFile,
         nonces,
-        at,
         blockSize,
+        at,
       );
       if (result < 0) throw makeError(-result);
     } else {

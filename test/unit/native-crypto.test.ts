@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { aessiv } from "@noble/ciphers/aes.js";
 import { afterAll, describe, expect, it } from "vitest";
-import { GCM_NONCE_SIZE } from "../../src/crypto/aead.js";
+import { GCM_NONCE_SIZE, gcmOpen, gcmSeal } from "../../src/crypto/aead.js";
 import { cryptoAddon } from "../../src/crypto/native.js";
 import { forgetSivKey, sivOpen, sivSeal } from "../../src/crypto/siv.js";
 import {
@@ -77,6 +77,46 @@ function cipher(blockSize: number, holes = false) {
 
 type Cipher = ReturnType<typeof cipher>;
 
+/** docs/format.md §7: file ID | u64 BE block index | final flag. */
+function blockAad(file: Cipher, index: number, final: boolean): Buffer {
+  const aad = Buffer.alloc(25);
+  file.fileId.copy(aad);
+  aad.writeBigUInt64BE(BigInt(index), 16);
+  aad[24] = final ? 1 : 0;
+  return aad;
+}
+
+/** The blocks sealed one at a time with node:crypto, as the format says. */
+function referenceSeal(
+  file: Cipher,
+  first: number,
+  plain: Buffer,
+  endsFile: boolean,
+  nonces: Buffer[],
+): Buffer {
+  const B = file.geometry.blockSize;
+  const full = Math.floor(plain.length / B);
+  const parts = nonces.map((nonce, i) =>
+    gcmSeal(
+      file.fileKey,
+      nonce,
+      blockAad(file, first + i, i === full),
+      plain.subarray(i * B, (i + 1) * B),
+    ),
+  );
+  return Buffer.concat(parts);
+}
+
+function referenceOpen(file: Cipher, first: number, finalIndex: number, sealed: Buffer): Buffer {
+  const S = file.geometry.sealedBlockSize;
+  const parts: Buffer[] = [];
+  for (let pos = 0, i = first; pos < sealed.length; pos += S, i++)
+    parts.push(
+      gcmOpen(file.fileKey, blockAad(file, i, i === finalIndex), sealed.subarray(pos, pos + S))!,
+    );
+  return Buffer.concat(parts);
+}
+
 async function nativeSeal(
   file: Cipher,
   first: number,
@@ -96,8 +136,8 @@ async function nativeSeal(
       plain,
       endsFile,
       Buffer.concat(nonces),
-      0,
       file.geometry.blockSize,
+      0,
     );
     expect(result).toBe(0);
   } finally {
@@ -126,10 +166,10 @@ async function nativeOpen(
       first,
       finalIndex,
       file.holes,
-      0,
-      sealedLength,
       out,
       file.geometry.blockSize,
+      0,
+      sealedLength,
     );
     return { result, out };
   } finally {
@@ -138,7 +178,7 @@ async function nativeOpen(
 }
 
 describe("content blocks through OpenSSL, one threadpool job a request", () => {
-  it("seals as sealBlocks does, byte for byte, and opens what it sealed", async () => {
+  it("seals as node:crypto does block by block, byte for byte, and opens what it sealed", async () => {
     const path = join(dir, "roundtrip");
     for (let t = 0; t < 60; t++) {
       const blockSize = [16, 100, 4096][t % 3]!;
@@ -151,14 +191,17 @@ describe("content blocks through OpenSSL, one threadpool job a request", () => {
       const plain = randomBytes(length);
       const nonces = Array.from({ length: count }, () => randomBytes(GCM_NONCE_SIZE));
       const first = t % 4 === 0 ? 2 ** 40 + int(1000) : int(1000);
-      const expected = sealBlocks(file, first, plain, endsFile, nonces);
+      const expected = referenceSeal(file, first, plain, endsFile, nonces);
+      // The job (seal + pwrite) and the inline form used by sealBlocks.
       const sealed = await nativeSeal(file, first, plain, endsFile, nonces, path);
       expect(sealed).toEqual(expected);
+      expect(sealBlocks(file, first, plain, endsFile, nonces)).toEqual(expected);
       const finalIndex = endsFile ? first + full : first + full + 5;
+      expect(referenceOpen(file, first, finalIndex, sealed)).toEqual(plain);
       const { result, out } = await nativeOpen(file, first, finalIndex, sealed, path);
       expect(result).toBe(plain.length);
       expect(out).toEqual(plain);
-      expect(openBlocks(file, first, sealed, finalIndex).cleartext).toEqual(plain);
+      expect(openBlocks(file, first, sealed, finalIndex)).toEqual({ cleartext: plain });
     }
   });
 
@@ -173,6 +216,11 @@ describe("content blocks through OpenSSL, one threadpool job a request", () => {
       const { result, out } = await nativeOpen(file, 7, 9, bad, path);
       expect(result).toBe(-EBADMSG);
       expect(out.every((b) => b === 0)).toBe(true);
+      const inline = Buffer.alloc(out.length, 0xaa);
+      const args = [file.fileKey, file.fileId, 7, 9, false, inline, 16, bad] as const;
+      expect(cryptoAddon().openBlocks(...args)).toBe(-EBADMSG);
+      expect(inline.every((b) => b === 0)).toBe(true);
+      expect(openBlocks(file, 7, bad, 9).failure?.index).toBe(7 + Math.floor(bit / 8 / 44));
     }
     // The same blocks where the last is not the file's final one (an extended file).
     expect((await nativeOpen(file, 7, 10, sealed, path)).result).toBe(-EBADMSG);
@@ -209,10 +257,10 @@ describe("content blocks through OpenSSL, one threadpool job a request", () => {
       0,
       0,
       false,
-      0,
-      44,
       out,
       16,
+      0,
+      44,
     );
     expect(bad).toBe(-9); // EBADF
   });
