@@ -37,7 +37,7 @@ const FALLOC_FL_ZERO_RANGE = 0x10;
  * requests then use several cores. Smaller ones stay on the JS thread,
  * where a block costs less than the threadpool round trip.
  */
-export const NATIVE_BLOCKS_MIN = Number(process.env.CRYPTMOUNT_NATIVE_BLOCKS_MIN ?? 65536);
+export const NATIVE_BLOCKS_MIN = 65536;
 /** EBADMSG from a block job: a block failed or the lower was short; the JS path names it. */
 const EBADMSG = osConstants.errno.EBADMSG;
 /** lseek(2) whences. */
