@@ -4,8 +4,10 @@
 //
 //   node scripts/bench.mjs [--runs 3] [--size-mib 1024] [--files 10000] [--lower tmpfs|disk]
 //                          [--only write,read,pwrite,pread,randread,create,ls,tar,rm]
-//                          [--jobs 4] [--job-mib 256] [--markdown FILE]
+//                          [--jobs 4] [--job-mib 256] [--baseline CHECKOUT] [--markdown FILE]
 //
+// --baseline: also run the cryptmount of another built checkout (its dist/ and
+// build/), interleaved with this one, for before/after ratios from one run.
 // pwrite / pread / randread: fio with --jobs processes on files of their own
 // (--job-mib each): 1 MiB sequential writes (fsync at the end), then 1 MiB
 // sequential reads and 4 KiB random reads, cold cache; aggregate MB/s.
@@ -32,6 +34,7 @@ const ONLY = opt("only", "write,read,pwrite,pread,randread,create,ls,tar,rm").sp
 const JOBS = Number(opt("jobs", "4"));
 const JOB_MIB = Number(opt("job-mib", "256"));
 const MARKDOWN = opt("markdown", undefined);
+const BASELINE = opt("baseline", undefined);
 const ROOT = resolve(new URL("..", import.meta.url).pathname);
 const CLI = join(ROOT, "dist", "cli", "main.js");
 
@@ -59,17 +62,17 @@ const dropCaches = () => {
 const TICK = Number(sh("getconf CLK_TCK").trim());
 /**
  * The process serving a FUSE mount at `dir`: gocryptfs names it on its command
- * line; cryptmount's is the `__serve` child of this checkout's CLI (runs are
- * serialized, so there is one).
+ * line; cryptmount's is the `__serve` child of its CLI (runs are serialized,
+ * so there is one).
  */
-const serverOf = (dir) => {
+const serverOf = (dir, cli) => {
   for (const pid of sh("ls /proc")
     .split(/\s+/)
     .filter((p) => /^\d+$/.test(p))) {
     try {
       const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
       if (argv[0].endsWith("gocryptfs") && argv.includes(dir)) return Number(pid);
-      if (argv.includes(CLI) && argv.includes("__serve")) return Number(pid);
+      if (cli && argv.includes(cli) && argv.includes("__serve")) return Number(pid);
     } catch {
       /* gone */
     }
@@ -122,6 +125,22 @@ for i in range(n):
 `,
 );
 
+/** A cryptmount system served by the CLI at `cli`. */
+function cryptmountAt(cli) {
+  return {
+    cli,
+    setup(dir) {
+      const lower = `${dir}.lower`;
+      mkdirSync(dir);
+      sh(
+        `node ${cli} init --no-recovery --passfile ${pass} --kdf-memory 65536 --kdf-iterations 3 ${lower} > /dev/null`,
+      );
+      sh(`node ${cli} mount --passfile ${pass} ${lower} ${dir}`);
+      return { target: dir, teardown: () => sh(`node ${cli} umount ${dir}`) };
+    },
+  };
+}
+
 const systems = {
   plain: {
     setup(dir) {
@@ -139,17 +158,8 @@ const systems = {
       return { target: dir, teardown: () => sh(`fusermount -u ${dir}`) };
     },
   },
-  cryptmount: {
-    setup(dir) {
-      const lower = `${dir}.lower`;
-      mkdirSync(dir);
-      sh(
-        `node ${CLI} init --no-recovery --passfile ${pass} --kdf-memory 65536 --kdf-iterations 3 ${lower} > /dev/null`,
-      );
-      sh(`node ${CLI} mount --passfile ${pass} ${lower} ${dir}`);
-      return { target: dir, teardown: () => sh(`node ${CLI} umount ${dir}`) };
-    },
-  },
+  cryptmount: cryptmountAt(CLI),
+  ...(BASELINE && { baseline: cryptmountAt(join(resolve(BASELINE), "dist", "cli", "main.js")) }),
 };
 
 const workloads = [
@@ -194,7 +204,7 @@ try {
     for (const [name, system] of Object.entries(systems)) {
       const dir = join(scratch, `${name}-${run}`);
       const mounted = system.setup(dir);
-      const server = name === "plain" ? undefined : serverOf(dir);
+      const server = name === "plain" ? undefined : serverOf(dir, system.cli);
       try {
         for (const [workload, , fn] of workloads) {
           const before = server && cpuOf(server);
@@ -226,17 +236,22 @@ try {
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (xs, unit) =>
   `${median(xs).toFixed(unit === "s" ? 2 : 0)} [${Math.min(...xs).toFixed(unit === "s" ? 2 : 0)}–${Math.max(...xs).toFixed(unit === "s" ? 2 : 0)}]`;
+const shown = ["gocryptfs", ...(BASELINE ? ["baseline"] : []), "cryptmount"];
 const lines = [
-  `| workload | plain | gocryptfs | cryptmount | cryptmount / gocryptfs speed | server CPU s, gocryptfs / cryptmount | peak RSS MiB, gocryptfs / cryptmount |`,
-  `|---|---|---|---|---|---|---|`,
+  `| workload | plain | gocryptfs |${BASELINE ? " baseline | baseline / gocryptfs |" : ""} cryptmount | cryptmount / gocryptfs speed | server CPU s, ${shown.join(" / ")} | peak RSS MiB, ${shown.join(" / ")} |`,
+  `|---|---|---|---|---|---|---|${BASELINE ? "---|---|" : ""}`,
 ];
 const cell = (table, workload, digits) =>
-  ["gocryptfs", "cryptmount"]
+  shown
     .map((s) => (table[s]?.[workload] ? median(table[s][workload]).toFixed(digits) : "–"))
     .join(" / ");
 for (const [workload, unit] of workloads) {
   const m = (s) => median(results[s][workload]);
-  const ratio = unit === "s" ? m("gocryptfs") / m("cryptmount") : m("cryptmount") / m("gocryptfs");
+  const speedup = (s) => (unit === "s" ? m("gocryptfs") / m(s) : m(s) / m("gocryptfs"));
+  const ratio = speedup("cryptmount");
+  const base = BASELINE
+    ? ` ${fmt(results.baseline[workload], unit)} | ${speedup("baseline").toFixed(2)}× |`
+    : "";
   const label = {
     pwrite: `${JOBS} fio jobs, sequential write ${JOBS} × ${JOB_MIB} MiB, 1 MiB requests (MB/s)`,
     pread: `${JOBS} fio jobs, sequential read of them, 1 MiB requests, cold cache (MB/s)`,
@@ -249,7 +264,7 @@ for (const [workload, unit] of workloads) {
     rm: "rm -rf of both trees, cold cache (s)",
   }[workload];
   lines.push(
-    `| ${label} | ${fmt(results.plain[workload], unit)} | ${fmt(results.gocryptfs[workload], unit)} | ${fmt(results.cryptmount[workload], unit)} | **${ratio.toFixed(2)}×** | ${cell(cpu, workload, 2)} | ${cell(rss, workload, 0)} |`,
+    `| ${label} | ${fmt(results.plain[workload], unit)} | ${fmt(results.gocryptfs[workload], unit)} |${base} ${fmt(results.cryptmount[workload], unit)} | **${ratio.toFixed(2)}×** | ${cell(cpu, workload, 2)} | ${cell(rss, workload, 0)} |`,
   );
 }
 const node = process.version;

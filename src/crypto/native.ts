@@ -16,34 +16,38 @@ export interface NativeSivKey {
 /** The results of the block jobs: >= 0 success, otherwise minus an errno. */
 export type BlockJobResult = number;
 
+/** What a seal of consecutive blocks needs, in both forms (docs/format.md §7). */
+type SealArgs = [
+  key: Uint8Array,
+  fileId: Uint8Array,
+  firstIndex: number,
+  plain: Uint8Array,
+  endsFile: boolean,
+  /** One 12-byte nonce per block. */
+  nonces: Uint8Array,
+  blockSize: number,
+];
+/** What an open of consecutive blocks needs, in both forms; `out` receives the cleartext. */
+type OpenArgs = [
+  key: Uint8Array,
+  fileId: Uint8Array,
+  firstIndex: number,
+  finalIndex: number,
+  holes: boolean,
+  out: Uint8Array,
+  blockSize: number,
+];
+
 export interface CryptoAddon {
   readonly version: number;
   /**
    * Seals `plain` as blocks firstIndex.. (the last one final when endsFile;
-   * otherwise plain is whole blocks) with one nonce per block, and pwrites
-   * them all at `position`. 0 once every byte is written.
+   * otherwise plain is whole blocks) and pwrites them all at `position`. 0
+   * once every byte is written.
    */
-  sealWrite(
-    fd: number,
-    key: Uint8Array,
-    fileId: Uint8Array,
-    firstIndex: number,
-    plain: Uint8Array,
-    endsFile: boolean,
-    nonces: Uint8Array,
-    blockSize: number,
-    position: number,
-  ): Promise<BlockJobResult>;
+  sealWrite(fd: number, ...args: [...SealArgs, position: number]): Promise<BlockJobResult>;
   /** sealWrite's sealing alone, inline: the sealed blocks. */
-  sealBlocks(
-    key: Uint8Array,
-    fileId: Uint8Array,
-    firstIndex: number,
-    plain: Uint8Array,
-    endsFile: boolean,
-    nonces: Uint8Array,
-    blockSize: number,
-  ): Buffer;
+  sealBlocks(...args: SealArgs): Buffer;
   /**
    * Reads `sealedLength` bytes at `position` and opens them into `out` as
    * blocks firstIndex..; the number of cleartext bytes, or -EBADMSG when a
@@ -51,27 +55,10 @@ export interface CryptoAddon {
    */
   openRead(
     fd: number,
-    key: Uint8Array,
-    fileId: Uint8Array,
-    firstIndex: number,
-    finalIndex: number,
-    holes: boolean,
-    out: Uint8Array,
-    blockSize: number,
-    position: number,
-    sealedLength: number,
+    ...args: [...OpenArgs, position: number, sealedLength: number]
   ): Promise<BlockJobResult>;
   /** openRead's opening alone, inline, of `sealed`. */
-  openBlocks(
-    key: Uint8Array,
-    fileId: Uint8Array,
-    firstIndex: number,
-    finalIndex: number,
-    holes: boolean,
-    out: Uint8Array,
-    blockSize: number,
-    sealed: Uint8Array,
-  ): BlockJobResult;
+  openBlocks(...args: [...OpenArgs, sealed: Uint8Array]): BlockJobResult;
   sivKey(key: Uint8Array): NativeSivKey;
   sivDispose(key: NativeSivKey): void;
   /** Non-empty plaintexts only (OpenSSL 3.0's SIV skips empty ones). */
