@@ -46,7 +46,8 @@
 #define SIV_KEY_SIZE 64
 #define MAX_AAD 4
 
-static EVP_CIPHER *aes_siv; /* fetched once; AES-256-GCM is the legacy EVP_aes_256_gcm() */
+/* Fetched once: a legacy EVP_aes_256_gcm() would be fetched again by every init. */
+static EVP_CIPHER *aes_gcm, *aes_siv;
 
 /* ---- content blocks (§7) ---------------------------------------------------- */
 
@@ -257,7 +258,7 @@ static napi_value throw_type(napi_env env, const char *message) {
 static EVP_CIPHER_CTX *gcm_context(const uint8_t *key, bool seal) {
   EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
   if (!ctx) return NULL;
-  if (EVP_CipherInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, NULL, seal ? 1 : 0) != 1) {
+  if (EVP_CipherInit_ex(ctx, aes_gcm, NULL, key, NULL, seal ? 1 : 0) != 1) {
     EVP_CIPHER_CTX_free(ctx);
     return NULL;
   }
@@ -593,9 +594,10 @@ static napi_value js_siv_open(napi_env env, napi_callback_info info) {
 /* ---- module ------------------------------------------------------------------ */
 
 static napi_value init_module(napi_env env, napi_value exports) {
-  aes_siv = aes_siv ? aes_siv : EVP_CIPHER_fetch(NULL, "AES-256-SIV", NULL);
-  if (!aes_siv) {
-    napi_throw_error(env, NULL, "cryptmount crypto: OpenSSL has no AES-256-SIV");
+  if (!aes_gcm) aes_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+  if (!aes_siv) aes_siv = EVP_CIPHER_fetch(NULL, "AES-256-SIV", NULL);
+  if (!aes_gcm || !aes_siv) {
+    napi_throw_error(env, NULL, "cryptmount crypto: OpenSSL lacks AES-256-GCM or AES-256-SIV");
     return NULL;
   }
   const struct {
