@@ -3,9 +3,19 @@
 // cryptmount, in one run, interleaved, median of N runs, with ratios.
 //
 //   node scripts/bench.mjs [--runs 3] [--size-mib 1024] [--files 10000] [--lower tmpfs|disk]
-//                          [--only write,read,create,ls,tar,rm] [--markdown FILE]
+//                          [--only write,read,pwrite,pread,randread,create,ls,tar,rm]
+//                          [--jobs 4] [--job-mib 256] [--baseline CHECKOUT] [--markdown FILE]
 //
-// Needs root (tmpfs, drop_caches), gocryptfs (Debian package) and a built dist/.
+// --baseline: also run the cryptmount of another built checkout (its dist/ and
+// build/), interleaved with this one, for before/after ratios from one run.
+// pwrite / pread / randread: fio with --jobs processes on files of their own
+// (--job-mib each): 1 MiB sequential writes (fsync at the end), then 1 MiB
+// sequential reads and 4 KiB random reads, cold cache; aggregate MB/s.
+// Besides speed, each workload reports the CPU seconds the filesystem's server
+// used (user + system, all threads, from /proc/PID/stat; so a figure above the
+// wall time means more than one core) and the server's peak RSS at the end.
+//
+// Needs root (tmpfs, drop_caches), gocryptfs (Debian package), fio and a built dist/.
 import { spawnSync, execFileSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, writeFileSync, existsSync, rmSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -20,8 +30,11 @@ const RUNS = Number(opt("runs", "3"));
 const SIZE_MIB = Number(opt("size-mib", "1024"));
 const FILES = Number(opt("files", "10000"));
 const LOWER_KIND = opt("lower", "tmpfs");
-const ONLY = opt("only", "write,read,create,ls,tar,rm").split(",");
+const ONLY = opt("only", "write,read,pwrite,pread,randread,create,ls,tar,rm").split(",");
+const JOBS = Number(opt("jobs", "4"));
+const JOB_MIB = Number(opt("job-mib", "256"));
 const MARKDOWN = opt("markdown", undefined);
+const BASELINE = opt("baseline", undefined);
 const ROOT = resolve(new URL("..", import.meta.url).pathname);
 const CLI = join(ROOT, "dist", "cli", "main.js");
 
@@ -44,6 +57,43 @@ const dropCaches = () => {
   } catch {
     /* not root: caches stay warm */
   }
+};
+
+const TICK = Number(sh("getconf CLK_TCK").trim());
+/**
+ * The process serving a FUSE mount at `dir`: gocryptfs names it on its command
+ * line; cryptmount's is the `__serve` child of its CLI (runs are serialized,
+ * so there is one).
+ */
+const serverOf = (dir, cli) => {
+  for (const pid of sh("ls /proc")
+    .split(/\s+/)
+    .filter((p) => /^\d+$/.test(p))) {
+    try {
+      const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+      if (argv[0].endsWith("gocryptfs") && argv.includes(dir)) return Number(pid);
+      if (cli && argv.includes(cli) && argv.includes("__serve")) return Number(pid);
+    } catch {
+      /* gone */
+    }
+  }
+  return undefined;
+};
+/** User + system CPU seconds of a process, all its threads. */
+const cpuOf = (pid) => {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / TICK;
+};
+const peakRssMiB = (pid) =>
+  Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))[1]) / 1024;
+/** Aggregate MB/s of a fio run (every job together). */
+const fio = (dir, rw, bs, extra = "") => {
+  const out = sh(
+    `fio --name=par --directory=${dir} --numjobs=${JOBS} --size=${JOB_MIB}m --bs=${bs} --rw=${rw} --ioengine=psync --group_reporting --output-format=json ${extra}`,
+  );
+  const job = JSON.parse(out.slice(out.indexOf("{"))).jobs[0];
+  const side = rw.includes("write") ? job.write : job.read;
+  return (side.bw_bytes ?? side.bw * 1024) / 1e6;
 };
 
 const scratch = mkdtempSync(join(tmpdir(), "cryptmount-bench-"));
@@ -75,6 +125,22 @@ for i in range(n):
 `,
 );
 
+/** A cryptmount system served by the CLI at `cli`. */
+function cryptmountAt(cli) {
+  return {
+    cli,
+    setup(dir) {
+      const lower = `${dir}.lower`;
+      mkdirSync(dir);
+      sh(
+        `node ${cli} init --no-recovery --passfile ${pass} --kdf-memory 65536 --kdf-iterations 3 ${lower} > /dev/null`,
+      );
+      sh(`node ${cli} mount --passfile ${pass} ${lower} ${dir}`);
+      return { target: dir, teardown: () => sh(`node ${cli} umount ${dir}`) };
+    },
+  };
+}
+
 const systems = {
   plain: {
     setup(dir) {
@@ -92,17 +158,8 @@ const systems = {
       return { target: dir, teardown: () => sh(`fusermount -u ${dir}`) };
     },
   },
-  cryptmount: {
-    setup(dir) {
-      const lower = `${dir}.lower`;
-      mkdirSync(dir);
-      sh(
-        `node ${CLI} init --no-recovery --passfile ${pass} --kdf-memory 65536 --kdf-iterations 3 ${lower} > /dev/null`,
-      );
-      sh(`node ${CLI} mount --passfile ${pass} ${lower} ${dir}`);
-      return { target: dir, teardown: () => sh(`node ${CLI} umount ${dir}`) };
-    },
-  },
+  cryptmount: cryptmountAt(CLI),
+  ...(BASELINE && { baseline: cryptmountAt(join(resolve(BASELINE), "dist", "cli", "main.js")) }),
 };
 
 const workloads = [
@@ -122,6 +179,13 @@ const workloads = [
       (SIZE_MIB * 1048576) / 1e6 / time(`dd if=${t}/big of=/dev/null bs=1M status=none`)
     ),
   ],
+  ["pwrite", "MB/s", (t) => fio(t, "write", "1m", "--end_fsync=1")],
+  ["pread", "MB/s", (t) => (dropCaches(), fio(t, "read", "1m"))],
+  [
+    "randread",
+    "MB/s",
+    (t) => (dropCaches(), fio(t, "randread", "4k", `--io_size=${Math.ceil(JOB_MIB / 4)}m`)),
+  ],
   [
     "create",
     "s",
@@ -133,16 +197,29 @@ const workloads = [
 ].filter(([name]) => ONLY.includes(name));
 
 const results = {};
+const cpu = {};
+const rss = {};
 try {
   for (let run = 0; run < RUNS; run++) {
     for (const [name, system] of Object.entries(systems)) {
       const dir = join(scratch, `${name}-${run}`);
       const mounted = system.setup(dir);
+      const server = name === "plain" ? undefined : serverOf(dir, system.cli);
       try {
         for (const [workload, , fn] of workloads) {
+          const before = server && cpuOf(server);
           const value = fn(mounted.target);
           ((results[name] ??= {})[workload] ??= []).push(value);
-          process.stderr.write(`run ${run + 1}/${RUNS} ${name} ${workload}: ${value.toFixed(2)}\n`);
+          let note = "";
+          if (server) {
+            const used = cpuOf(server) - before;
+            ((cpu[name] ??= {})[workload] ??= []).push(used);
+            ((rss[name] ??= {})[workload] ??= []).push(peakRssMiB(server));
+            note = ` (server CPU ${used.toFixed(2)} s)`;
+          }
+          process.stderr.write(
+            `run ${run + 1}/${RUNS} ${name} ${workload}: ${value.toFixed(2)}${note}\n`,
+          );
         }
       } finally {
         mounted.teardown();
@@ -159,14 +236,26 @@ try {
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const fmt = (xs, unit) =>
   `${median(xs).toFixed(unit === "s" ? 2 : 0)} [${Math.min(...xs).toFixed(unit === "s" ? 2 : 0)}–${Math.max(...xs).toFixed(unit === "s" ? 2 : 0)}]`;
+const shown = ["gocryptfs", ...(BASELINE ? ["baseline"] : []), "cryptmount"];
 const lines = [
-  `| workload | plain | gocryptfs | cryptmount | cryptmount / gocryptfs speed |`,
-  `|---|---|---|---|---|`,
+  `| workload | plain | gocryptfs |${BASELINE ? " baseline | baseline / gocryptfs |" : ""} cryptmount | cryptmount / gocryptfs speed | server CPU s, ${shown.join(" / ")} | peak RSS MiB, ${shown.join(" / ")} |`,
+  `|---|---|---|---|---|---|---|${BASELINE ? "---|---|" : ""}`,
 ];
+const cell = (table, workload, digits) =>
+  shown
+    .map((s) => (table[s]?.[workload] ? median(table[s][workload]).toFixed(digits) : "–"))
+    .join(" / ");
 for (const [workload, unit] of workloads) {
   const m = (s) => median(results[s][workload]);
-  const ratio = unit === "s" ? m("gocryptfs") / m("cryptmount") : m("cryptmount") / m("gocryptfs");
+  const speedup = (s) => (unit === "s" ? m("gocryptfs") / m(s) : m(s) / m("gocryptfs"));
+  const ratio = speedup("cryptmount");
+  const base = BASELINE
+    ? ` ${fmt(results.baseline[workload], unit)} | ${speedup("baseline").toFixed(2)}× |`
+    : "";
   const label = {
+    pwrite: `${JOBS} fio jobs, sequential write ${JOBS} × ${JOB_MIB} MiB, 1 MiB requests (MB/s)`,
+    pread: `${JOBS} fio jobs, sequential read of them, 1 MiB requests, cold cache (MB/s)`,
+    randread: `${JOBS} fio jobs, 4 KiB random reads, ${JOBS} × ${Math.ceil(JOB_MIB / 4)} MiB, cold cache (MB/s)`,
     write: `sequential write ${SIZE_MIB} MiB (MB/s)`,
     read: `sequential read ${SIZE_MIB} MiB, cold cache (MB/s)`,
     create: `create ${FILES} × 4 KiB files in 100 dirs (s)`,
@@ -175,7 +264,7 @@ for (const [workload, unit] of workloads) {
     rm: "rm -rf of both trees, cold cache (s)",
   }[workload];
   lines.push(
-    `| ${label} | ${fmt(results.plain[workload], unit)} | ${fmt(results.gocryptfs[workload], unit)} | ${fmt(results.cryptmount[workload], unit)} | **${ratio.toFixed(2)}×** |`,
+    `| ${label} | ${fmt(results.plain[workload], unit)} | ${fmt(results.gocryptfs[workload], unit)} |${base} ${fmt(results.cryptmount[workload], unit)} | **${ratio.toFixed(2)}×** | ${cell(cpu, workload, 2)} | ${cell(rss, workload, 0)} |`,
   );
 }
 const node = process.version;

@@ -3,6 +3,8 @@
 //
 //   fuse3   native/fuse3/binding.c   the FUSE binding (libfuse 3 low-level API)
 //   lower   native/lower/lower.c     descriptor-relative I/O on the lower directory
+//   crypto  native/crypto/crypto.c   content blocks on the threadpool, AES-SIV names (OpenSSL EVP
+//                                    of the node binary, through Node's bundled openssl/ headers)
 //   secure  native/secure/secure.c   process hardening (core dumps, mlock, RLIMIT_NOFILE)
 //
 // and the PAM module for encrypted homes (not a Node addon; docs/home.md):
@@ -45,6 +47,7 @@ const ADDONS = FAULTS
   : [
       { name: "fuse3", source: "native/fuse3/binding.c", pkg: "fuse3" },
       { name: "lower", source: "native/lower/lower.c" },
+      { name: "crypto", source: "native/crypto/crypto.c" },
       { name: "secure", source: "native/secure/secure.c" },
       {
         name: "pam",

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(fuse3 libfuse3-dev libfuse2 libfuse-dev pkg-config patch make g++ python3 sqlite3 rsync git attr gocryptfs util-linux libpam0g-dev pamtester rclone nbdkit libnbd-bin gnutls-bin e2fsprogs)
+PACKAGES=(fuse3 libfuse3-dev libfuse2 libfuse-dev pkg-config patch make g++ python3 sqlite3 rsync git attr gocryptfs fio util-linux libpam0g-dev pamtester rclone nbdkit libnbd-bin gnutls-bin e2fsprogs)
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()

@@ -1,6 +1,6 @@
 import { hkdf } from "./hkdf.js";
 import { KEY_SIZE } from "./aead.js";
-import { SIV_KEY_SIZE } from "./siv.js";
+import { SIV_KEY_SIZE, forgetSivKey } from "./siv.js";
 import { wipe } from "./bytes.js";
 
 /**
@@ -144,6 +144,8 @@ export class Keyring {
 
   wipe(): void {
     this.wiped = true;
+    forgetSivKey(this.volumeKeys.names);
+    forgetSivKey(this.volumeKeys.xattrNames);
     wipe(...this.secretBuffers());
   }
 }

@@ -1,4 +1,5 @@
-import { GCM_NONCE_SIZE, GCM_OVERHEAD, gcmOpen, gcmSealInto } from "../crypto/aead.js";
+import { GCM_NONCE_SIZE, GCM_OVERHEAD, gcmOpen } from "../crypto/aead.js";
+import { cryptoAddon } from "../crypto/native.js";
 import { randomPool } from "../crypto/random.js";
 import { FormatError } from "./errors.js";
 import { HEADER_SIZE } from "./header.js";
@@ -106,14 +107,14 @@ function isAllZero(bytes: Uint8Array): boolean {
  * buffer, ready for a single positional write. Full blocks are sealed as
  * non-final. When `endsFile`, what remains after the full blocks (possibly
  * nothing) is sealed as the final block; otherwise the cleartext must be a
- * whole number of blocks. `nonces` pins nonces for known-answer tests.
+ * whole number of blocks. `pinnedNonces` pins nonces for known-answer tests.
  */
 export function sealBlocks(
   file: FileCipher,
   firstIndex: number,
   cleartext: Uint8Array,
   endsFile: boolean,
-  nonces?: readonly Buffer[],
+  pinnedNonces?: readonly Buffer[],
 ): Buffer {
   const { blockSize } = file.geometry;
   const full = Math.floor(cleartext.length / blockSize);
@@ -121,25 +122,22 @@ export function sealBlocks(
     throw new RangeError("only the final block of a file may be partial");
   }
   const count = full + (endsFile ? 1 : 0);
-  const out = Buffer.allocUnsafe(cleartext.length + count * BLOCK_OVERHEAD);
-  const nonce = Buffer.allocUnsafe(GCM_NONCE_SIZE);
-  let pos = 0;
+  const nonces = Buffer.allocUnsafe(count * GCM_NONCE_SIZE);
   for (let i = 0; i < count; i++) {
-    const chunk = cleartext.subarray(i * blockSize, (i + 1) * blockSize);
-    const final = i === full;
-    const pinned = nonces?.[i];
-    if (pinned) pinned.copy(nonce);
-    else randomPool.fill(nonce, 0, GCM_NONCE_SIZE);
-    pos += gcmSealInto(
-      file.fileKey,
-      nonce,
-      blockAad(file.fileId, firstIndex + i, final),
-      chunk,
-      out,
-      pos,
-    );
+    const pinned = pinnedNonces?.[i];
+    if (pinned) pinned.copy(nonces, i * GCM_NONCE_SIZE);
+    else randomPool.fill(nonces, i * GCM_NONCE_SIZE, GCM_NONCE_SIZE);
   }
-  return out;
+  // OpenSSL through the addon: one context for all blocks (node:crypto makes one per block).
+  return cryptoAddon().sealBlocks(
+    file.fileKey,
+    file.fileId,
+    firstIndex,
+    cleartext,
+    endsFile,
+    nonces,
+    blockSize,
+  );
 }
 
 /**
@@ -155,6 +153,23 @@ export function openBlocks(
   sealed: Uint8Array,
   finalIndex: number,
 ): { cleartext: Buffer; failure?: { index: number; error: FormatError } } {
+  const { sealedBlockSize, blockSize } = file.geometry;
+  if (sealed.length > 0) {
+    const blocks = Math.ceil(sealed.length / sealedBlockSize);
+    const out = Buffer.allocUnsafe(Math.max(0, sealed.length - blocks * BLOCK_OVERHEAD));
+    const opened = cryptoAddon().openBlocks(
+      file.fileKey,
+      file.fileId,
+      firstIndex,
+      finalIndex,
+      file.holes ?? false,
+      out,
+      blockSize,
+      sealed,
+    );
+    if (opened === out.length) return { cleartext: out };
+    // A block failed: the loop below finds which and why, and keeps what came before it.
+  }
   const parts: Buffer[] = [];
   const failure = eachBlock(file, firstIndex, sealed, finalIndex, (plain) => parts.push(plain));
   const cleartext = parts.length === 1 ? parts[0]! : Buffer.concat(parts);

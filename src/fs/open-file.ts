@@ -1,4 +1,5 @@
 import { constants } from "node:fs";
+import { constants as osConstants } from "node:os";
 import type { Logger } from "pino";
 import type { Keyring } from "../crypto/keys.js";
 import {
@@ -18,7 +19,17 @@ import {
 } from "../format/header.js";
 import { FormatError, isFormatError } from "../format/errors.js";
 import { FsError } from "./errors.js";
-import type { Fd, LowerOps, LowerStat } from "./lower/ops.js";
+import { makeError } from "./lower/binding.js";
+import {
+  isNativeLowerOps,
+  writeFully,
+  type Fd,
+  type LowerOps,
+  type LowerStat,
+} from "./lower/ops.js";
+import { GCM_NONCE_SIZE } from "../crypto/aead.js";
+import { cryptoAddon } from "../crypto/native.js";
+import { randomPool } from "../crypto/random.js";
 import { SEEK_DATA, SEEK_HOLE } from "./types.js";
 
 /** Zero bytes written per call where a lower file cannot punch holes. */
@@ -27,6 +38,15 @@ const ZERO_CHUNK = 1 << 20;
 const FALLOC_FL_KEEP_SIZE = 0x01;
 const FALLOC_FL_PUNCH_HOLE = 0x02;
 const FALLOC_FL_ZERO_RANGE = 0x10;
+/**
+ * Requests of at least this many sealed bytes are sealed or opened in one
+ * threadpool job with their lower I/O (native/crypto/crypto.c): several
+ * requests then use several cores. Smaller ones stay on the JS thread,
+ * where a block costs less than the threadpool round trip.
+ */
+export const NATIVE_BLOCKS_MIN = 65536;
+/** EBADMSG from a block job: a block failed or the lower was short; the JS path names it. */
+const EBADMSG = osConstants.errno.EBADMSG;
 /** lseek(2) whences. */
 
 /** A lower file descriptor from LowerOps.openFile, with its stat taken through it. */
@@ -49,6 +69,8 @@ export interface OpenedLower {
 export class OpenFile implements FileCipher {
   private tail: { index: number; data: Buffer } | undefined;
   private closed = false;
+  /** The lower ops are the real ones: block jobs may use the descriptor directly. */
+  private readonly nativeBlocks: boolean;
   readonly fileKey: Buffer;
   readonly fileId: Buffer;
 
@@ -67,6 +89,7 @@ export class OpenFile implements FileCipher {
   ) {
     this.fileKey = header.fileKey;
     this.fileId = header.fileId;
+    this.nativeBlocks = isNativeLowerOps(io);
   }
 
   /** The header's HOLES flag: an all-zero full block reads as zeros (§9). */
@@ -158,12 +181,54 @@ export class OpenFile implements FileCipher {
     if (this.tail && first === last && first === this.tail.index) return this.tail.data;
     const start = this.geometry.blockOffset(first);
     const end = Math.min(this.geometry.blockOffset(last + 1), this.geometry.lowerSize(this.size));
+    if (this.nativeBlocks && end - start >= NATIVE_BLOCKS_MIN) {
+      const clear = await this.openNative(first, last, start, end);
+      if (clear) return clear;
+    }
     const sealed = sealedBuffers.take(end - start);
     try {
       return await this.readSealed(first, last, sealed.subarray(0, end - start), start);
     } finally {
       sealedBuffers.give(sealed);
     }
+  }
+
+  /**
+   * Blocks [first, last] (lower bytes [start, end)) read and opened in one
+   * threadpool job. Undefined when a block fails or the lower is short: the
+   * JS path then reads again and reports exactly which block and why.
+   */
+  private async openNative(
+    first: number,
+    last: number,
+    start: number,
+    end: number,
+  ): Promise<Buffer | undefined> {
+    const blocks = Math.ceil((end - start) / this.geometry.sealedBlockSize);
+    const out = Buffer.allocUnsafe(end - start - blocks * BLOCK_OVERHEAD);
+    this.assertOpen();
+    const finalIndex = this.finalIndex();
+    const result = await cryptoAddon().openRead(
+      this.fd,
+      this.fileKey,
+      this.fileId,
+      first,
+      finalIndex,
+      this.holes,
+      out,
+      this.geometry.blockSize,
+      start,
+      end - start,
+    );
+    if (result === -EBADMSG) return undefined;
+    if (result < 0) throw makeError(-result);
+    if (last === finalIndex) {
+      this.tail = {
+        index: last,
+        data: Buffer.from(out.subarray((last - first) * this.geometry.blockSize)),
+      };
+    }
+    return out;
   }
 
   private async readSealed(
@@ -255,16 +320,20 @@ export class OpenFile implements FileCipher {
     const throughFinal = end >= newFinal * B;
     const rangeStart = first * B;
     const rangeEnd = throughFinal ? newSize : Math.ceil(end / B) * B;
-    const plain = Buffer.alloc(rangeEnd - rangeStart);
-    // Keep the existing bytes the write does not cover: the head of the first block...
-    if (rangeStart < position) (await this.readBlocks(first, first)).copy(plain, 0);
-    // ...and the rest of the block the write ends in.
-    const keepTo = Math.min(oldSize, rangeEnd);
-    const endBlock = Math.floor(end / B);
-    if (end < keepTo && !(endBlock === first && rangeStart < position)) {
-      (await this.readBlocks(endBlock, endBlock)).copy(plain, endBlock * B - rangeStart);
+    // A write of whole blocks (or ending the file) is sealed as it came: no copy.
+    const exact = rangeStart === position && rangeEnd === end;
+    const plain = exact ? data : Buffer.alloc(rangeEnd - rangeStart);
+    if (!exact) {
+      // Keep the existing bytes the write does not cover: the head of the first block...
+      if (rangeStart < position) (await this.readBlocks(first, first)).copy(plain, 0);
+      // ...and the rest of the block the write ends in.
+      const keepTo = Math.min(oldSize, rangeEnd);
+      const endBlock = Math.floor(end / B);
+      if (end < keepTo && !(endBlock === first && rangeStart < position)) {
+        (await this.readBlocks(endBlock, endBlock)).copy(plain, endBlock * B - rangeStart);
+      }
+      data.copy(plain, position - rangeStart);
     }
-    data.copy(plain, position - rangeStart);
     // A write that grows the lower file can fail part-way (ENOSPC, EDQUOT): keep
     // the old final block to put the file back as it was.
     const oldFinal = this.finalIndex(oldSize);
@@ -299,8 +368,26 @@ export class OpenFile implements FileCipher {
   private async writePlain(first: number, plain: Buffer, endsFile: boolean): Promise<void> {
     // A closed file's key is zeroed: sealing with it would write readable data.
     this.assertOpen();
-    const sealed = sealBlocks(this, first, plain, endsFile);
-    await this.writeAll(sealed, this.geometry.blockOffset(first));
+    const at = this.geometry.blockOffset(first);
+    const { blockSize } = this.geometry;
+    const count = Math.floor(plain.length / blockSize) + (endsFile ? 1 : 0);
+    if (this.nativeBlocks && plain.length + count * BLOCK_OVERHEAD >= NATIVE_BLOCKS_MIN) {
+      const nonces = randomPool.bytes(count * GCM_NONCE_SIZE);
+      const result = await cryptoAddon().sealWrite(
+        this.fd,
+        this.fileKey,
+        this.fileId,
+        first,
+        plain,
+        endsFile,
+        nonces,
+        blockSize,
+        at,
+      );
+      if (result < 0) throw makeError(-result);
+    } else {
+      await this.writeAll(sealBlocks(this, first, plain, endsFile), at);
+    }
     if (endsFile) {
       const full = Math.floor(plain.length / this.geometry.blockSize);
       this.tail = {
@@ -311,10 +398,7 @@ export class OpenFile implements FileCipher {
   }
 
   private async writeAll(data: Buffer, at: number): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      done += await this.io.pwrite(this.fd, data, done, data.length - done, at + done);
-    }
+    await writeFully(this.io, this.fd, data, at);
   }
 
   /**

@@ -126,7 +126,8 @@ for (const [name, value] of Object.entries(constants.errno) as [ErrnoName, numbe
   if (!errnoNames.has(value)) errnoNames.set(value, name);
 for (const name of ["EAGAIN", "EOPNOTSUPP"] as const) errnoNames.set(constants.errno[name], name);
 
-function makeError(errno: number, message: string | undefined): FsError {
+/** The FsError of an errno number, as the addon reports failures. */
+export function makeError(errno: number, message?: string): FsError {
   return new FsError(errnoNames.get(errno) ?? "EIO", message);
 }
 

@@ -296,3 +296,13 @@ export async function writeFully(
   while (done < data.length)
     done += await io.pwrite(fd, data, done, data.length - done, position + done);
 }
+
+/**
+ * Whether `io` is one of the real native lower ops, whose descriptors the
+ * native block jobs (src/fs/open-file.ts) may read and write themselves. A
+ * LowerOps that wraps them (tests inject faults that way) keeps every call
+ * going through it.
+ */
+export function isNativeLowerOps(io: LowerOps): boolean {
+  return io === directLowerOps || io === threadedLowerOps;
+}
