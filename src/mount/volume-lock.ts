@@ -29,7 +29,16 @@ function tryVolumeLock(lower: string, exclusive: boolean): VolumeLock | undefine
       "the hardening addon is out of date (no tryLock); run: node scripts/build-native.mjs",
       EXIT.failure,
     );
-  const fd = openSync(lower, constants.O_RDONLY | constants.O_DIRECTORY);
+  let fd: number;
+  try {
+    fd = openSync(lower, constants.O_RDONLY | constants.O_DIRECTORY);
+  } catch (err) {
+    // Not a directory, gone, unreadable: nothing to lock, and the command's
+    // own checks say what is wrong with it (exit 4 for "not a volume").
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOTDIR" || code === "ENOENT" || code === "EACCES") return NOT_LOCKED;
+    throw err;
+  }
   let held: boolean | null;
   try {
     held = tryLock(fd, exclusive);
