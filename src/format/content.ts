@@ -153,21 +153,9 @@ export function openBlocks(
   sealed: Uint8Array,
   finalIndex: number,
 ): { cleartext: Buffer; failure?: { index: number; error: FormatError } } {
-  const { sealedBlockSize, blockSize } = file.geometry;
   if (sealed.length > 0) {
-    const blocks = Math.ceil(sealed.length / sealedBlockSize);
-    const out = Buffer.allocUnsafe(Math.max(0, sealed.length - blocks * BLOCK_OVERHEAD));
-    const opened = cryptoAddon().openBlocks(
-      file.fileKey,
-      file.fileId,
-      firstIndex,
-      finalIndex,
-      file.holes ?? false,
-      out,
-      blockSize,
-      sealed,
-    );
-    if (opened === out.length) return { cleartext: out };
+    const out = Buffer.allocUnsafe(openedSize(file, sealed));
+    if (openNatively(file, firstIndex, sealed, finalIndex, out)) return { cleartext: out };
     // A block failed: the loop below finds which and why, and keeps what came before it.
   }
   const parts: Buffer[] = [];
@@ -186,27 +174,43 @@ export function verifyBlocks(
   sealed: Uint8Array,
   finalIndex: number,
 ): { index: number; error: FormatError } | undefined {
-  const { sealedBlockSize, blockSize } = file.geometry;
   if (sealed.length > 0) {
-    const blocks = Math.ceil(sealed.length / sealedBlockSize);
-    const size = Math.max(0, sealed.length - blocks * BLOCK_OVERHEAD);
+    const size = openedSize(file, sealed);
     if (verifyScratch.length < size) verifyScratch = Buffer.allocUnsafe(size);
     const out = verifyScratch.subarray(0, size);
-    const opened = cryptoAddon().openBlocks(
-      file.fileKey,
-      file.fileId,
-      firstIndex,
-      finalIndex,
-      file.holes ?? false,
-      out,
-      blockSize,
-      sealed,
-    );
+    const ok = openNatively(file, firstIndex, sealed, finalIndex, out);
     out.fill(0); // cleartext of a check: nobody reads it, nothing keeps it
-    if (opened === size) return undefined;
+    if (ok) return undefined;
   }
   // A block failed (or nothing to open): the loop finds which and why.
   return eachBlock(file, firstIndex, sealed, finalIndex, () => undefined);
+}
+
+/** The cleartext size of `sealed` (whole blocks, and a shorter final one). */
+function openedSize(file: FileCipher, sealed: Uint8Array): number {
+  const blocks = Math.ceil(sealed.length / file.geometry.sealedBlockSize);
+  return Math.max(0, sealed.length - blocks * BLOCK_OVERHEAD);
+}
+
+/** All of `sealed` opened into `out` by OpenSSL in one call; false when a block fails. */
+function openNatively(
+  file: FileCipher,
+  firstIndex: number,
+  sealed: Uint8Array,
+  finalIndex: number,
+  out: Buffer,
+): boolean {
+  const opened = cryptoAddon().openBlocks(
+    file.fileKey,
+    file.fileId,
+    firstIndex,
+    finalIndex,
+    file.holes ?? false,
+    out,
+    file.geometry.blockSize,
+    sealed,
+  );
+  return opened === out.length;
 }
 
 /** verifyBlocks' output, reused: a check keeps no cleartext, so one buffer serves every call. */
