@@ -2,7 +2,7 @@ import { createHash } from "node:crypto";
 import { fromBase64Url, toBase64Url } from "../crypto/bytes.js";
 import { sivOpen, sivSeal } from "../crypto/siv.js";
 import { CHECK_RECORD_NAME } from "./check-record.js";
-import { FormatError } from "./errors.js";
+import { FormatError, isFormatError } from "./errors.js";
 
 /**
  * File names (docs/format.md, "Names"): AES-SIV with the parent directory's
@@ -72,6 +72,25 @@ export function decryptName(nameKey: Uint8Array, dirId: Uint8Array, encoded: str
   }
   validateName(name);
   return name;
+}
+
+/**
+ * §10: in a directory with several IDs, a name is decoded under each ID in
+ * turn and the first that authenticates wins. Undefined when none does.
+ */
+export function decryptNameUnder<Id extends Uint8Array>(
+  nameKey: Uint8Array,
+  dirIds: readonly Id[],
+  encoded: string,
+): { name: string; dirId: Id } | undefined {
+  for (const dirId of dirIds) {
+    try {
+      return { name: decryptName(nameKey, dirId, encoded), dirId };
+    } catch (err) {
+      if (!isFormatError(err)) throw err;
+    }
+  }
+  return undefined;
 }
 
 /** The lower directory entry that stores an encoded name, and its sidecar when long. */

@@ -2,15 +2,14 @@ import type { Logger } from "pino";
 import type { Keyring } from "../crypto/keys.js";
 import { DIR_ID_SIZE } from "../crypto/keys.js";
 import { randomPool } from "../crypto/random.js";
-import { isFormatError } from "../format/errors.js";
 import { CONFIG_VERSION } from "../format/config.js";
 import { directoryView, mayNameConflictCopy, type NamedConflictCopy } from "../format/conflicts.js";
 import { dirIdEntryName, readDirIds } from "../format/dir-ids.js";
-import { SIDECAR_SUFFIX, decryptName, encryptName, lowerEntryFor } from "../format/names.js";
+import { SIDECAR_SUFFIX, decryptNameUnder, encryptName, lowerEntryFor } from "../format/names.js";
 import { FsError } from "./errors.js";
 import {
   classifyListing,
-  conflictCopyEncoded,
+  nameConflictCopies,
   readLongName,
   type LowerListing,
   type NamedEntry,
@@ -286,13 +285,12 @@ export class Namespace {
     listing: LowerListing,
     ids: Buffer[],
   ): Promise<NamedConflictCopy[]> {
-    const copies: NamedConflictCopy[] = [];
-    for (const copy of listing.conflicts) {
-      const encoded = await conflictCopyEncoded(this.io, dir.fd, copy);
-      const name = encoded === undefined ? null : this.decode(encoded, ids);
-      if (name !== null) copies.push({ entry: copy.entry, name, mark: copy.mark });
-    }
-    return copies;
+    const named = await nameConflictCopies(this.io, dir.fd, listing.conflicts, (encoded) =>
+      this.decode(encoded, ids),
+    );
+    return named.flatMap(({ copy, name }) =>
+      name === null ? [] : [{ entry: copy.entry, name, mark: copy.mark }],
+    );
   }
 
   private async nameOf(
@@ -325,17 +323,10 @@ export class Namespace {
     const cacheKey = ids.map((id) => id.toString("hex")).join(",") + "/" + encoded;
     const cached = this.decrypted.get(cacheKey);
     if (cached !== undefined) return cached;
-    let name: string | null = null;
-    for (const id of ids) {
-      try {
-        name = decryptName(this.keyring.volume.names, id, encoded);
-        this.encrypted.set(id.toString("hex") + "/" + name, encoded);
-        break;
-      } catch (err) {
-        if (!isFormatError(err)) throw err;
-      }
-    }
-    if (name === null) failed?.();
+    const found = decryptNameUnder(this.keyring.volume.names, ids, encoded);
+    const name = found?.name ?? null;
+    if (found) this.encrypted.set(found.dirId.toString("hex") + "/" + found.name, encoded);
+    else failed?.();
     this.decrypted.set(cacheKey, name);
     return name;
   }

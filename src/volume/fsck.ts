@@ -6,7 +6,7 @@ import { readDirIds } from "../format/dir-ids.js";
 import { FormatError, isFormatError } from "../format/errors.js";
 import { FileKind, HEADER_SIZE, openHeader } from "../format/header.js";
 import { OBJECT_STORED_SIZE, openObject } from "../format/object.js";
-import { SIDECAR_SUFFIX, decryptName, encryptName, lowerEntryFor } from "../format/names.js";
+import { SIDECAR_SUFFIX, decryptNameUnder, encryptName, lowerEntryFor } from "../format/names.js";
 import {
   directoryView,
   type ConflictCopy,
@@ -28,7 +28,7 @@ import {
 } from "../format/check-record.js";
 import {
   atLower,
-  conflictCopyEncoded,
+  nameConflictCopies,
   countFiles,
   lowerPathOf,
   objectType,
@@ -454,10 +454,13 @@ export class Fsck {
   private async versions(dir: WalkedDirectory, state: DirState): Promise<void> {
     const copies = new Map<string, ConflictCopy>();
     const found: NamedConflictCopy[] = [];
-    for (const copy of dir.listing.conflicts) {
-      const encoded = await conflictCopyEncoded(this.io, dir.fd, copy);
-      const name = encoded === undefined ? undefined : this.decode(encoded, state.ids);
-      if (name === undefined) this.foreign(dir, copy.entry);
+    for (const { copy, name } of await nameConflictCopies(
+      this.io,
+      dir.fd,
+      dir.listing.conflicts,
+      (encoded) => this.decode(encoded, state.ids) ?? null,
+    )) {
+      if (name === null) this.foreign(dir, copy.entry);
       else {
         found.push({ entry: copy.entry, name, mark: copy.mark });
         copies.set(copy.entry, copy);
@@ -605,14 +608,7 @@ export class Fsck {
 
   /** The cleartext name `encoded` decrypts to under the first of `ids` it authenticates under. */
   private decode(encoded: string, ids: Buffer[]): string | undefined {
-    for (const id of ids) {
-      try {
-        return decryptName(this.keyring.volume.names, id, encoded);
-      } catch (err) {
-        if (!isFormatError(err)) throw err;
-      }
-    }
-    return undefined;
+    return decryptNameUnder(this.keyring.volume.names, ids, encoded)?.name;
   }
 
   private longNameProblem(

@@ -12,7 +12,7 @@ import {
 import { isFormatError } from "../format/errors.js";
 import { HEADER_SIZE, openHeader, planRewrap } from "../format/header.js";
 import {
-  conflictCopyEncoded,
+  nameConflictCopies,
   countFiles,
   lowerPathOf,
   openRegularFile,
@@ -21,7 +21,7 @@ import {
   type WalkedDirectory,
 } from "../fs/lower/layout.js";
 import { readDirIds } from "../format/dir-ids.js";
-import { decryptName } from "../format/names.js";
+import { decryptNameUnder } from "../format/names.js";
 import {
   readFully,
   threadedLowerOps,
@@ -183,22 +183,13 @@ async function shownConflictCopies(
     dir.lower === ""
       ? [keyring.volume.rootDirId]
       : readDirIds(keyring.volume.dirIds, formatVersion, dir.listing.idEntries).ids;
-  const shown: string[] = [];
-  for (const copy of dir.listing.conflicts) {
-    const encoded = await conflictCopyEncoded(io, dir.fd, copy);
-    if (encoded === undefined) continue;
-    const authentic = ids.some((id) => {
-      try {
-        decryptName(keyring.volume.names, id, encoded);
-        return true;
-      } catch (err) {
-        if (!isFormatError(err)) throw err;
-        return false;
-      }
-    });
-    if (authentic) shown.push(copy.entry);
-  }
-  return shown;
+  const named = await nameConflictCopies(
+    io,
+    dir.fd,
+    dir.listing.conflicts,
+    (encoded) => decryptNameUnder(keyring.volume.names, ids, encoded)?.name ?? null,
+  );
+  return named.filter(({ name }) => name !== null).map(({ copy }) => copy.entry);
 }
 
 export interface RekeyOptions {

@@ -15,6 +15,7 @@ import {
   MAX_SHORT_NAME,
   classifyLowerEntry,
   decryptName,
+  decryptNameUnder,
   v1DirIdEntryName,
   encryptName,
   longNameHash,
@@ -114,6 +115,19 @@ describe("name round trips", () => {
     for (const name of ["é".repeat(127) + "x", "...", ".hidden", " ", "\u{1F600}"]) {
       expect(decryptName(nameKey, dirA, encryptName(nameKey, dirA, name))).toBe(name);
     }
+  });
+});
+
+describe("a directory with several IDs (§10)", () => {
+  it("decodes under the first ID that authenticates, and says which", () => {
+    const encoded = encryptName(nameKey, dirB, "notes.txt");
+    expect(decryptNameUnder(nameKey, [dirA, dirB], encoded)).toEqual({
+      name: "notes.txt",
+      dirId: dirB,
+    });
+    expect(decryptNameUnder(nameKey, [dirA], encoded)).toBeUndefined();
+    expect(decryptNameUnder(nameKey, [], encoded)).toBeUndefined();
+    expect(decryptNameUnder(nameKey, [dirA, dirB], "not base64url!")).toBeUndefined();
   });
 });
 

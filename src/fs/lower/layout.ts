@@ -149,6 +149,25 @@ export async function conflictCopyEncoded(
   return undefined;
 }
 
+/**
+ * Each conflict copy with the cleartext name of its original (§3.3), or null
+ * when the original's name cannot be read or does not authenticate under
+ * `decode` (the directory's IDs): such a copy is an ordinary foreign entry.
+ */
+export async function nameConflictCopies(
+  io: LowerOps,
+  dir: Fd,
+  copies: readonly ConflictCopy[],
+  decode: (encoded: string) => string | null,
+): Promise<{ copy: ConflictCopy; name: string | null }[]> {
+  const named: { copy: ConflictCopy; name: string | null }[] = [];
+  for (const copy of copies) {
+    const encoded = await conflictCopyEncoded(io, dir, copy);
+    named.push({ copy, name: encoded === undefined ? null : decode(encoded) });
+  }
+  return named;
+}
+
 /** What kind of object stands at a lower name. */
 export type ObjectType =
   | "directory"
