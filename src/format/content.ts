@@ -60,6 +60,12 @@ export class ContentGeometry {
     return HEADER_SIZE + size + this.blockCount(size) * BLOCK_OVERHEAD;
   }
 
+  /** Cleartext bytes in `sealedLength` bytes of consecutive sealed blocks (the last may be shorter). */
+  openedLength(sealedLength: number): number {
+    const blocks = Math.ceil(sealedLength / this.sealedBlockSize);
+    return Math.max(0, sealedLength - blocks * BLOCK_OVERHEAD);
+  }
+
   /** Cleartext size for a lower file size; refuses lengths no valid file has. */
   cleartextSize(lowerSize: number): number {
     if (lowerSize < HEADER_SIZE) {
@@ -154,7 +160,7 @@ export function openBlocks(
   finalIndex: number,
 ): { cleartext: Buffer; failure?: { index: number; error: FormatError } } {
   if (sealed.length > 0) {
-    const out = Buffer.allocUnsafe(openedSize(file, sealed));
+    const out = Buffer.allocUnsafe(file.geometry.openedLength(sealed.length));
     if (openNatively(file, firstIndex, sealed, finalIndex, out)) return { cleartext: out };
     // A block failed: the loop below finds which and why, and keeps what came before it.
   }
@@ -175,7 +181,7 @@ export function verifyBlocks(
   finalIndex: number,
 ): { index: number; error: FormatError } | undefined {
   if (sealed.length > 0) {
-    const size = openedSize(file, sealed);
+    const size = file.geometry.openedLength(sealed.length);
     if (verifyScratch.length < size) verifyScratch = Buffer.allocUnsafe(size);
     const out = verifyScratch.subarray(0, size);
     const ok = openNatively(file, firstIndex, sealed, finalIndex, out);
@@ -184,12 +190,6 @@ export function verifyBlocks(
   }
   // A block failed (or nothing to open): the loop finds which and why.
   return eachBlock(file, firstIndex, sealed, finalIndex, () => undefined);
-}
-
-/** The cleartext size of `sealed` (whole blocks, and a shorter final one). */
-function openedSize(file: FileCipher, sealed: Uint8Array): number {
-  const blocks = Math.ceil(sealed.length / file.geometry.sealedBlockSize);
-  return Math.max(0, sealed.length - blocks * BLOCK_OVERHEAD);
 }
 
 /** All of `sealed` opened into `out` by OpenSSL in one call; false when a block fails. */

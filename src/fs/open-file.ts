@@ -47,8 +47,6 @@ const FALLOC_FL_ZERO_RANGE = 0x10;
 export const NATIVE_BLOCKS_MIN = 65536;
 /** EBADMSG from a block job: a block failed or the lower was short; the JS path names it. */
 const EBADMSG = osConstants.errno.EBADMSG;
-/** lseek(2) whences. */
-
 /** A lower file descriptor from LowerOps.openFile, with its stat taken through it. */
 export interface OpenedLower {
   readonly fd: Fd;
@@ -204,8 +202,7 @@ export class OpenFile implements FileCipher {
     start: number,
     end: number,
   ): Promise<Buffer | undefined> {
-    const blocks = Math.ceil((end - start) / this.geometry.sealedBlockSize);
-    const out = Buffer.allocUnsafe(end - start - blocks * BLOCK_OVERHEAD);
+    const out = Buffer.allocUnsafe(this.geometry.openedLength(end - start));
     this.assertOpen();
     const finalIndex = this.finalIndex();
     const result = await cryptoAddon().openRead(
@@ -389,7 +386,7 @@ export class OpenFile implements FileCipher {
       await this.writeAll(sealBlocks(this, first, plain, endsFile), at);
     }
     if (endsFile) {
-      const full = Math.floor(plain.length / this.geometry.blockSize);
+      const full = Math.floor(plain.length / blockSize);
       this.tail = {
         index: first + full,
         data: Buffer.from(plain.subarray(full * this.geometry.blockSize)),

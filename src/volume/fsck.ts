@@ -143,8 +143,6 @@ export interface FsckOptions {
   readonly record?: boolean;
 }
 
-/** The first format version with objects and holes (§13, §9). */
-
 /**
  * A file changed this shortly before it was checked is not recorded: its
  * ctime could stay the same through a later change within one tick of the
