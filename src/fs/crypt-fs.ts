@@ -241,7 +241,7 @@ export class CryptFs implements FileSystem {
       if (writable) this.requireWritable();
       const at = await this.locate(place);
       const truncate = writable && (flags & constants.O_TRUNC) !== 0;
-      return this.files.open(at.dir.fd, at.entry, writable, truncate, at.displayPath);
+      return this.files.open(at.dir, at.entry, writable, truncate, at.displayPath);
     });
   }
 
@@ -258,10 +258,12 @@ export class CryptFs implements FileSystem {
       }
       const at = await this.locateNew(place);
       await this.names.writeSidecar(dir, at.name!);
+      const created = this.files.beginCreate(dir, at.entry);
       let opened;
       try {
         opened = await this.io.openFile(dir.fd, at.entry, CREATE_FLAGS, mode & 0o7777);
       } catch (err) {
+        created();
         if ((err as NodeJS.ErrnoException).code === "EEXIST")
           return this.openExisting(at, flags, exclusive);
         throw err;
@@ -275,6 +277,8 @@ export class CryptFs implements FileSystem {
         await this.io.unlink(dir.fd, at.entry).catch(() => undefined);
         await this.names.removeSidecar(dir, at.name!);
         throw err;
+      } finally {
+        created();
       }
     });
   }
@@ -282,7 +286,7 @@ export class CryptFs implements FileSystem {
   private openExisting(at: Resolved, flags: number, exclusive: boolean): Promise<number> {
     if (exclusive) throw new FsError("EEXIST");
     const truncate = (flags & constants.O_TRUNC) !== 0;
-    return this.files.open(at.dir.fd, at.entry, true, truncate, at.displayPath);
+    return this.files.open(at.dir, at.entry, true, truncate, at.displayPath);
   }
 
   read(fh: number, length: number, position: number): Promise<Buffer> {
@@ -321,7 +325,7 @@ export class CryptFs implements FileSystem {
     return this.gate.run(async () => {
       this.requireWritable();
       const at = await this.locate(place);
-      await this.files.withWritable(at.dir.fd, at.entry, at.displayPath, (file) =>
+      await this.files.withWritable(at.dir, at.entry, at.displayPath, (file) =>
         file.truncate(size),
       );
     });

@@ -5,6 +5,7 @@ import { FsError } from "./errors.js";
 import { inodeKey, type Fd, type LowerOps, type LowerStat } from "./lower/ops.js";
 import { RwLock } from "./mutex.js";
 import { OpenFile, openLower, type OpenedLower } from "./open-file.js";
+import { HEADER_SIZE } from "../format/header.js";
 
 /**
  * The shared state of one lower inode while anything has it open. The
@@ -27,6 +28,12 @@ class Slot {
   }
 }
 
+/** A lower directory as OpenFiles needs it: its descriptor, and its inode to name entries by. */
+export interface DirRef {
+  readonly fd: Fd;
+  readonly inode: string;
+}
+
 export interface Handle {
   readonly slot: Slot;
   readonly writable: boolean;
@@ -42,6 +49,12 @@ export class OpenFiles {
   private readonly slots = new Map<string, Slot>();
   private readonly handles = new Map<number, Handle>();
   private nextHandle = 1;
+  /**
+   * Creations in flight, by directory inode and entry: from before the
+   * O_EXCL create until the header is written, the new lower file is empty,
+   * and an open of the same name in that window must wait, not fail.
+   */
+  private readonly creating = new Map<string, Set<Promise<void>>>();
 
   constructor(
     private readonly keyring: Keyring,
@@ -83,13 +96,14 @@ export class OpenFiles {
 
   /** Opens the lower file `entry` in directory `dir` and takes a reference on its slot. */
   private async acquire(
-    dir: Fd,
+    dir: DirRef,
     entry: string,
     writable: boolean,
     displayPath: string,
   ): Promise<Slot> {
     // The descriptor comes first and its own stat names the inode: nothing can swap the entry in between.
-    const lower = await openLower(this.io, dir, entry, writable);
+    let lower = await openLower(this.io, dir.fd, entry, writable);
+    if (lower.stat.size < HEADER_SIZE) lower = await this.afterCreation(dir, entry, lower);
     const slot = this.take(inodeKey(lower.stat));
     try {
       await slot.lock.write(() => this.attach(slot, lower, displayPath));
@@ -98,6 +112,48 @@ export class OpenFiles {
       throw err;
     }
     return slot;
+  }
+
+  /**
+   * Marks `entry` of `dir` as being created until the returned function is
+   * called: call it before the lower create and after the header is written.
+   */
+  beginCreate(dir: DirRef, entry: string): () => void {
+    const key = creationKey(dir, entry);
+    let finish!: () => void;
+    const done = new Promise<void>((resolve) => (finish = resolve));
+    const pending = this.creating.get(key) ?? new Set();
+    pending.add(done);
+    this.creating.set(key, pending);
+    return () => {
+      pending.delete(done);
+      if (pending.size === 0 && this.creating.get(key) === pending) this.creating.delete(key);
+      finish();
+    };
+  }
+
+  /**
+   * A lower file too short for a header: one of our own creations still
+   * writing it, or a remnant (a crash during create, a hostile lower). Waits
+   * for creations of that entry and takes the descriptor's stat again; a
+   * remnant stays short, and opening it fails as a header invalid.
+   */
+  private async afterCreation(
+    dir: DirRef,
+    entry: string,
+    lower: OpenedLower,
+  ): Promise<OpenedLower> {
+    const pending = this.creating.get(creationKey(dir, entry));
+    if (pending) await Promise.all([...pending]);
+    try {
+      const stat = await this.io.fstat(lower.fd);
+      // The creation failed and took its entry away again.
+      if (pending && stat.nlink === 0) throw new FsError("ENOENT");
+      return { ...lower, stat };
+    } catch (err) {
+      await this.io.close(lower.fd).catch(() => undefined);
+      throw err;
+    }
   }
 
   /** Gives the slot its file, or a writable descriptor, or closes the spare descriptor. */
@@ -127,7 +183,7 @@ export class OpenFiles {
   }
 
   async open(
-    dir: Fd,
+    dir: DirRef,
     entry: string,
     writable: boolean,
     truncate: boolean,
@@ -183,7 +239,7 @@ export class OpenFiles {
 
   /** Runs `work` on the open file of `entry` (opened for writing for as long as it runs). */
   async withWritable(
-    dir: Fd,
+    dir: DirRef,
     entry: string,
     displayPath: string,
     work: (file: OpenFile) => Promise<void>,
@@ -204,4 +260,8 @@ export class OpenFiles {
     for (const slot of slots)
       await slot.lock.write(async () => slot.file?.close()).catch(() => undefined);
   }
+}
+
+function creationKey(dir: DirRef, entry: string): string {
+  return dir.inode + "/" + entry;
 }

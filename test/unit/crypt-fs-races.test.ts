@@ -98,6 +98,40 @@ describe("open and close racing on one file", () => {
   });
 });
 
+describe("opening a file while it is being created", () => {
+  it("an open or truncate of a name being created waits for its header instead of failing with EIO", async () => {
+    const fs = await CryptFs.open(lower, keyring(), B, log, jittered(5));
+    const failures: string[] = [];
+    /** Retries while the name does not exist yet; any other error is a failure. */
+    const untilThere = async (what: string, attempt: () => Promise<void>): Promise<void> => {
+      for (;;) {
+        try {
+          return await attempt();
+        } catch (err) {
+          if (err instanceof FsError && err.code === "ENOENT") continue;
+          failures.push(`${what}: ${(err as Error).message}`);
+          return;
+        }
+      }
+    };
+    for (let round = 0; round < 30; round++) {
+      const place: Place = { parent: fs.root, name: `new-${round}` };
+      const openers = Array.from({ length: 6 }, (_, i) =>
+        untilThere(`round ${round} opener ${i}`, async () => {
+          if (i === 5) return fs.truncate(place, 0);
+          const fh = await fs.open(place, i % 2 ? constants.O_RDONLY : constants.O_RDWR);
+          expect((await fs.read(fh, B, 0)).length).toBe(0);
+          await fs.release(fh);
+        }),
+      );
+      const creator = fs.create(place, 0o644, constants.O_WRONLY).then((fh) => fs.release(fh));
+      await Promise.all([creator, ...openers]);
+    }
+    expect(failures).toEqual([]);
+    await fs.destroy();
+  });
+});
+
 describe("unmount with requests in flight", () => {
   it("destroy waits for sealing operations; later ones are refused; nothing is sealed under wiped keys", async () => {
     const ring = keyring();
