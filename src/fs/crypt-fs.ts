@@ -209,10 +209,19 @@ export class CryptFs implements FileSystem {
     });
   }
 
-  access(target: Target): Promise<void> {
+  /**
+   * access(2) as root sees it: the kernel asks only on mounts without
+   * default_permissions, which serve root alone (FuseMount). Whatever
+   * exists may be read and written; execution needs an x bit on anything
+   * but a directory.
+   */
+  access(target: Target, mode: number): Promise<void> {
     return this.gate.run(async () => {
       const at = await this.resolve(target);
-      await this.io.stat(at.dir.fd, at.entry);
+      const attr = await this.attrOf(at, await this.io.stat(at.dir.fd, at.entry));
+      const isDirectory = (attr.mode & constants.S_IFMT) === constants.S_IFDIR;
+      if (mode & constants.X_OK && !isDirectory && (attr.mode & 0o111) === 0)
+        throw new FsError("EACCES");
     });
   }
 
@@ -304,10 +313,6 @@ export class CryptFs implements FileSystem {
       await slot.lock.write(() => slot.open.write(position, data));
       return data.length;
     });
-  }
-
-  async flush(): Promise<void> {
-    // Writes go through to the lower file at once; nothing is held back.
   }
 
   fsync(fh: number, dataOnly: boolean): Promise<void> {

@@ -103,7 +103,6 @@ export interface FileSystem {
   /** Up to `length` bytes; fewer only at the end of the file. */
   read(fh: number, length: number, position: number): Promise<Buffer>;
   write(fh: number, data: Buffer, position: number): Promise<number>;
-  flush(fh: number): Promise<void>;
   fsync(fh: number, dataOnly: boolean): Promise<void>;
   release(fh: number): Promise<void>;
   truncate(place: Place, size: number): Promise<void>;

@@ -5,6 +5,7 @@
 // against the CLI's background server, or against a small server (SERVER
 // below) that drives the addon directly to misbehave as a buggy JS side would.
 
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -411,6 +412,42 @@ print(sorted(os.listdir(sys.argv[1])), os.readlink(p(b'link')) == valid, open(p(
       "['link', 'é€😀'] True multi-byte",
     ]);
   });
+
+  it.skipIf(!isRoot)(
+    "a mount for root alone does without default_permissions and answers access(2) as root; allow_other keeps them",
+    async () => {
+      const superOptions = (mountpoint: string) =>
+        readFileSync("/proc/self/mountinfo", "utf8")
+          .split("\n")
+          .find((l) => l.split(" ")[4] === mountpoint)
+          ?.split(" - ")[1]
+          ?.split(" ")[2];
+      expect(superOptions(m.mountpoint)).not.toContain("default_permissions");
+      await runOk("mkdir", [join(work, "closed")]);
+      await runOk("sh", ["-c", `echo hi > ${q(join(work, "plain"))}`]);
+      await runOk("chmod", ["000", join(work, "closed")]);
+      await runOk("chmod", ["644", join(work, "plain")]);
+      const check = `import os, sys
+os.chdir(sys.argv[1])
+print(os.access("plain", os.R_OK | os.W_OK), os.access("plain", os.X_OK), os.access("closed", os.X_OK), os.access("missing", os.F_OK))
+os.chmod("plain", 0o744)
+print(os.access("plain", os.X_OK))
+os.chdir("closed")
+print("chdir ok")`;
+      expect((await pyOk(check, [work])).split("\n")).toEqual([
+        "True False True False",
+        "True",
+        "chdir ok",
+      ]);
+      const lower = await sb.createVolume("shared");
+      const shared = await sb.mount(lower, { args: ["--allow-other"] });
+      try {
+        expect(superOptions(shared.mountpoint)).toContain("default_permissions");
+      } finally {
+        await sb.unmount(shared);
+      }
+    },
+  );
 
   it("fsync of a directory succeeds on the volume", async () => {
     await runOk("mkdir", [join(work, "d")]);

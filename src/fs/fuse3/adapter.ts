@@ -313,8 +313,6 @@ export class LowLevelAdapter {
           native.replyWrite(req, await fs.write(n(3), data, n(2))),
         );
       }
-      case OP.FLUSH:
-        return this.thenOk(op, req, () => fs.flush(n(1)));
       case OP.RELEASE: {
         const node = nodes.get(n(0));
         const fh = n(1);

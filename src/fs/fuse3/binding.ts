@@ -26,23 +26,22 @@ export const OP = {
   OPEN: 14,
   READ: 15,
   WRITE: 16,
-  FLUSH: 17,
-  RELEASE: 18,
-  FSYNC: 19,
-  OPENDIR: 20,
-  READDIR: 21,
-  READDIRPLUS: 22,
-  RELEASEDIR: 23,
-  STATFS: 24,
-  SETXATTR: 25,
-  GETXATTR: 26,
-  LISTXATTR: 27,
-  REMOVEXATTR: 28,
-  ACCESS: 29,
-  CREATE: 30,
-  FALLOCATE: 31,
-  FSYNCDIR: 32,
-  LSEEK: 33,
+  RELEASE: 17,
+  FSYNC: 18,
+  OPENDIR: 19,
+  READDIR: 20,
+  READDIRPLUS: 21,
+  RELEASEDIR: 22,
+  STATFS: 23,
+  SETXATTR: 24,
+  GETXATTR: 25,
+  LISTXATTR: 26,
+  REMOVEXATTR: 27,
+  ACCESS: 28,
+  CREATE: 29,
+  FALLOCATE: 30,
+  FSYNCDIR: 31,
+  LSEEK: 32,
 } as const;
 
 /**
@@ -99,7 +98,7 @@ export interface NativeBinding {
   ): number;
 }
 
-export const BINDING_VERSION = 4;
+export const BINDING_VERSION = 5;
 
 const NS_PER_S = 1_000_000_000n;
 

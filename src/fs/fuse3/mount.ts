@@ -28,6 +28,19 @@ const MAX_WRITE = 1 << 20;
  */
 export const DEFAULT_SPIN_US = 50;
 
+/**
+ * A mount by root without allow_other serves only processes whose real,
+ * effective and saved uids are all 0 (the kernel refuses all others), and
+ * root passes every permission check but execution: the kernel's checks (default_permissions)
+ * would decide nothing, yet cost a GETATTR of the parent directory after
+ * each create or unlink in it. Such a mount leaves them out, as gocryptfs
+ * does; CryptFs.access answers access(2) for root. Every other mount keeps
+ * them.
+ */
+export function servesRootAlone(options: Pick<MountOptions, "allowOther">): boolean {
+  return process.getuid?.() === 0 && !options.allowOther;
+}
+
 /** A mounted FileSystem, served through libfuse 3 on this process's event loop. */
 export class FuseMount {
   private session: Session | undefined;
@@ -51,12 +64,9 @@ export class FuseMount {
           if (!this.unmounting) this.options.onExternalUnmount();
         },
       });
-      const options = [
-        "default_permissions",
-        `fsname=${this.options.fsname}`,
-        "subtype=cryptmount",
-      ];
+      const options = [`fsname=${this.options.fsname}`, "subtype=cryptmount"];
       if (this.options.allowOther) options.push("allow_other");
+      if (!servesRootAlone(this.options)) options.push("default_permissions");
       if (this.options.devices) options.push("dev");
       if (this.options.setuid) options.push("suid");
       if (this.options.readOnly) options.push("ro");
