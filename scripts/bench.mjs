@@ -84,8 +84,12 @@ const cpuOf = (pid) => {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
   return (Number(fields[11]) + Number(fields[12])) / TICK;
 };
-const peakRssMiB = (pid) =>
-  Number(/VmHWM:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))[1]) / 1024;
+const statusMiB = (pid, field) =>
+  Number(new RegExp(`${field}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, "utf8"))[1]) /
+  1024;
+const peakRssMiB = (pid) => statusMiB(pid, "VmHWM");
+/** Resident memory now (not the peak): what the server keeps after a workload. */
+const rssMiB = (pid) => statusMiB(pid, "VmRSS");
 /** Aggregate MB/s of a fio run (every job together). */
 const fio = (dir, rw, bs, extra = "") => {
   const out = sh(
@@ -199,12 +203,15 @@ const workloads = [
 const results = {};
 const cpu = {};
 const rss = {};
+/** Per system: RSS at rest after mounting, and after create + ls -lR of the small files. */
+const growth = {};
 try {
   for (let run = 0; run < RUNS; run++) {
     for (const [name, system] of Object.entries(systems)) {
       const dir = join(scratch, `${name}-${run}`);
       const mounted = system.setup(dir);
       const server = name === "plain" ? undefined : serverOf(dir, system.cli);
+      if (server) (growth[name] ??= { idle: [], touched: [] }).idle.push(rssMiB(server));
       try {
         for (const [workload, , fn] of workloads) {
           const before = server && cpuOf(server);
@@ -215,6 +222,7 @@ try {
             const used = cpuOf(server) - before;
             ((cpu[name] ??= {})[workload] ??= []).push(used);
             ((rss[name] ??= {})[workload] ??= []).push(peakRssMiB(server));
+            if (workload === "ls") growth[name].touched.push(rssMiB(server));
             note = ` (server CPU ${used.toFixed(2)} s)`;
           }
           process.stderr.write(
@@ -270,7 +278,19 @@ for (const [workload, unit] of workloads) {
 const node = process.version;
 const gocryptfsVersion = sh("gocryptfs -version").split("\n")[0];
 const header = `Lower: ${LOWER_KIND}; ${RUNS} runs, median [min–max]; ${new Date().toISOString().slice(0, 10)}; node ${node}; ${gocryptfsVersion}; ${execFileSync("nproc").toString().trim()} cores.\n\n`;
-const table = header + lines.join("\n") + "\n";
+// The issue's memory measure: what the server keeps per file it was shown (created, then listed).
+const perFile = shown
+  .filter((sys) => growth[sys]?.touched.length)
+  .map((sys) => {
+    const idle = median(growth[sys].idle);
+    const touched = median(growth[sys].touched);
+    const kib = ((touched - idle) * 1024) / FILES;
+    return `${sys} ${idle.toFixed(0)} → ${touched.toFixed(0)} MiB (${kib.toFixed(2)} KiB per file)`;
+  });
+const memoryLine = perFile.length
+  ? `\nRSS at rest after mounting → after create + ls -lR of ${FILES} files: ${perFile.join("; ")}.\n`
+  : "";
+const table = header + lines.join("\n") + "\n" + memoryLine;
 process.stdout.write(table);
 if (MARKDOWN) {
   const previous = existsSync(MARKDOWN) ? readFileSync(MARKDOWN, "utf8") : "";

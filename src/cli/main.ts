@@ -6,6 +6,7 @@ import { fsckCommand, passwdCommand, rekeyCommand, upgradeCommand } from "./volu
 import { collect, positiveInt } from "./options.js";
 import { registerTrusteeCommands } from "./trustee-commands.js";
 import { registerHomeCommands } from "./home-commands.js";
+import { protectDashedOperands } from "./argv.js";
 import { hardenProcess } from "../mount/hardening.js";
 
 const COMMANDS = new Set([
@@ -405,7 +406,9 @@ export async function main(argv: readonly string[]): Promise<number> {
   const program = buildProgram();
   exitCode = EXIT.ok;
   try {
-    await program.parseAsync(normalizeArgv(argv), { from: "user" });
+    await program.parseAsync(protectDashedOperands(program, normalizeArgv(argv)), {
+      from: "user",
+    });
     return exitCode;
   } catch (err) {
     if (err instanceof CommanderError) {

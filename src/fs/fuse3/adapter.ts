@@ -191,7 +191,7 @@ export class LowLevelAdapter {
   private async attrOf(node: Node, fh: number): Promise<Attr> {
     if (fh >= 0) return this.fs.fgetattr(fh);
     // Unlinked but still open: the attributes come from the open file.
-    const [open] = node.handles;
+    const [open] = node.handles ?? [];
     if (!node.dir && node.names.length === 0 && open !== undefined) return this.fs.fgetattr(open);
     return this.fs.getattr(this.target(node));
   }

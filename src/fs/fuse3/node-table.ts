@@ -20,8 +20,12 @@ export interface Node {
   readonly names: NodeName[];
   /** How many times the kernel was told of this node (it forgets as many). */
   lookups: number;
-  /** Open file handles on it, so an unlinked but open file keeps its attributes. */
-  readonly handles: Set<number>;
+  /**
+   * Open file handles on it, so an unlinked but open file keeps its
+   * attributes. Made at the first open: most nodes are never opened, and an
+   * empty Set costs more than the rest of the node.
+   */
+  handles?: Set<number>;
   /** The filesystem's handle on it, for a directory: everything inside is named relative to it. */
   dir?: Directory;
 }
@@ -45,7 +49,7 @@ export class NodeTable {
     rootDir?: Directory,
     private readonly dropped: (node: Node) => void = () => undefined,
   ) {
-    this.root = { id: ROOT_ID, inode: "", names: [], lookups: 1, handles: new Set(), dir: rootDir };
+    this.root = { id: ROOT_ID, inode: "", names: [], lookups: 1, dir: rootDir };
     this.byId.set(ROOT_ID, this.root);
   }
 
@@ -95,12 +99,14 @@ export class NodeTable {
     // The name now leads to another inode (replaced behind our back): it leaves its old node.
     if (named) this.detach(parent, name);
     let node = this.byInode.get(inode);
-    if (!node) {
-      node = { id: this.nextId++, inode, names: [], lookups: 0, handles: new Set() };
+    if (node) {
+      node.names.push({ parent, name });
+    } else {
+      // An array literal of one: a push onto [] would reserve room for 17 names.
+      node = { id: this.nextId++, inode, names: [{ parent, name }], lookups: 0 };
       this.byId.set(node.id, node);
       this.byInode.set(inode, node);
     }
-    node.names.push({ parent, name });
     this.byName.set(key, node);
     return node;
   }
@@ -121,7 +127,7 @@ export class NodeTable {
 
   /** Removes a node nobody refers to (no kernel lookups, no open handles). */
   dropIfUnused(node: Node): void {
-    if (node.lookups > 0 || node.handles.size > 0 || node === this.root) return;
+    if (node.lookups > 0 || (node.handles?.size ?? 0) > 0 || node === this.root) return;
     if (this.byId.get(node.id) !== node) return; // dropped already
     this.byId.delete(node.id);
     for (const { parent, name } of node.names) {
@@ -168,11 +174,12 @@ export class NodeTable {
   }
 
   opened(node: Node, fh: number): void {
-    node.handles.add(fh);
+    (node.handles ??= new Set()).add(fh);
   }
 
   closed(node: Node, fh: number): void {
-    node.handles.delete(fh);
+    node.handles?.delete(fh);
+    if (node.handles?.size === 0) node.handles = undefined;
     this.dropIfUnused(node);
   }
 }
