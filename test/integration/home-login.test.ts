@@ -262,38 +262,43 @@ describe.skipIf(unavailable !== undefined)(
         guard.removeLater("/dev/log");
         await waitFor("the syslog stand-in", () => existsSync("/dev/log"));
       }
-      const login = pamtester(service, alice, ["authenticate", "open_session"], PASSWORD);
-      let seen = "";
-      let samples = 0;
-      let done = false;
-      void login.then(() => (done = true));
-      while (!done) {
-        for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
-          for (const file of ["cmdline", "environ"]) {
-            try {
-              if (readFileSync(`/proc/${pid}/${file}`).includes(PASSWORD)) seen = `${pid}/${file}`;
-            } catch {
-              /* gone */
+      // The stand-in stops however the test ends.
+      try {
+        const login = pamtester(service, alice, ["authenticate", "open_session"], PASSWORD);
+        let seen = "";
+        let samples = 0;
+        let done = false;
+        void login.then(() => (done = true));
+        while (!done) {
+          for (const pid of readdirSync("/proc").filter((p) => /^\d+$/.test(p))) {
+            for (const file of ["cmdline", "environ"]) {
+              try {
+                if (readFileSync(`/proc/${pid}/${file}`).includes(PASSWORD))
+                  seen = `${pid}/${file}`;
+              } catch {
+                /* gone */
+              }
             }
           }
+          samples++;
+          await sleep(5);
         }
-        samples++;
-        await sleep(5);
-      }
-      const r = await login;
-      expect(r.code).toBe(0);
-      expect(samples).toBeGreaterThan(5);
-      expect(seen).toBe("");
-      expect(r.stdout + r.stderr).not.toContain(PASSWORD);
-      const runtime = `/tmp/cryptmount-${(await run("id", ["-u", alice])).stdout.trim()}`;
-      for (const f of existsSync(runtime) ? readdirSync(runtime) : [])
-        expect(readFileSync(join(runtime, f), "utf8")).not.toContain(PASSWORD);
-      await pamtester(service, alice, ["close_session"]);
-      expect(mountedAt(home)).toBe(false);
-      if (sink) {
+        const r = await login;
+        expect(r.code).toBe(0);
+        expect(samples).toBeGreaterThan(5);
+        expect(seen).toBe("");
+        expect(r.stdout + r.stderr).not.toContain(PASSWORD);
+        const runtime = `/tmp/cryptmount-${(await run("id", ["-u", alice])).stdout.trim()}`;
+        for (const f of existsSync(runtime) ? readdirSync(runtime) : [])
+          expect(readFileSync(join(runtime, f), "utf8")).not.toContain(PASSWORD);
+        await pamtester(service, alice, ["close_session"]);
+        expect(mountedAt(home)).toBe(false);
         await sleep(200);
-        sink.proc.kill("SIGTERM");
-        await sink.done;
+      } finally {
+        sink?.proc.kill("SIGTERM");
+        await sink?.done;
+      }
+      if (sink) {
         const logged = readFileSync(sinkLog, "utf8");
         expect(logged).toMatch(/pam_cryptmount.*encrypted home .* mounted at/);
         expect(logged).toMatch(/last session closed/);
