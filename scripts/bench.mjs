@@ -5,6 +5,7 @@
 //   node scripts/bench.mjs [--runs 3] [--size-mib 1024] [--files 10000] [--lower tmpfs|disk]
 //                          [--only write,read,pwrite,pread,randread,create,ls,tar,rm]
 //                          [--jobs 4] [--job-mib 256] [--baseline CHECKOUT] [--markdown FILE]
+//                          [--settle 30]
 //
 // --baseline: also run the cryptmount of another built checkout (its dist/ and
 // build/), interleaved with this one, for before/after ratios from one run.
@@ -34,6 +35,8 @@ const ONLY = opt("only", "write,read,pwrite,pread,randread,create,ls,tar,rm").sp
 const JOBS = Number(opt("jobs", "4"));
 const JOB_MIB = Number(opt("job-mib", "256"));
 const MARKDOWN = opt("markdown", undefined);
+/** Seconds of idleness after ls -lR before RSS is read again: both runtimes give memory back late. */
+const SETTLE = Number(opt("settle", "30"));
 const BASELINE = opt("baseline", undefined);
 const ROOT = resolve(new URL("..", import.meta.url).pathname);
 const CLI = join(ROOT, "dist", "cli", "main.js");
@@ -203,7 +206,12 @@ const workloads = [
 const results = {};
 const cpu = {};
 const rss = {};
-/** Per system: RSS at rest after mounting, and after create + ls -lR of the small files. */
+/**
+ * Per system: RSS at rest after mounting, just before the small files are
+ * created, and after create + ls -lR of them. Growth per file is counted from
+ * "before" (the large-file workloads that may run first leave their own
+ * garbage; they are not files touched).
+ */
 const growth = {};
 try {
   for (let run = 0; run < RUNS; run++) {
@@ -211,9 +219,13 @@ try {
       const dir = join(scratch, `${name}-${run}`);
       const mounted = system.setup(dir);
       const server = name === "plain" ? undefined : serverOf(dir, system.cli);
-      if (server) (growth[name] ??= { idle: [], touched: [] }).idle.push(rssMiB(server));
+      if (server)
+        (growth[name] ??= { idle: [], before: [], touched: [], settled: [] }).idle.push(
+          rssMiB(server),
+        );
       try {
         for (const [workload, , fn] of workloads) {
+          if (server && workload === "create") growth[name].before.push(rssMiB(server));
           const before = server && cpuOf(server);
           const value = fn(mounted.target);
           ((results[name] ??= {})[workload] ??= []).push(value);
@@ -222,7 +234,11 @@ try {
             const used = cpuOf(server) - before;
             ((cpu[name] ??= {})[workload] ??= []).push(used);
             ((rss[name] ??= {})[workload] ??= []).push(peakRssMiB(server));
-            if (workload === "ls") growth[name].touched.push(rssMiB(server));
+            if (workload === "ls") {
+              growth[name].touched.push(rssMiB(server));
+              Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, SETTLE * 1000);
+              growth[name].settled.push(rssMiB(server));
+            }
             note = ` (server CPU ${used.toFixed(2)} s)`;
           }
           process.stderr.write(
@@ -280,15 +296,17 @@ const gocryptfsVersion = sh("gocryptfs -version").split("\n")[0];
 const header = `Lower: ${LOWER_KIND}; ${RUNS} runs, median [min–max]; ${new Date().toISOString().slice(0, 10)}; node ${node}; ${gocryptfsVersion}; ${execFileSync("nproc").toString().trim()} cores.\n\n`;
 // The issue's memory measure: what the server keeps per file it was shown (created, then listed).
 const perFile = shown
-  .filter((sys) => growth[sys]?.touched.length)
+  .filter((sys) => growth[sys]?.before.length && growth[sys].touched.length)
   .map((sys) => {
     const idle = median(growth[sys].idle);
+    const before = median(growth[sys].before);
     const touched = median(growth[sys].touched);
-    const kib = ((touched - idle) * 1024) / FILES;
-    return `${sys} ${idle.toFixed(0)} → ${touched.toFixed(0)} MiB (${kib.toFixed(2)} KiB per file)`;
+    const settled = median(growth[sys].settled);
+    const kib = (mib) => (((mib - before) * 1024) / FILES).toFixed(2);
+    return `${sys} ${idle.toFixed(0)} at rest, ${before.toFixed(0)} → ${touched.toFixed(0)} MiB (${kib(touched)} KiB per file), ${settled.toFixed(0)} MiB ${SETTLE} s later (${kib(settled)} KiB per file)`;
   });
 const memoryLine = perFile.length
-  ? `\nRSS at rest after mounting → after create + ls -lR of ${FILES} files: ${perFile.join("; ")}.\n`
+  ? `\nServer RSS at rest after mounting; before → right after create + ls -lR of ${FILES} files, and once idle: ${perFile.join("; ")}.\n`
   : "";
 const table = header + lines.join("\n") + "\n" + memoryLine;
 process.stdout.write(table);

@@ -156,6 +156,16 @@ export async function mountCommand(
   }
 }
 
+/**
+ * V8 flags of the background server. A young generation of 1 MiB semi-spaces
+ * (Node 20's default grows to 16 MiB each) keeps the garbage of small requests
+ * from piling up between scavenges: measured with 20,000 files created and
+ * listed, RSS grew 2.6 KiB per file with the default and 1.1 KiB with this, at
+ * the same CPU (docs/performance.md). Large buffers live outside the V8 heap,
+ * so large reads and writes do not feel it.
+ */
+const SERVER_V8_FLAGS = ["--max-semi-space-size=1"];
+
 /** Starts the server in the background and returns once the mount is live; `sent` runs once the message is written. */
 function daemonize(message: ServeMessage, sent: () => void): Promise<number> {
   const script = fileURLToPath(new URL("./main.js", import.meta.url));
@@ -163,7 +173,7 @@ function daemonize(message: ServeMessage, sent: () => void): Promise<number> {
   // never a pipe a caller waits on (`out=$(cryptmount mount ...)` would hang).
   // Only the systemd journal is kept; otherwise logs go to --log-file.
   const stderr = process.env.JOURNAL_STREAM && !process.stderr.isTTY ? "inherit" : "ignore";
-  const child = spawn(process.execPath, [script, "__serve"], {
+  const child = spawn(process.execPath, [...SERVER_V8_FLAGS, script, "__serve"], {
     detached: true,
     stdio: [openSync("/dev/null", "r"), "ignore", stderr, "ipc"],
     serialization: "advanced",
