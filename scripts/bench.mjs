@@ -3,7 +3,7 @@
 // cryptmount, in one run, interleaved, median of N runs, with ratios.
 //
 //   node scripts/bench.mjs [--runs 3] [--size-mib 1024] [--files 10000] [--lower tmpfs|disk]
-//                          [--only write,read,pwrite,pread,randread,create,ls,tar,rm]
+//                          [--only write,read,pwrite,pread,randread,create,ls,tar,rm,memory]
 //                          [--jobs 4] [--job-mib 256] [--baseline CHECKOUT] [--markdown FILE]
 //                          [--settle 30]
 //
@@ -31,11 +31,11 @@ const RUNS = Number(opt("runs", "3"));
 const SIZE_MIB = Number(opt("size-mib", "1024"));
 const FILES = Number(opt("files", "10000"));
 const LOWER_KIND = opt("lower", "tmpfs");
-const ONLY = opt("only", "write,read,pwrite,pread,randread,create,ls,tar,rm").split(",");
+const ONLY = opt("only", "write,read,pwrite,pread,randread,create,ls,tar,rm,memory").split(",");
 const JOBS = Number(opt("jobs", "4"));
 const JOB_MIB = Number(opt("job-mib", "256"));
 const MARKDOWN = opt("markdown", undefined);
-/** Seconds of idleness after ls -lR before RSS is read again: both runtimes give memory back late. */
+/** Seconds of idleness after the memory workload's ls -lR before RSS is read again: both runtimes give memory back late. */
 const SETTLE = Number(opt("settle", "30"));
 const BASELINE = opt("baseline", undefined);
 const ROOT = resolve(new URL("..", import.meta.url).pathname);
@@ -207,25 +207,39 @@ const results = {};
 const cpu = {};
 const rss = {};
 /**
- * Per system: RSS at rest after mounting, just before the small files are
- * created, and after create + ls -lR of them. Growth per file is counted from
- * "before" (the large-file workloads that may run first leave their own
- * garbage; they are not files touched).
+ * The memory workload, per system and run, on a mount of its own (the other
+ * workloads leave garbage, and Go and V8 give memory back at different
+ * times): RSS at rest after mounting, right after create + ls -lR of FILES
+ * small files, and again after SETTLE idle seconds.
  */
 const growth = {};
+const measureMemory = (name, system, dir) => {
+  const mounted = system.setup(dir);
+  try {
+    const server = serverOf(dir, system.cli);
+    const sample = (growth[name] ??= { idle: [], touched: [], settled: [] });
+    const pause = (s) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, s * 1000);
+    pause(2);
+    sample.idle.push(rssMiB(server));
+    sh(`mkdir ${dir}/small && python3 ${smallFiles} ${dir}/small ${FILES} 100`);
+    sh(`ls -lR ${dir}/small > /dev/null`);
+    sample.touched.push(rssMiB(server));
+    pause(SETTLE);
+    sample.settled.push(rssMiB(server));
+  } finally {
+    mounted.teardown();
+    rmSync(dir, { recursive: true, force: true });
+    rmSync(`${dir}.lower`, { recursive: true, force: true });
+  }
+};
 try {
   for (let run = 0; run < RUNS; run++) {
     for (const [name, system] of Object.entries(systems)) {
       const dir = join(scratch, `${name}-${run}`);
       const mounted = system.setup(dir);
       const server = name === "plain" ? undefined : serverOf(dir, system.cli);
-      if (server)
-        (growth[name] ??= { idle: [], before: [], touched: [], settled: [] }).idle.push(
-          rssMiB(server),
-        );
       try {
         for (const [workload, , fn] of workloads) {
-          if (server && workload === "create") growth[name].before.push(rssMiB(server));
           const before = server && cpuOf(server);
           const value = fn(mounted.target);
           ((results[name] ??= {})[workload] ??= []).push(value);
@@ -234,11 +248,6 @@ try {
             const used = cpuOf(server) - before;
             ((cpu[name] ??= {})[workload] ??= []).push(used);
             ((rss[name] ??= {})[workload] ??= []).push(peakRssMiB(server));
-            if (workload === "ls") {
-              growth[name].touched.push(rssMiB(server));
-              Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, SETTLE * 1000);
-              growth[name].settled.push(rssMiB(server));
-            }
             note = ` (server CPU ${used.toFixed(2)} s)`;
           }
           process.stderr.write(
@@ -249,6 +258,10 @@ try {
         mounted.teardown();
         rmSync(dir, { recursive: true, force: true });
         rmSync(`${dir}.lower`, { recursive: true, force: true });
+      }
+      if (ONLY.includes("memory") && name !== "plain") {
+        measureMemory(name, system, `${dir}-memory`);
+        process.stderr.write(`run ${run + 1}/${RUNS} ${name} memory: done\n`);
       }
     }
   }
@@ -296,17 +309,16 @@ const gocryptfsVersion = sh("gocryptfs -version").split("\n")[0];
 const header = `Lower: ${LOWER_KIND}; ${RUNS} runs, median [min–max]; ${new Date().toISOString().slice(0, 10)}; node ${node}; ${gocryptfsVersion}; ${execFileSync("nproc").toString().trim()} cores.\n\n`;
 // The issue's memory measure: what the server keeps per file it was shown (created, then listed).
 const perFile = shown
-  .filter((sys) => growth[sys]?.before.length && growth[sys].touched.length)
+  .filter((sys) => growth[sys]?.idle.length)
   .map((sys) => {
     const idle = median(growth[sys].idle);
-    const before = median(growth[sys].before);
     const touched = median(growth[sys].touched);
     const settled = median(growth[sys].settled);
-    const kib = (mib) => (((mib - before) * 1024) / FILES).toFixed(2);
-    return `${sys} ${idle.toFixed(0)} at rest, ${before.toFixed(0)} → ${touched.toFixed(0)} MiB (${kib(touched)} KiB per file), ${settled.toFixed(0)} MiB ${SETTLE} s later (${kib(settled)} KiB per file)`;
+    const kib = (mib) => (((mib - idle) * 1024) / FILES).toFixed(2);
+    return `${sys} ${idle.toFixed(0)} → ${touched.toFixed(0)} MiB (${kib(touched)} KiB per file), ${settled.toFixed(0)} MiB ${SETTLE} s later (${kib(settled)} KiB per file)`;
   });
 const memoryLine = perFile.length
-  ? `\nServer RSS at rest after mounting; before → right after create + ls -lR of ${FILES} files, and once idle: ${perFile.join("; ")}.\n`
+  ? `\nServer RSS on a fresh mount, at rest → right after create + ls -lR of ${FILES} files, and once idle: ${perFile.join("; ")}.\n`
   : "";
 const table = header + lines.join("\n") + "\n" + memoryLine;
 process.stdout.write(table);
