@@ -156,10 +156,11 @@ describe.skipIf(!haveFuse)("tampered lower files", () => {
     ]);
     expect(checked.report).toMatchObject({ files: 2, checked: 2 });
 
-    // Overwriting the whole bad block repairs the file (no read needed).
+    // Overwriting the whole bad block repairs the file (no read needed). iflag=fullblock:
+    // dd takes what one read of the pipe gives, and a part of a block would need the bad one.
     await shOk(
       `dd if=${q(file)} bs=${B} count=2 status=none > ${q(sb.dir + "/head")} && ` +
-        `head -c ${B} /dev/zero | dd of=${q(file)} bs=${B} seek=2 conv=notrunc status=none`,
+        `head -c ${B} /dev/zero | dd of=${q(file)} bs=${B} seek=2 iflag=fullblock conv=notrunc status=none`,
     );
     expect((await run("cat", [file])).code).toBe(0);
   });
