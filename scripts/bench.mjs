@@ -213,6 +213,12 @@ const rss = {};
  * small files, and again after SETTLE idle seconds.
  */
 const growth = {};
+/** Unmounts a system set up at `dir` and removes its mount point and lower. */
+const unmountAndRemove = (mounted, dir) => {
+  mounted.teardown();
+  rmSync(dir, { recursive: true, force: true });
+  rmSync(`${dir}.lower`, { recursive: true, force: true });
+};
 const measureMemory = (name, system, dir) => {
   const mounted = system.setup(dir);
   try {
@@ -227,9 +233,7 @@ const measureMemory = (name, system, dir) => {
     pause(SETTLE);
     sample.settled.push(rssMiB(server));
   } finally {
-    mounted.teardown();
-    rmSync(dir, { recursive: true, force: true });
-    rmSync(`${dir}.lower`, { recursive: true, force: true });
+    unmountAndRemove(mounted, dir);
   }
 };
 try {
@@ -255,9 +259,7 @@ try {
           );
         }
       } finally {
-        mounted.teardown();
-        rmSync(dir, { recursive: true, force: true });
-        rmSync(`${dir}.lower`, { recursive: true, force: true });
+        unmountAndRemove(mounted, dir);
       }
       if (ONLY.includes("memory") && name !== "plain") {
         measureMemory(name, system, `${dir}-memory`);
